@@ -1,0 +1,158 @@
+"""Gaussian mixtures in 2D (or any dimension): the mode-collapse toy benchmarks.
+
+`Ring`: 8 modes on a circle of radius 2, std 0.02 (Metz et al. 2017; Srivastava et al. 2017).
+PacGAN (Lin et al. 2018) used radius 1, std 0.01: `Ring(radius=1.0, std=0.01)`.
+`Grid`: 25 modes at {-4, -2, 0, 2, 4}^2, std 0.05 (Lin et al. 2018; Gulrajani et al. 2017 toy).
+
+Training data are sampled on the fly: batch k of the run is drawn from a NumPy generator seeded
+by (seed, k), where k = (epoch * batches_per_epoch + i) * world_size + rank. So every rank sees
+different data, every epoch is new data, and a run resumed at an epoch boundary sees exactly the
+batches the uninterrupted run would have seen. An "epoch" is only the interval between
+validation/checkpoint points (`batches_per_epoch` batches).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
+
+
+class GaussianMixture2D(L.LightningDataModule):
+    """A mixture of isotropic Gaussians with given centres, weights and one std.
+
+    Args:
+        centers: mode centres, K lists of D coordinates.
+        std: standard deviation of every mode.
+        weights: mixture weights (normalised here); uniform if None.
+        batch_size: samples per training batch, per device.
+        batches_per_epoch: training batches between two validation/checkpoint points.
+        val_size: real samples in the validation set (the metrics use generated samples).
+        seed: seed of the data stream; None follows `seed_everything`.
+    """
+
+    def __init__(
+        self,
+        centers: Sequence[Sequence[float]],
+        std: float = 0.02,
+        weights: Optional[Sequence[float]] = None,
+        batch_size: int = 512,
+        batches_per_epoch: int = 1000,
+        val_size: int = 2500,
+        seed: Optional[int] = None,
+    ):
+        super().__init__()
+        centers_t = torch.as_tensor(centers, dtype=torch.float32)
+        if centers_t.dim() != 2 or centers_t.shape[0] < 1:
+            raise ValueError(f"centers must be a non-empty list of points, shape (K, D); got shape {tuple(centers_t.shape)}")
+        if not std > 0:
+            raise ValueError(f"std must be positive; got {std}")
+        if weights is None:
+            weights_t = torch.full((centers_t.shape[0],), 1.0 / centers_t.shape[0])
+        else:
+            weights_t = torch.as_tensor(weights, dtype=torch.float64)
+            if weights_t.shape != (centers_t.shape[0],) or (weights_t < 0).any() or weights_t.sum() <= 0:
+                raise ValueError(
+                    f"weights must be {centers_t.shape[0]} non-negative numbers (one per centre) with a positive "
+                    f"sum; got {list(weights)}"
+                )
+            weights_t = (weights_t / weights_t.sum()).float()
+        for name, value in (("batch_size", batch_size), ("batches_per_epoch", batches_per_epoch), ("val_size", val_size)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1; got {value}")
+        self.centers = centers_t  # (K, D)
+        self.weights = weights_t  # (K,), sums to 1
+        self.std = float(std)
+        self.batch_size = batch_size
+        self.batches_per_epoch = batches_per_epoch
+        self.val_size = val_size
+        self.seed = seed
+
+    @property
+    def num_modes(self) -> int:
+        return self.centers.shape[0]
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        return (self.centers.shape[1],)
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+        """n points and the index of the mode each was drawn from: (n, D) float32, (n,) int64."""
+        modes = rng.choice(self.num_modes, size=n, p=self.weights.double().numpy() / self.weights.double().sum().item())
+        noise = rng.standard_normal((n, self.centers.shape[1]))
+        points = self.centers.numpy()[modes] + self.std * noise
+        return torch.from_numpy(points.astype(np.float32)), torch.from_numpy(modes)
+
+    def _seed(self) -> int:
+        return int(self.seed if self.seed is not None else torch.initial_seed())
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        dataset = _MixtureBatches(self, self._seed(), self.batch_size, self.batches_per_epoch)
+        sampler = _BatchIndexSampler(dataset, self.batches_per_epoch, num_replicas=world, rank=rank)
+        return DataLoader(dataset, batch_size=None, sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        points, _ = self.sample(self.val_size, np.random.default_rng([self._seed(), 1]))
+        return DataLoader(TensorDataset(points), batch_size=self.val_size)
+
+
+class Ring(GaussianMixture2D):
+    """`num_modes` Gaussians evenly spaced on a circle of `radius` (defaults: 8, 2.0, std 0.02)."""
+
+    def __init__(self, num_modes: int = 8, radius: float = 2.0, std: float = 0.02, **kwargs):
+        if num_modes < 1 or radius <= 0:
+            raise ValueError(f"need num_modes >= 1 and radius > 0; got {num_modes}, {radius}")
+        angles = [2 * math.pi * k / num_modes for k in range(num_modes)]
+        centers = [[radius * math.cos(a), radius * math.sin(a)] for a in angles]
+        super().__init__(centers=centers, std=std, **kwargs)
+
+
+class Grid(GaussianMixture2D):
+    """side x side Gaussians on a grid centred at 0 (defaults: 5 x 5, spacing 2, std 0.05)."""
+
+    def __init__(self, side: int = 5, spacing: float = 2.0, std: float = 0.05, **kwargs):
+        if side < 1 or spacing <= 0:
+            raise ValueError(f"need side >= 1 and spacing > 0; got {side}, {spacing}")
+        coords = [(i - (side - 1) / 2) * spacing for i in range(side)]
+        centers = [[x, y] for x in coords for y in coords]
+        super().__init__(centers=centers, std=std, **kwargs)
+
+
+class _MixtureBatches(Dataset):
+    """Item k is a whole batch, drawn from a generator seeded by (seed, 0, k)."""
+
+    def __init__(self, mixture: GaussianMixture2D, seed: int, batch_size: int, length: int):
+        self.mixture, self.seed, self.batch_size, self.length = mixture, seed, batch_size, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, k: int) -> Tensor:
+        points, _ = self.mixture.sample(self.batch_size, np.random.default_rng([self.seed, 0, k]))
+        return points
+
+
+class _BatchIndexSampler(DistributedSampler):
+    """Yields batch indices (epoch * n + i) * world + rank for i < n; Lightning calls set_epoch.
+
+    A DistributedSampler subclass so that Lightning keeps it as it is under DDP instead of
+    wrapping it (the wrapper would not forward set_epoch).
+    """
+
+    def __init__(self, dataset: Dataset, batches_per_epoch: int, num_replicas: int, rank: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.batches_per_epoch = batches_per_epoch
+
+    def __iter__(self):
+        start = self.epoch * self.batches_per_epoch
+        return iter([(start + i) * self.num_replicas + self.rank for i in range(self.batches_per_epoch)])
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch

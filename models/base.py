@@ -1,0 +1,337 @@
+"""`GANBase`: the alternating generator/discriminator loop every variant shares.
+
+One training batch is one discriminator step; every `n_critic`-th batch is followed by one
+generator step. Per batch:
+
+    z ~ p(z)                          (the module's own noise stream, see below)
+    fake = G(z)                       generated once; with a graph only if G steps this batch
+    D step:  minimise discriminator_loss(real, fake.detach())
+    G step:  minimise generator_loss(real, fake)      (every n_critic batches)
+
+A variant overrides the small hooks (`discriminator_loss`, `generator_loss`, `sample_latent`,
+`generate`, `configure_networks`) and rewrites `training_step` only where its algorithm really
+changes the loop, then still through `optimize()`.
+
+What the base takes care of, so variants do not have to:
+- manual optimisation with `toggled_optimizer` (only the stepping network gets gradients) and
+  `manual_backward` (loss scaling under 16-mixed);
+- gradient clipping in `on_before_optimizer_step`, i.e. after the AMP scaler has unscaled the
+  gradients (clipping scaled gradients, as `clip_gradients` before `opt.step()` would, is wrong);
+- LR schedulers stepped explicitly, once per generator step, for both networks;
+- DDP: Lightning wraps the whole module in one DistributedDataParallel, whose reducer expects
+  every parameter to get a gradient in every backward; a D step never touches G's parameters,
+  so it fails with "parameters that were not used in producing the loss". Instead of paying
+  for `find_unused_parameters`, the reducer is switched off during the training step and the
+  gradients of exactly the parameters being stepped are all-reduced (averaged) after each
+  backward, one flat buffer per step (`_all_reduce_gradients`);
+- counters of D and G steps, saved in checkpoints (`trainer.global_step` counts D and G
+  optimizer steps together, so it is not the generator step count);
+- a non-finite loss stops training with an error naming the step and the loss, before the
+  backward pass, so no weights and no checkpoint are touched by it;
+- a noise stream (`self.noise`) reseeded from (seed, rank, epoch) at every epoch start, so that
+  ranks draw different latents and a run resumed from an end-of-epoch checkpoint continues
+  exactly as the uninterrupted run would. Variants draw all training randomness from it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from lightning.pytorch.cli import LRSchedulerCallable
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a training loss is NaN or infinite; training stops before any update."""
+
+
+class GANBase(L.LightningModule):
+    """Shared base of every GAN variant. See the module docstring for the loop it owns.
+
+    Args:
+        generator: maps latents (B, latent_dim) to data (B, *data_shape).
+        discriminator: maps data (B, *data_shape) to scores (B,).
+        latent_dim: size of z; defaults to `generator.latent_dim`.
+        n_critic: discriminator steps (= training batches) per generator step.
+        g_lr, d_lr: Adam learning rates of the generator and the discriminator.
+        betas: Adam betas, shared by both optimisers.
+        lr_scheduler: optional scheduler factory, applied to both optimisers and stepped once
+            per generator step (so `total_iters`-style arguments count generator steps).
+        gradient_clip_val: clip each network's gradients to this norm (or value) before its
+            step; None disables. Applied to unscaled gradients under 16-mixed.
+        gradient_clip_algorithm: "norm" or "value".
+        num_fixed_latents: size of the fixed validation latent batch `val_z` (a buffer saved
+            with the weights), for plots that follow the same z through training.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        latent_dim: Optional[int] = None,
+        n_critic: int = 1,
+        g_lr: float = 2e-4,
+        d_lr: float = 2e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        gradient_clip_val: Optional[float] = None,
+        gradient_clip_algorithm: str = "norm",
+        num_fixed_latents: int = 64,
+    ):
+        super().__init__()
+        self.automatic_optimization = False
+        self.save_hyperparameters(ignore=["generator", "discriminator", "lr_scheduler"])
+        if not isinstance(n_critic, int) or n_critic < 1:
+            raise ValueError(f"n_critic must be an integer >= 1 (discriminator steps per generator step); got {n_critic!r}")
+        if gradient_clip_algorithm not in ("norm", "value"):
+            raise ValueError(f"gradient_clip_algorithm must be 'norm' or 'value'; got {gradient_clip_algorithm!r}")
+        if gradient_clip_val is not None and gradient_clip_val <= 0:
+            raise ValueError(f"gradient_clip_val must be positive or None; got {gradient_clip_val}")
+        if latent_dim is None:
+            latent_dim = getattr(generator, "latent_dim", None)
+            if latent_dim is None:
+                raise ValueError("latent_dim is not set and the generator has no `latent_dim` attribute; pass latent_dim")
+        self.generator = generator
+        self.discriminator = discriminator
+        self.latent_dim = int(latent_dim)
+        self.n_critic = n_critic
+        self.lr_scheduler = lr_scheduler
+        self.configure_networks()
+        self.register_buffer("val_z", self.sample_latent(num_fixed_latents, generator=torch.Generator().manual_seed(0)))
+        self._check_generator_accepts_latents()
+        # Step counters (saved in checkpoints by on_save_checkpoint).
+        self.d_steps = 0
+        self.g_steps = 0
+        self.noise: Optional[torch.Generator] = None
+        self.last_validated_g_step: Optional[int] = None
+
+    # ------------------------------------------------------------------ hooks for variants
+    def configure_networks(self) -> None:
+        """Builds a variant's extra networks (heads, extra discriminators). Called in __init__."""
+
+    def sample_latent(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        """Draws n latents z ~ N(0, I), shape (n, latent_dim), on the module's device."""
+        return torch.randn(n, self.latent_dim, device=self.device, generator=generator)
+
+    def generate(self, z: Tensor) -> Tensor:
+        """Maps latents to data space."""
+        return self.generator(z)
+
+    def discriminator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The discriminator's loss on a real batch and a (detached) fake batch, and values to log."""
+        raise NotImplementedError
+
+    def generator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The generator's loss on fakes that carry G's graph, and values to log."""
+        raise NotImplementedError
+
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        """Parameters stepped by the discriminator's optimiser (override to add heads)."""
+        return list(self.discriminator.parameters())
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        """Parameters stepped by the generator's optimiser (override to add e.g. learned codes)."""
+        return list(self.generator.parameters())
+
+    # ------------------------------------------------------------------ public API
+    @torch.no_grad()
+    def sample(self, n: int, z: Optional[Tensor] = None) -> Tensor:
+        """n generated samples in data space (generator in eval mode; training mode restored).
+
+        Uses the global RNG, never the training noise stream, so evaluating does not change
+        training. Pass `z` to generate from given latents.
+        """
+        if z is None:
+            z = self.sample_latent(n)
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            return self.generate(z.to(self.device))
+        finally:
+            self.generator.train(was_training)
+
+    # ------------------------------------------------------------------ the loop
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        real = self.unpack_batch(batch)
+        g_step_now = self.generator_steps_this_batch()
+        with torch.set_grad_enabled(g_step_now):  # no G graph on discriminator-only batches
+            fake = self.generate(self.sample_latent(real.shape[0], generator=self.noise))
+        opt_g, opt_d = self.optimizers()
+
+        logs = self.optimize(opt_d, self.discriminator_loss, real, fake.detach(), name="d_loss")
+        self.d_steps += 1
+        if g_step_now:
+            logs |= self.optimize(opt_g, self.generator_loss, real, fake, name="g_loss")
+            self.g_steps += 1
+            self.step_lr_schedulers()
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=False)
+        self.log("train/g_step", float(self.g_steps), prog_bar=True)
+
+    def generator_steps_this_batch(self) -> bool:
+        """True on the batches that end with a generator step (every n_critic-th D step)."""
+        return (self.d_steps + 1) % self.n_critic == 0
+
+    def unpack_batch(self, batch: Any) -> Tensor:
+        """The real samples of a batch: the batch itself, or its first element for (x, y) pairs."""
+        return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+    def optimize(self, optimizer, loss_fn, *args, name: str) -> dict[str, Tensor]:
+        """One optimiser step on `loss_fn(*args)`, with only `optimizer`'s parameters trainable.
+
+        `loss_fn` returns (loss, logs). The loss is checked for NaN/inf before the backward;
+        under DDP the gradients are averaged across ranks before the step.
+        """
+        self._disable_ddp_reducer()
+        with self.toggled_optimizer(optimizer):
+            loss, logs = loss_fn(*args)
+            self._check_finite(loss, name)
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            self._all_reduce_gradients(optimizer)
+            optimizer.step()  # clipping happens in on_before_optimizer_step
+        return {name: loss.detach(), **logs}
+
+    def step_lr_schedulers(self) -> None:
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            scheduler.step()
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Called by Lightning inside optimizer.step(), after the AMP scaler unscaled the gradients.
+        if self.hparams.gradient_clip_val is not None:
+            self.clip_gradients(
+                optimizer,
+                gradient_clip_val=self.hparams.gradient_clip_val,
+                gradient_clip_algorithm=self.hparams.gradient_clip_algorithm,
+            )
+
+    def configure_optimizers(self):
+        betas = tuple(self.hparams.betas)
+        opt_g = torch.optim.Adam(self.generator_parameters(), lr=self.hparams.g_lr, betas=betas)
+        opt_d = torch.optim.Adam(self.discriminator_parameters(), lr=self.hparams.d_lr, betas=betas)
+        if self.lr_scheduler is None:
+            return [opt_g, opt_d]
+        return [opt_g, opt_d], [self.lr_scheduler(opt_g), self.lr_scheduler(opt_d)]
+
+    # ------------------------------------------------------------------ validation
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """Mean discriminator score on held-out real data and on fresh fakes (the D gap).
+
+        The benchmark metrics (modes, HQ %, KL, FID...) come from callbacks, on `sample(n)`.
+        """
+        real = self.unpack_batch(batch)
+        fake = self.sample(real.shape[0])
+        self.log("val/d_real", self.discriminator(real).float().mean(), sync_dist=True)
+        self.log("val/d_fake", self.discriminator(fake).float().mean(), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.last_validated_g_step = self.g_steps
+
+    # ------------------------------------------------------------------ checks and plumbing
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        data_shape = getattr(datamodule, "data_shape", None)
+        if data_shape is not None:
+            self.check_data_shape(tuple(data_shape))
+
+    def check_data_shape(self, data_shape: tuple[int, ...]) -> None:
+        """Raises a clear error if G's output or D's input does not match the data's shape."""
+        with torch.no_grad(), _eval_mode(self.generator, self.discriminator):
+            out = self.generate(self.sample_latent(2))
+            if tuple(out.shape[1:]) != data_shape:
+                raise ValueError(
+                    f"the generator makes samples of shape {tuple(out.shape[1:])} but the data have shape "
+                    f"{data_shape}; set the generator's output size to match the data "
+                    f"(e.g. --model.init_args.generator.init_args.out_dim {data_shape[0]} for an MLP)"
+                )
+            try:
+                scores = self.discriminator(torch.zeros(2, *data_shape, device=self.device))
+            except RuntimeError as err:
+                raise ValueError(
+                    f"the discriminator rejects data of shape {data_shape}: {err}. Set its input size to match "
+                    f"the data (e.g. --model.init_args.discriminator.init_args.in_dim {data_shape[0]} for an MLP)"
+                ) from err
+            if tuple(scores.shape) != (2,):
+                raise ValueError(
+                    f"the discriminator must return one score per sample, shape (B,); it returned "
+                    f"{tuple(scores.shape)} for a batch of 2"
+                )
+
+    def _check_generator_accepts_latents(self) -> None:
+        with torch.no_grad(), _eval_mode(self.generator):
+            try:
+                self.generate(self.sample_latent(2))
+            except RuntimeError as err:
+                raise ValueError(
+                    f"the generator rejects latents of shape (2, {self.latent_dim}): {err}. Make the model's "
+                    f"latent_dim and the generator's input size agree"
+                ) from err
+
+    def _check_finite(self, loss: Tensor, name: str) -> None:
+        finite = bool(torch.isfinite(loss).all())
+        if self.trainer.world_size > 1:  # every rank must stop together, or the others hang
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            raise NonFiniteLossError(
+                f"{name} is {loss.item() if loss.numel() == 1 else loss} at generator step {self.g_steps}, "
+                f"discriminator step {self.d_steps} (trainer.global_step {self.trainer.global_step}, "
+                f"epoch {self.current_epoch}); training stopped before this update, the last checkpoint is "
+                f"untouched. Lower the learning rates, enable gradient_clip_val, or check the data."
+            )
+
+    def _disable_ddp_reducer(self) -> None:
+        # See the module docstring: gradients are synchronised by _all_reduce_gradients instead.
+        wrapper = self.trainer.strategy.model if self._trainer is not None else None
+        if isinstance(wrapper, DistributedDataParallel):
+            wrapper.require_backward_grad_sync = False
+
+    def _all_reduce_gradients(self, optimizer) -> None:
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= dist.get_world_size()
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def on_train_epoch_start(self) -> None:
+        # Training noise depends only on (seed, rank, epoch): ranks differ, resumes are exact.
+        seed = (torch.initial_seed() * 1_000_003 + self.global_rank * 10_007 + self.current_epoch) % (2**63)
+        if self.noise is None or self.noise.device != self.device:
+            self.noise = torch.Generator(device=self.device)
+        self.noise.manual_seed(seed)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["gan_steps"] = {"d_steps": self.d_steps, "g_steps": self.g_steps}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        steps = checkpoint.get("gan_steps", {})
+        self.d_steps = int(steps.get("d_steps", 0))
+        self.g_steps = int(steps.get("g_steps", 0))
+
+
+class _eval_mode:
+    """Context manager: modules in eval mode, previous modes restored on exit."""
+
+    def __init__(self, *modules: nn.Module):
+        self.modules = modules
+
+    def __enter__(self):
+        self.modes = [m.training for m in self.modules]
+        for m in self.modules:
+            m.eval()
+
+    def __exit__(self, *exc):
+        for m, mode in zip(self.modules, self.modes):
+            m.train(mode)

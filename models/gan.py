@@ -1,0 +1,50 @@
+"""`GAN`: the vanilla GAN / DCGAN baseline.
+
+Goodfellow et al. 2014, "Generative Adversarial Nets", Eq. 1 and Section 3 (non-saturating
+generator loss); with the DCGAN networks, Radford et al. 2016. The loss is selectable by name
+from `models.losses.GAN_LOSSES`: "nonsaturating" (default), "minimax" (Eq. 1 as written),
+"hinge", "least_squares", "wasserstein" (without a Lipschitz constraint; see WGANGP for one).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import Tensor, nn
+
+from .base import GANBase
+from .losses import get_gan_loss
+
+
+class GAN(GANBase):
+    """The baseline: one generator, one discriminator, an adversarial loss chosen by name.
+
+    Args:
+        loss: name of the adversarial objective (see `models.losses.GAN_LOSSES`).
+        Other arguments: see `GANBase`.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        loss: str = "nonsaturating",
+        latent_dim: Optional[int] = None,
+        n_critic: int = 1,
+        g_lr: float = 2e-4,
+        d_lr: float = 2e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+        **kwargs,
+    ):
+        loss_fns = get_gan_loss(loss)  # fails fast on an unknown name
+        super().__init__(generator, discriminator, latent_dim=latent_dim, n_critic=n_critic, g_lr=g_lr,
+                         d_lr=d_lr, betas=betas, **kwargs)
+        self.loss_fns = loss_fns
+
+    def discriminator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        real_scores, fake_scores = self.discriminator(real), self.discriminator(fake)
+        loss = self.loss_fns.discriminator(real_scores, fake_scores)
+        return loss, {"d_real": real_scores.detach().float().mean(), "d_fake": fake_scores.detach().float().mean()}
+
+    def generator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.loss_fns.generator(self.discriminator(fake)), {}

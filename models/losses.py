@@ -1,0 +1,116 @@
+"""GAN losses as pure functions of discriminator outputs.
+
+Every function takes the discriminator's raw outputs (logits for the logistic losses, critic
+values for the Wasserstein and hinge losses), shape (B,), and returns a scalar to *minimise*.
+They compute in float32 whatever the input dtype, so that under mixed precision the loss is
+never reduced in half precision.
+
+Notation: D(x) = sigmoid(logit(x)). The identities used below:
+    -log D(x)      = softplus(-logit(x))
+    -log(1 - D(x)) = softplus(logit(x))
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def d_logistic_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """Discriminator's binary cross-entropy: -E[log D(x)] - E[log(1 - D(G(z)))].
+
+    Goodfellow et al. 2014, Eq. 1 (the discriminator maximises V(D, G)).
+    """
+    return F.softplus(-real_logits.float()).mean() + F.softplus(fake_logits.float()).mean()
+
+
+def g_nonsaturating_loss(fake_logits: Tensor) -> Tensor:
+    """Non-saturating generator loss: -E[log D(G(z))].
+
+    Goodfellow et al. 2014, Section 3: "train G to maximize log D(G(z))", which gives strong
+    gradients early in training when D rejects the fakes confidently.
+    """
+    return F.softplus(-fake_logits.float()).mean()
+
+
+def g_minimax_loss(fake_logits: Tensor) -> Tensor:
+    """Minimax generator loss: E[log(1 - D(G(z)))], the generator's side of Eq. 1."""
+    return -F.softplus(fake_logits.float()).mean()
+
+
+def d_wasserstein_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
+    """Critic's loss E[D(G(z))] - E[D(x)] (Arjovsky et al. 2017; Gulrajani et al. 2017, Eq. 3)."""
+    return fake_scores.float().mean() - real_scores.float().mean()
+
+
+def g_wasserstein_loss(fake_scores: Tensor) -> Tensor:
+    """Generator's Wasserstein loss -E[D(G(z))]."""
+    return -fake_scores.float().mean()
+
+
+def d_hinge_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
+    """Hinge loss E[relu(1 - D(x))] + E[relu(1 + D(G(z)))] (Lim & Ye 2017; Miyato et al. 2018)."""
+    return F.relu(1.0 - real_scores.float()).mean() + F.relu(1.0 + fake_scores.float()).mean()
+
+
+def g_hinge_loss(fake_scores: Tensor) -> Tensor:
+    """Generator's side of the hinge loss: -E[D(G(z))]."""
+    return -fake_scores.float().mean()
+
+
+def d_least_squares_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
+    """LSGAN discriminator loss with targets a=0 (fake), b=1 (real) (Mao et al. 2017, Eq. 2)."""
+    return 0.5 * (real_scores.float() - 1.0).pow(2).mean() + 0.5 * fake_scores.float().pow(2).mean()
+
+
+def g_least_squares_loss(fake_scores: Tensor) -> Tensor:
+    """LSGAN generator loss with target c=1 (Mao et al. 2017, Eq. 2)."""
+    return 0.5 * (fake_scores.float() - 1.0).pow(2).mean()
+
+
+def gradient_penalty(
+    critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, alpha: Tensor
+) -> Tensor:
+    """WGAN-GP penalty E[(||grad_x D(x_hat)||_2 - 1)^2] (Gulrajani et al. 2017, Eq. 3).
+
+    x_hat = alpha * real + (1 - alpha) * fake, one alpha ~ U[0, 1] per sample, shape (B,).
+    The norm is taken per sample over all non-batch dimensions. `create_graph=True` so the
+    penalty is differentiable with respect to the critic's parameters. The gradient is taken
+    in float32; callers under fp16 autocast should call this outside autocast.
+    """
+    if alpha.shape != real.shape[:1]:
+        raise ValueError(f"alpha must have shape ({real.shape[0]},), one per sample; got {tuple(alpha.shape)}")
+    a = alpha.view(-1, *([1] * (real.dim() - 1))).to(real.dtype)
+    x_hat = (a * real.detach() + (1.0 - a) * fake.detach()).requires_grad_(True)
+    scores = critic(x_hat)
+    (grad,) = torch.autograd.grad(scores.float().sum(), x_hat, create_graph=True)
+    grad_norm = grad.flatten(1).float().norm(2, dim=1)
+    return (grad_norm - 1.0).pow(2).mean()
+
+
+class GANLoss(NamedTuple):
+    """A discriminator loss and the generator loss it is paired with."""
+
+    discriminator: Callable[[Tensor, Tensor], Tensor]
+    generator: Callable[[Tensor], Tensor]
+
+
+# The adversarial objectives a model can select by name (e.g. `GAN(loss="minimax")`).
+GAN_LOSSES: dict[str, GANLoss] = {
+    "nonsaturating": GANLoss(d_logistic_loss, g_nonsaturating_loss),
+    "minimax": GANLoss(d_logistic_loss, g_minimax_loss),
+    "wasserstein": GANLoss(d_wasserstein_loss, g_wasserstein_loss),
+    "hinge": GANLoss(d_hinge_loss, g_hinge_loss),
+    "least_squares": GANLoss(d_least_squares_loss, g_least_squares_loss),
+}
+
+
+def get_gan_loss(name: str) -> GANLoss:
+    """Looks up an adversarial objective by name, with an error that lists the valid names."""
+    try:
+        return GAN_LOSSES[name]
+    except KeyError:
+        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(GAN_LOSSES)}") from None

@@ -1,0 +1,162 @@
+"""Plain `nn.Module` networks that the GAN modules are given (never build) from YAML.
+
+Two pairs:
+- `MLPGenerator` / `MLPDiscriminator` for low-dimensional data (the 2D mixtures). Defaults are
+  the Unrolled GAN toy setting (Metz et al. 2017, Appendix A): 2 hidden layers of 128 tanh
+  units, a 256-d latent.
+- `DCGANGenerator` / `DCGANDiscriminator` for 28, 32 and 64 pixel images (Radford et al. 2016):
+  strided (transposed) convolutions, BatchNorm everywhere but D's input layer and G's output
+  layer, ReLU in G, LeakyReLU(0.2) in D, tanh output, N(0, 0.02) initialisation.
+
+Discriminators return raw scores of shape (B,): logits for the logistic losses, critic values
+for the Wasserstein loss. Generators expose `latent_dim` so a model can read it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "elu": nn.ELU}
+
+
+def _activation(name: str) -> nn.Module:
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]()
+
+
+def _mlp(in_dim: int, hidden_dim: int, n_hidden: int, out_dim: int, activation: str) -> nn.Sequential:
+    if n_hidden < 0 or hidden_dim < 1:
+        raise ValueError(f"need n_hidden >= 0 and hidden_dim >= 1; got {n_hidden}, {hidden_dim}")
+    layers: list[nn.Module] = []
+    width = in_dim
+    for _ in range(n_hidden):
+        layers += [nn.Linear(width, hidden_dim), _activation(activation)]
+        width = hidden_dim
+    layers.append(nn.Linear(width, out_dim))
+    return nn.Sequential(*layers)
+
+
+class MLPGenerator(nn.Module):
+    """z (B, latent_dim) -> x (B, out_dim), linear output."""
+
+    def __init__(self, latent_dim: int = 256, out_dim: int = 2, hidden_dim: int = 128, n_hidden: int = 2,
+                 activation: str = "tanh"):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.out_dim = out_dim
+        self.net = _mlp(latent_dim, hidden_dim, n_hidden, out_dim, activation)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+class MLPDiscriminator(nn.Module):
+    """x (B, in_dim) -> score (B,)."""
+
+    def __init__(self, in_dim: int = 2, hidden_dim: int = 128, n_hidden: int = 2, activation: str = "tanh"):
+        super().__init__()
+        self.in_dim = in_dim
+        self.net = _mlp(in_dim, hidden_dim, n_hidden, 1, activation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.flatten(1)).squeeze(1)
+
+
+def _dcgan_base_size(image_size: int) -> tuple[int, int]:
+    """Splits image_size = base * 2**n_up with base in [4, 7]: 28 -> (7, 2), 32 -> (4, 3), 64 -> (4, 4)."""
+    base, n_up = image_size, 0
+    while base % 2 == 0 and base > 7:
+        base //= 2
+        n_up += 1
+    if not 4 <= base <= 7 or n_up < 1:
+        raise ValueError(
+            f"DCGAN networks need image_size = b * 2**n with 4 <= b <= 7 and n >= 1 (e.g. 28, 32, 64); "
+            f"got {image_size}"
+        )
+    return base, n_up
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """Radford et al. 2016, Section 4: weights ~ N(0, 0.02); BatchNorm scale ~ N(1, 0.02), bias 0."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class DCGANGenerator(nn.Module):
+    """z (B, latent_dim) -> image (B, channels, image_size, image_size) in [-1, 1].
+
+    A projection to (width * 2**(n-1), b, b), then n stride-2 transposed convolutions that
+    double the size and halve the width; image_size = b * 2**n (28 = 7*4, 32 = 4*8, 64 = 4*16).
+    """
+
+    def __init__(self, latent_dim: int = 100, image_size: int = 32, channels: int = 3, width: int = 64):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.image_shape = (channels, image_size, image_size)
+        base, n_up = _dcgan_base_size(image_size)
+        ch = width * 2 ** (n_up - 1)
+        self.project = nn.Sequential(
+            nn.ConvTranspose2d(latent_dim, ch, kernel_size=base, bias=False),  # (B, ch, b, b)
+            nn.BatchNorm2d(ch),
+            nn.ReLU(inplace=True),
+        )
+        layers: list[nn.Module] = []
+        for i in range(n_up):
+            last = i == n_up - 1
+            out = channels if last else ch // 2
+            layers.append(nn.ConvTranspose2d(ch, out, kernel_size=4, stride=2, padding=1, bias=last))
+            layers += [nn.Tanh()] if last else [nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+            ch = out
+        self.upsample = nn.Sequential(*layers)
+        self.apply(dcgan_init)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.upsample(self.project(z.view(z.shape[0], -1, 1, 1)))
+
+
+class DCGANDiscriminator(nn.Module):
+    """image (B, channels, image_size, image_size) -> score (B,).
+
+    n stride-2 convolutions that halve the size and double the width, then a b x b
+    convolution to one score. `features(x)` returns the flattened last feature map, for
+    variants that attach extra heads (InfoGAN's Q, MGAN's classifier, minibatch features).
+    """
+
+    def __init__(self, image_size: int = 32, channels: int = 3, width: int = 64):
+        super().__init__()
+        self.image_shape = (channels, image_size, image_size)
+        base, n_down = _dcgan_base_size(image_size)
+        layers: list[nn.Module] = []
+        ch_in, ch = channels, width
+        for i in range(n_down):
+            layers.append(nn.Conv2d(ch_in, ch, kernel_size=4, stride=2, padding=1, bias=i == 0))
+            if i > 0:  # no BatchNorm on D's input layer (Radford et al. 2016, Section 3)
+                layers.append(nn.BatchNorm2d(ch))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            ch_in, ch = ch, ch * 2
+        self.trunk = nn.Sequential(*layers)
+        self.feature_dim = ch_in * base * base
+        self.head = nn.Conv2d(ch_in, 1, kernel_size=base)  # (B, 1, 1, 1)
+        self.apply(dcgan_init)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.trunk(x).flatten(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.trunk(x)).flatten()
+
+
+__all__ = [
+    "MLPGenerator",
+    "MLPDiscriminator",
+    "DCGANGenerator",
+    "DCGANDiscriminator",
+    "dcgan_init",
+]
