@@ -24,10 +24,13 @@ class SampleScatter(L.Callback):
         self.last_path: Optional[str] = None
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking and trainer.is_global_zero:
-            self._plot(trainer, pl_module, pl_module.sample(self.num_samples).float().cpu())
+        if trainer.sanity_checking:
+            return
+        folder = os.path.join(trainer.log_dir or trainer.default_root_dir, "samples")  # log_dir is a collective
+        if trainer.is_global_zero:
+            self._plot(trainer, pl_module, pl_module.sample(self.num_samples).float().cpu(), folder)
 
-    def _plot(self, trainer: L.Trainer, pl_module: L.LightningModule, samples) -> None:
+    def _plot(self, trainer: L.Trainer, pl_module: L.LightningModule, samples, folder: str) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
@@ -46,7 +49,6 @@ class SampleScatter(L.Callback):
         ax.set_aspect("equal")
         ax.set_title(f"{type(pl_module).__name__}, generator step {g_step}")
         ax.legend(loc="upper right", fontsize=8)
-        folder = os.path.join(trainer.log_dir or trainer.default_root_dir, "samples")
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, f"scatter_g{g_step:07d}.png")
         fig.savefig(path, bbox_inches="tight")

@@ -95,7 +95,7 @@ class GaussianMixture2D(L.LightningDataModule):
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         dataset = _MixtureBatches(self, self._seed(), self.batch_size, self.batches_per_epoch)
-        sampler = _BatchIndexSampler(dataset, self.batches_per_epoch, num_replicas=world, rank=rank)
+        sampler = _BatchIndexSampler(dataset, self.batches_per_epoch, num_replicas=world, rank=rank, trainer=trainer)
         return DataLoader(dataset, batch_size=None, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
@@ -140,18 +140,22 @@ class _MixtureBatches(Dataset):
 
 
 class _BatchIndexSampler(DistributedSampler):
-    """Yields batch indices (epoch * n + i) * world + rank for i < n; Lightning calls set_epoch.
+    """Yields batch indices (epoch * n + i) * world + rank for i < n.
 
-    A DistributedSampler subclass so that Lightning keeps it as it is under DDP instead of
-    wrapping it (the wrapper would not forward set_epoch).
+    The epoch is the trainer's `current_epoch` when the iterator is made (on a resumed run
+    Lightning makes it before it calls `set_epoch`), else the last `set_epoch`. A
+    DistributedSampler subclass so that Lightning keeps it as it is under DDP instead of
+    wrapping it (the wrapper would not forward the epoch).
     """
 
-    def __init__(self, dataset: Dataset, batches_per_epoch: int, num_replicas: int, rank: int):
+    def __init__(self, dataset: Dataset, batches_per_epoch: int, num_replicas: int, rank: int, trainer=None):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
         self.batches_per_epoch = batches_per_epoch
+        self.trainer = trainer
 
     def __iter__(self):
-        start = self.epoch * self.batches_per_epoch
+        epoch = self.trainer.current_epoch if self.trainer is not None else self.epoch
+        start = epoch * self.batches_per_epoch
         return iter([(start + i) * self.num_replicas + self.rank for i in range(self.batches_per_epoch)])
 
     def __len__(self) -> int:

@@ -1,0 +1,100 @@
+"""The command line as a user runs it: every experiment YAML, overrides, print_config, validate, DDP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import train
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "experiments").rglob("*.yaml"))
+
+
+def run_cli(*args: str):
+    return train.main(args=list(args))
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the configs write runs/ relative to the working directory
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setattr(sys, "argv", ["train.py"])  # LightningCLI gets its arguments from `args`
+
+
+def test_there_are_experiments():
+    assert "experiments/ring8/gan.yaml" in EXPERIMENTS and "experiments/grid25/gan.yaml" in EXPERIMENTS
+
+
+@pytest.mark.parametrize("config", EXPERIMENTS)
+def test_every_experiment_yaml_runs_with_fast_dev_run(config):
+    cli = run_cli("fit", "--config", str(ROOT / config), "--trainer.fast_dev_run", "4", "--trainer.accelerator", "cpu")
+    model = cli.model
+    assert model.d_steps >= 1 and cli.trainer.global_step == 4 == model.d_steps + model.g_steps
+
+
+def test_overrides_and_print_config(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("fit", "--config", str(ROOT / "experiments/ring8/gan.yaml"), "--seed_everything", "3",
+                "--trainer.max_steps", "300", "--model.init_args.n_critic", "2", "--print_config")
+    assert exit_info.value.code in (0, None)
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["seed_everything"] == 3 and config["trainer"]["max_steps"] == 300
+    assert config["model"]["init_args"]["n_critic"] == 2
+    assert config["model"]["init_args"]["generator"]["init_args"]["latent_dim"] == 256
+    assert config["data"]["class_path"] == "datamodules.Ring"
+
+
+def test_main_job_fit_then_validate_a_checkpoint(tmp_path):
+    args = ["--config", str(ROOT / "experiments/ring8/gan.yaml"), "--trainer.accelerator", "cpu",
+            "--trainer.max_steps", "40", "--data.init_args.batches_per_epoch", "10",
+            "--trainer.enable_progress_bar", "false"]
+    cli = run_cli("fit", *args)
+    metrics = cli.trainer.callback_metrics
+    assert {"val/modes", "val/hq", "val/kl"} <= set(metrics)
+    run_dir = Path(cli.trainer.log_dir)
+    assert (run_dir / "metrics.csv").exists() and (run_dir / "config.yaml").exists()
+    assert list((run_dir / "samples").glob("scatter_g*.png"))
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    assert ckpt.exists()
+
+    val = run_cli("validate", *args, "--ckpt_path", str(ckpt))
+    assert val.model.g_steps == 20  # the counters came back from the checkpoint
+    assert 0 <= float(val.trainer.callback_metrics["val/modes"]) <= 8
+
+
+def test_unknown_loss_from_the_command_line_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown loss 'wgan'"):
+        run_cli("fit", "--config", str(ROOT / "experiments/ring8/gan.yaml"), "--model.init_args.loss", "wgan",
+                "--trainer.fast_dev_run", "1")
+
+
+def test_two_process_ddp_on_cpu_trains_in_sync(tmp_path):
+    dump = tmp_path / "dump"
+    dump.mkdir()
+    env = {**os.environ, "GAN_TEST_DUMP_DIR": str(dump), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(ROOT / "experiments/ring8/gan.yaml"),
+           "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+           "--trainer.max_steps", "40", "--data.init_args.batches_per_epoch", "10",
+           "--data.init_args.batch_size", "64", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+           "--trainer.callbacks+=tests.ddp_helpers.DumpRankState"]
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ranks = [torch.load(dump / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert all(r["world_size"] == 2 and r["g_steps"] == 20 and r["d_steps"] == 20 for r in ranks)
+    # each rank trained on its own data...
+    assert not torch.equal(ranks[0]["last_batch"], ranks[1]["last_batch"])
+    # ...yet the averaged gradients kept the weights identical on both ranks
+    for name, value in ranks[0]["state_dict"].items():
+        assert torch.equal(value, ranks[1]["state_dict"][name]), f"{name} differs across ranks"
+    # and the metric, computed on samples split across ranks and merged, agrees everywhere
+    for key in ("val/modes", "val/hq", "val/kl"):
+        assert ranks[0]["metrics"][key] == ranks[1]["metrics"][key] or all(
+            r["metrics"][key] != r["metrics"][key] for r in ranks)  # both NaN

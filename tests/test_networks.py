@@ -1,0 +1,38 @@
+"""Output shapes of the network pairs, and clear errors for sizes they cannot make."""
+
+import pytest
+import torch
+
+from models import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
+
+
+def test_mlp_pair_shapes_and_architecture():
+    g, d = MLPGenerator(), MLPDiscriminator()
+    x = g(torch.randn(5, 256))
+    assert x.shape == (5, 2) and d(x).shape == (5,)
+    linears = [m for m in g.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(256, 128), (128, 128), (128, 2)]
+    assert sum(isinstance(m, torch.nn.Tanh) for m in d.modules()) == 2
+
+
+@pytest.mark.parametrize("size", [28, 32, 64])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_dcgan_pair_shapes(size, channels):
+    g = DCGANGenerator(latent_dim=16, image_size=size, channels=channels, width=8)
+    d = DCGANDiscriminator(image_size=size, channels=channels, width=8)
+    x = g(torch.randn(3, 16))
+    assert x.shape == (3, channels, size, size)
+    assert x.abs().max() <= 1.0  # tanh output
+    assert d(x).shape == (3,)
+    assert d.features(x).shape == (3, d.feature_dim)
+
+
+@pytest.mark.parametrize("size", [30, 8 * 9, 4])
+def test_dcgan_rejects_sizes_it_cannot_build(size):
+    with pytest.raises(ValueError, match="image_size"):
+        DCGANGenerator(image_size=size)
+
+
+def test_unknown_activation_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        MLPGenerator(activation="gelu")

@@ -1,0 +1,181 @@
+"""Real (tiny) training runs: the loop's step counts, gradients, resume, precision, bad input."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+
+import lightning as L
+import pytest
+import torch
+
+from models import GAN, MLPDiscriminator, MLPGenerator, NonFiniteLossError
+from tests.conftest import quiet_trainer, tiny_gan, tiny_ring
+
+
+def adam_steps(optimizer) -> int:
+    """How many times an Adam optimiser really stepped (its per-parameter 'step' state)."""
+    states = [optimizer.state[p] for g in optimizer.param_groups for p in g["params"] if p in optimizer.state]
+    counts = {int(s["step"]) for s in states}
+    assert len(counts) == 1, counts
+    return counts.pop()
+
+
+@pytest.mark.parametrize("n_critic", [1, 5])
+def test_training_changes_both_networks_with_n_critic_d_steps_per_g_step(n_critic):
+    L.seed_everything(0)
+    model = tiny_gan(n_critic=n_critic)
+    g0, d0 = copy.deepcopy(model.generator.state_dict()), copy.deepcopy(model.discriminator.state_dict())
+    trainer = quiet_trainer(max_epochs=2, limit_val_batches=0)
+    trainer.fit(model, datamodule=tiny_ring(batches_per_epoch=10))
+
+    opt_g, opt_d = (o.optimizer for o in model.optimizers())
+    assert model.d_steps == 20 and adam_steps(opt_d) == 20  # one D step per batch
+    assert model.g_steps == 20 // n_critic and adam_steps(opt_g) == 20 // n_critic
+    assert trainer.global_step == model.d_steps + model.g_steps  # Lightning counts both
+    for name, p in model.generator.state_dict().items():
+        assert not torch.equal(p, g0[name]), f"generator {name} did not change"
+    for name, p in model.discriminator.state_dict().items():
+        assert not torch.equal(p, d0[name]), f"discriminator {name} did not change"
+
+
+def test_d_step_does_not_touch_generator_and_fakes_are_generated_once(monkeypatch):
+    L.seed_everything(0)
+    model = tiny_gan(n_critic=2)
+    calls = []
+    original = model.generate
+    monkeypatch.setattr(model, "generate", lambda z: calls.append(z.shape) or original(z))
+    g0 = copy.deepcopy(model.generator.state_dict())
+    trainer = quiet_trainer(max_steps=1, limit_val_batches=0)  # one D step (no G step at n_critic 2)
+    trainer.fit(model, datamodule=tiny_ring())
+    assert model.d_steps == 1 and model.g_steps == 0
+    assert all(torch.equal(p, g0[k]) for k, p in model.generator.state_dict().items())
+    assert len([c for c in calls if c[0] == 32]) == 1  # one generator forward for the batch
+
+
+def test_gradients_reach_only_the_stepping_network():
+    L.seed_everything(0)
+    model = tiny_gan()
+    trainer = quiet_trainer(max_steps=2, limit_val_batches=0)  # one D step then one G step
+    trainer.fit(model, datamodule=tiny_ring())
+    # after the G step, zero_grad(set_to_none) left D's grads from its own step only
+    assert all(p.grad is not None for p in model.generator.parameters())
+    assert all(p.requires_grad for p in model.parameters())  # toggling was undone
+
+
+def test_resume_from_checkpoint_gives_exactly_the_uninterrupted_weights(tmp_path):
+    def run(max_epochs, ckpt=None, save_to=None):
+        L.seed_everything(7)
+        model = tiny_gan()
+        trainer = quiet_trainer(max_epochs=max_epochs, limit_val_batches=0)
+        trainer.fit(model, datamodule=tiny_ring(seed=None), ckpt_path=ckpt)
+        if save_to:
+            trainer.save_checkpoint(save_to)
+        return model
+
+    full = run(4)
+    run(2, save_to=tmp_path / "half.ckpt")
+    resumed = run(4, ckpt=str(tmp_path / "half.ckpt"))
+    assert resumed.g_steps == full.g_steps == 20 and resumed.d_steps == full.d_steps
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), f"{name} differs after resume"
+    # and the run really depended on the seed: another seed gives other weights
+    L.seed_everything(8)
+    other = tiny_gan()
+    quiet_trainer(max_epochs=4, limit_val_batches=0).fit(other, datamodule=tiny_ring(seed=None))
+    assert not torch.equal(other.generator.net[0].weight, full.generator.net[0].weight)
+
+
+def test_bf16_mixed_trains():
+    L.seed_everything(0)
+    model = tiny_gan()
+    w0 = model.generator.net[0].weight.clone()
+    quiet_trainer(max_epochs=1, precision="bf16-mixed").fit(model, datamodule=tiny_ring())
+    assert model.g_steps == 5
+    assert torch.isfinite(model.generator.net[0].weight).all()
+    assert not torch.equal(model.generator.net[0].weight, w0)
+
+
+@pytest.mark.parametrize("clip", [None, 1e-3])
+def test_gradient_clipping_bounds_the_gradient_norm(clip):
+    L.seed_everything(0)
+    model = tiny_gan(gradient_clip_val=clip)
+    norms = []
+
+    class Spy(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):  # D's grads are from its own step
+            norms.append(torch.stack([p.grad.norm() for p in pl_module.discriminator.parameters()]).norm().item())
+
+    quiet_trainer(max_steps=2, limit_val_batches=0, callbacks=[Spy()]).fit(model, datamodule=tiny_ring())
+    if clip is None:
+        assert norms[0] > 10 * 1e-3  # the control: unclipped gradients are far larger
+    else:
+        assert norms[0] <= clip * (1 + 1e-4)
+
+
+def test_lr_scheduler_steps_once_per_generator_step():
+    from functools import partial
+
+    L.seed_everything(0)
+    model = tiny_gan(n_critic=2, g_lr=1e-3, d_lr=1e-3,
+                     lr_scheduler=partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5))
+    quiet_trainer(max_epochs=1, limit_val_batches=0).fit(model, datamodule=tiny_ring(batches_per_epoch=6))
+    assert model.g_steps == 3
+    for opt in model.optimizers():
+        assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.5**3)
+
+
+# ---------------------------------------------------------------- bad input
+def test_n_critic_below_one_is_rejected():
+    with pytest.raises(ValueError, match="n_critic must be an integer >= 1"):
+        tiny_gan(n_critic=0)
+
+
+def test_unknown_loss_is_rejected():
+    with pytest.raises(ValueError, match="unknown loss 'wgan'"):
+        tiny_gan(loss="wgan")
+
+
+def test_generator_latent_size_mismatch_is_rejected():
+    with pytest.raises(ValueError, match=r"generator rejects latents of shape \(2, 16\)"):
+        GAN(MLPGenerator(latent_dim=8), MLPDiscriminator(), latent_dim=16)
+
+
+def test_generator_output_size_mismatch_is_rejected_before_training():
+    model = GAN(MLPGenerator(latent_dim=8, out_dim=3), MLPDiscriminator(in_dim=3))
+    with pytest.raises(ValueError, match=r"samples of shape \(3,\) but the data have shape \(2,\)"):
+        quiet_trainer(max_steps=2).fit(model, datamodule=tiny_ring())
+    assert model.d_steps == 0
+
+
+def test_discriminator_input_size_mismatch_is_rejected_before_training():
+    model = GAN(MLPGenerator(latent_dim=8), MLPDiscriminator(in_dim=5))
+    with pytest.raises(ValueError, match=r"discriminator rejects data of shape \(2,\)"):
+        quiet_trainer(max_steps=2).fit(model, datamodule=tiny_ring())
+
+
+def test_non_finite_loss_stops_with_step_and_loss_and_keeps_the_last_checkpoint(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    L.seed_everything(0)
+    model = tiny_gan()
+    original = model.generator_loss
+
+    def poisoned(real, fake):
+        loss, logs = original(real, fake)
+        return (loss * float("nan") if model.g_steps == 7 else loss), logs
+
+    model.generator_loss = poisoned
+    ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    trainer = quiet_trainer(max_epochs=3, limit_val_batches=0, enable_checkpointing=True, callbacks=[ckpt])
+    with pytest.raises(NonFiniteLossError, match=r"g_loss is nan at generator step 7, discriminator step 8"):
+        trainer.fit(model, datamodule=tiny_ring())
+    last = tmp_path / "last.ckpt"
+    saved = torch.load(last, weights_only=False)
+    assert saved["gan_steps"] == {"d_steps": 5, "g_steps": 5}  # end of epoch 0, not overwritten
+    digest = hashlib.sha256(last.read_bytes()).hexdigest()
+    # the poisoned step did not update G: its weights are those after generator step 7's D step
+    g_before = saved["state_dict"]["generator.net.0.weight"]
+    assert torch.isfinite(model.generator.net[0].weight).all()
+    assert not torch.equal(g_before, model.generator.net[0].weight)  # training had gone on past the ckpt
+    assert hashlib.sha256(last.read_bytes()).hexdigest() == digest
