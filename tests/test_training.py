@@ -179,3 +179,54 @@ def test_non_finite_loss_stops_with_step_and_loss_and_keeps_the_last_checkpoint(
     assert torch.isfinite(model.generator.net[0].weight).all()
     assert not torch.equal(g_before, model.generator.net[0].weight)  # training had gone on past the ckpt
     assert hashlib.sha256(last.read_bytes()).hexdigest() == digest
+
+
+def test_clipping_under_16_mixed_acts_on_unscaled_gradients():
+    """With a GradScaler at 2**16, clipping the scaled gradients would leave a norm of clip / 2**16."""
+    from lightning.pytorch.plugins import MixedPrecision
+
+    L.seed_everything(0)
+    clip = 1e-3
+    model = tiny_gan(gradient_clip_val=clip)
+    norms = []
+
+    class Spy(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            norms.append(torch.stack([p.grad.norm() for p in pl_module.discriminator.parameters()]).norm().item())
+
+    plugin = MixedPrecision("16-mixed", device="cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**16))
+    quiet_trainer(max_steps=6, limit_val_batches=0, callbacks=[Spy()], plugins=[plugin]).fit(model, datamodule=tiny_ring())
+    assert model.g_steps == 3 and plugin.scaler.get_scale() > 1
+    for norm in norms:
+        assert clip * 0.99 <= norm <= clip * (1 + 1e-4)
+
+
+def test_minimax_loss_is_selectable():
+    from models import losses
+
+    L.seed_everything(0)
+    model = tiny_gan(loss="minimax")
+    fake = torch.randn(6, 2)
+    loss, _ = model.generator_loss(None, fake)
+    torch.testing.assert_close(loss, losses.g_minimax_loss(model.discriminator(fake)))
+    d_loss, _ = model.discriminator_loss(fake + 1, fake)
+    torch.testing.assert_close(d_loss, losses.d_logistic_loss(model.discriminator(fake + 1), model.discriminator(fake)))
+
+
+def test_dcgan_pair_trains_on_images():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from models import DCGANDiscriminator, DCGANGenerator
+
+    L.seed_everything(0)
+    model = GAN(DCGANGenerator(latent_dim=16, image_size=28, channels=1, width=8),
+                DCGANDiscriminator(image_size=28, channels=1, width=8))
+    model.check_data_shape((1, 28, 28))
+    with pytest.raises(ValueError, match=r"samples of shape \(1, 28, 28\) but the data have shape \(3, 32, 32\)"):
+        model.check_data_shape((3, 32, 32))
+    images = torch.rand(64, 1, 28, 28) * 2 - 1
+    w0 = model.generator.project[0].weight.clone()
+    quiet_trainer(max_steps=4).fit(model, train_dataloaders=DataLoader(TensorDataset(images), batch_size=16))
+    assert model.g_steps == 2 and not torch.equal(w0, model.generator.project[0].weight)
+    assert model.sample(5).shape == (5, 1, 28, 28)
+    assert model.generator.training  # sample() restored training mode
