@@ -72,8 +72,8 @@ class ModeCoverage(L.Callback):
     """Evaluates `ModeCoverageMetric` on `num_samples` generated samples at every validation.
 
     Reads the centres, std and weights from the datamodule (`trainer.datamodule`). The samples
-    are split across DDP ranks so the total is exactly `num_samples`; the metric's sums merge
-    them. Logs `val/modes`, `val/hq` (percent) and `val/kl`; also keeps the last values in
+    are split across DDP ranks so the total is exactly `num_samples`, each rank drawing from its
+    own latent stream (`evaluation_generator`); the metric's sums merge them. Logs `val/modes`, `val/hq` (percent) and `val/kl`; also keeps the last values in
     `self.last` for scripts.
     """
 
@@ -100,7 +100,8 @@ class ModeCoverage(L.Callback):
         metric = self.metric.to(pl_module.device)
         world, rank = trainer.world_size, trainer.global_rank
         n_local = self.num_samples // world + (1 if rank < self.num_samples % world else 0)
-        metric.update(pl_module.sample(n_local))
+        # per-rank latent streams: the ranks' samples are distinct, and the same for a given (seed, step)
+        metric.update(pl_module.sample(n_local, generator=pl_module.evaluation_generator()))
         values = metric.compute()
         metric.reset()
         self.last = {k: float(v) for k, v in values.items()}

@@ -28,7 +28,9 @@ class SampleScatter(L.Callback):
             return
         folder = os.path.join(trainer.log_dir or trainer.default_root_dir, "samples")  # log_dir is a collective
         if trainer.is_global_zero:
-            self._plot(trainer, pl_module, pl_module.sample(self.num_samples).float().cpu(), folder)
+            # the same latent stream as ModeCoverage: in one process the plot shows the measured samples
+            samples = pl_module.sample(self.num_samples, generator=pl_module.evaluation_generator())
+            self._plot(trainer, pl_module, samples.float().cpu(), folder)
 
     def _plot(self, trainer: L.Trainer, pl_module: L.LightningModule, samples, folder: str) -> None:
         import matplotlib
@@ -56,4 +58,6 @@ class SampleScatter(L.Callback):
         self.last_path = path
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image(key="val/samples", images=[path], step=trainer.global_step)
+                # the x-axis Lightning logs metrics at (training batches), not global_step (D + G steps)
+                step = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step)
+                logger.log_image(key="val/samples", images=[path], step=step)

@@ -142,8 +142,9 @@ class _MixtureBatches(Dataset):
 class _BatchIndexSampler(DistributedSampler):
     """Yields batch indices (epoch * n + i) * world + rank for i < n.
 
-    The epoch is the trainer's `current_epoch` when the iterator is made (on a resumed run
-    Lightning makes it before it calls `set_epoch`), else the last `set_epoch`. A
+    The epoch is the fit loop's count of processed epochs when the iterator is made (on a
+    resumed run Lightning makes the iterator before it calls `set_epoch`, and before
+    `current_epoch` moves past a checkpoint written at validation end), else the last `set_epoch`. A
     DistributedSampler subclass so that Lightning keeps it as it is under DDP instead of
     wrapping it (the wrapper would not forward the epoch).
     """
@@ -154,7 +155,7 @@ class _BatchIndexSampler(DistributedSampler):
         self.trainer = trainer
 
     def __iter__(self):
-        epoch = self.trainer.current_epoch if self.trainer is not None else self.epoch
+        epoch = self.trainer.fit_loop.epoch_progress.current.processed if self.trainer is not None else self.epoch
         start = epoch * self.batches_per_epoch
         return iter([(start + i) * self.num_replicas + self.rank for i in range(self.batches_per_epoch)])
 

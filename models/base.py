@@ -25,12 +25,17 @@ What the base takes care of, so variants do not have to:
   gradients of exactly the parameters being stepped are all-reduced (averaged) after each
   backward, one flat buffer per step (`_all_reduce_gradients`);
 - counters of D and G steps, saved in checkpoints (`trainer.global_step` counts D and G
-  optimizer steps together, so it is not the generator step count);
+  optimizer steps together, so it is not the generator step count). Under 16-mixed a step
+  that the GradScaler skips (inf/NaN gradients) still counts, as it does in Lightning's own
+  step counts; the scaler lowers its scale and the next step goes through;
 - a non-finite loss stops training with an error naming the step and the loss, before the
   backward pass, so no weights and no checkpoint are touched by it;
 - a noise stream (`self.noise`) reseeded from (seed, rank, epoch) at every epoch start, so that
   ranks draw different latents and a run resumed from an end-of-epoch checkpoint continues
   exactly as the uninterrupted run would. Variants draw all training randomness from it.
+  Evaluation draws from `evaluation_generator()`, seeded by (seed, rank, generator step);
+- buffers (BatchNorm running statistics) broadcast from rank 0 before every validation and at
+  the end of training, so all ranks evaluate one model.
 """
 
 from __future__ import annotations
@@ -38,11 +43,15 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import lightning as L
+import numpy as np
 import torch
 import torch.distributed as dist
 from lightning.pytorch.cli import LRSchedulerCallable
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+
+
+_TRAIN_STREAM, _EVAL_STREAM = 0, 1  # keys that keep the training and evaluation noise streams apart
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -139,14 +148,14 @@ class GANBase(L.LightningModule):
 
     # ------------------------------------------------------------------ public API
     @torch.no_grad()
-    def sample(self, n: int, z: Optional[Tensor] = None) -> Tensor:
+    def sample(self, n: int, z: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
         """n generated samples in data space (generator in eval mode; training mode restored).
 
-        Uses the global RNG, never the training noise stream, so evaluating does not change
-        training. Pass `z` to generate from given latents.
+        Latents come from `generator` (default: the global RNG), never from the training noise
+        stream, so evaluating does not change training. Pass `z` to generate from given latents.
         """
         if z is None:
-            z = self.sample_latent(n)
+            z = self.sample_latent(n, generator=generator)
         was_training = self.generator.training
         self.generator.eval()
         try:
@@ -226,7 +235,7 @@ class GANBase(L.LightningModule):
         The benchmark metrics (modes, HQ %, KL, FID...) come from callbacks, on `sample(n)`.
         """
         real = self.unpack_batch(batch)
-        fake = self.sample(real.shape[0])
+        fake = self.sample(real.shape[0], generator=self.evaluation_generator())
         self.log("val/d_real", self.discriminator(real).float().mean(), sync_dist=True)
         self.log("val/d_fake", self.discriminator(fake).float().mean(), sync_dist=True)
 
@@ -292,25 +301,71 @@ class GANBase(L.LightningModule):
             wrapper.require_backward_grad_sync = False
 
     def _all_reduce_gradients(self, optimizer) -> None:
+        """Averages the gradients of `optimizer`'s parameters across ranks, as DDP would.
+
+        One flat all-reduce per step. A parameter without a gradient on some rank counts as
+        zero there; one without a gradient on every rank keeps `grad = None` (DDP semantics).
+        The per-parameter "has a gradient" flags travel in the same buffer, so ranks that
+        disagree on which parameters got gradients cannot desynchronise the collective.
+        """
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if not grads:
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+        if not params:
             return
-        flat = torch.cat([g.reshape(-1) for g in grads])
+        flat = torch.cat(
+            [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+            + [torch.tensor([p.grad is not None for p in params], dtype=params[0].dtype, device=params[0].device)]
+        )
         dist.all_reduce(flat)
-        flat /= dist.get_world_size()
+        flat[: -len(params)] /= dist.get_world_size()
+        has_grad = flat[-len(params):] > 0
         offset = 0
-        for g in grads:
-            g.copy_(flat[offset : offset + g.numel()].view_as(g))
-            offset += g.numel()
+        for p, used in zip(params, has_grad.tolist()):
+            chunk = flat[offset : offset + p.numel()].view_as(p)
+            offset += p.numel()
+            if not used:
+                continue
+            if p.grad is None:
+                p.grad = chunk.clone()
+            else:
+                p.grad.copy_(chunk)
+
+    def on_validation_epoch_start(self) -> None:
+        self._broadcast_buffers()
+
+    def on_train_end(self) -> None:
+        self._broadcast_buffers()
+
+    def _broadcast_buffers(self) -> None:
+        # Rank 0's buffers (BatchNorm running statistics) to every rank, before anything is
+        # evaluated and when training ends, so all ranks evaluate (and end with) one model.
+        # Stock DDP broadcasts before every forward; our reducer bypass turns that off, and in
+        # training mode BatchNorm uses batch statistics, so only evaluation needs them.
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        buffers = [b for name, b in self.named_buffers() if name != "val_z" and b.is_floating_point()]
+        if buffers:
+            flat = torch.cat([b.reshape(-1) for b in buffers])
+            dist.broadcast(flat, src=0)
+            offset = 0
+            for b in buffers:
+                b.copy_(flat[offset : offset + b.numel()].view_as(b))
+                offset += b.numel()
+
+    def seeded_generator(self, *keys: int) -> torch.Generator:
+        """A generator on the module's device seeded by (run seed, rank, *keys), independent streams."""
+        seed = np.random.SeedSequence([torch.initial_seed(), self.global_rank, *keys]).generate_state(1, np.uint64)[0]
+        return torch.Generator(device=self.device).manual_seed(int(seed))
+
+    def evaluation_generator(self) -> torch.Generator:
+        """The latent stream for evaluating at the current generator step: differs across ranks
+        (so samples split across DDP ranks are distinct) and is reproducible per (seed, step)."""
+        return self.seeded_generator(_EVAL_STREAM, self.g_steps)
 
     def on_train_epoch_start(self) -> None:
         # Training noise depends only on (seed, rank, epoch): ranks differ, resumes are exact.
-        seed = (torch.initial_seed() * 1_000_003 + self.global_rank * 10_007 + self.current_epoch) % (2**63)
-        if self.noise is None or self.noise.device != self.device:
-            self.noise = torch.Generator(device=self.device)
-        self.noise.manual_seed(seed)
+        self.noise = self.seeded_generator(_TRAIN_STREAM, self.current_epoch)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["gan_steps"] = {"d_steps": self.d_steps, "g_steps": self.g_steps}

@@ -1,13 +1,16 @@
-"""A callback the DDP test adds from the command line: each rank dumps what it ended with."""
+"""Helpers for the multi-process tests: a callback the DDP test adds from the command line, a
+generator with BatchNorm buffers, and the worker of the gradient all-reduce test."""
 
 import os
 
 import lightning as L
 import torch
+from torch import nn
 
 
 class DumpRankState(L.Callback):
-    """Saves each rank's weights, step counters, last batch and metrics to $GAN_TEST_DUMP_DIR/rank<r>.pt."""
+    """Saves each rank's weights, buffers, counters, last batch, evaluation samples and metrics
+    to $GAN_TEST_DUMP_DIR/rank<r>.pt."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.last_batch = batch.detach().cpu().clone()
@@ -21,7 +24,40 @@ class DumpRankState(L.Callback):
                 "d_steps": pl_module.d_steps,
                 "world_size": trainer.world_size,
                 "last_batch": self.last_batch,
+                "eval_samples": pl_module.sample(16, generator=pl_module.evaluation_generator()).cpu(),
                 "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
             },
             os.path.join(folder, f"rank{trainer.global_rank}.pt"),
         )
+
+
+class BatchNormMLPGenerator(nn.Module):
+    """A small generator with BatchNorm, so a DDP run has buffers that must stay in sync."""
+
+    def __init__(self, latent_dim: int = 8, out_dim: int = 2, hidden_dim: int = 32):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.net = nn.Sequential(nn.Linear(latent_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(),
+                                 nn.Linear(hidden_dim, out_dim))
+
+    def forward(self, z):
+        return self.net(z)
+
+
+def all_reduce_worker(rank: int, world: int, store_path: str, out_path: str) -> None:
+    """Rank r has gradients [r+1, r+1] on p0, a gradient on p1 only on rank 0, none on p2."""
+    import torch.distributed as dist
+
+    from models import GANBase
+
+    dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=world)
+    try:
+        p0, p1, p2 = (nn.Parameter(torch.zeros(2)) for _ in range(3))
+        p0.grad = torch.full((2,), float(rank + 1))
+        if rank == 0:
+            p1.grad = torch.full((2,), 4.0)
+        opt = torch.optim.SGD([p0, p1, p2], lr=1.0)
+        GANBase._all_reduce_gradients(None, opt)
+        torch.save({"p0": p0.grad, "p1": p1.grad, "p2": p2.grad}, f"{out_path}.{rank}")
+    finally:
+        dist.destroy_process_group()

@@ -53,13 +53,24 @@ def test_d_step_does_not_touch_generator_and_fakes_are_generated_once(monkeypatc
     assert len([c for c in calls if c[0] == 32]) == 1  # one generator forward for the batch
 
 
-def test_gradients_reach_only_the_stepping_network():
+def test_each_backward_reaches_only_the_stepping_network():
+    """Without toggling, the generator's backward through D would add to D's gradients."""
     L.seed_everything(0)
     model = tiny_gan()
-    trainer = quiet_trainer(max_steps=2, limit_val_batches=0)  # one D step then one G step
+    seen = []
+
+    class Spy(L.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            grads = lambda net: [None if p.grad is None else p.grad.clone() for p in net.parameters()]  # noqa: E731
+            seen.append((grads(pl_module.generator), grads(pl_module.discriminator)))
+
+    trainer = quiet_trainer(max_steps=4, limit_val_batches=0, callbacks=[Spy()])  # D, G, D, G
     trainer.fit(model, datamodule=tiny_ring())
-    # after the G step, zero_grad(set_to_none) left D's grads from its own step only
-    assert all(p.grad is not None for p in model.generator.parameters())
+    (g0, d0), (g1, d1), (g2, d2), (g3, d3) = seen
+    assert all(g is None for g in g0)  # the first D step gave G no gradient
+    assert all(torch.equal(a, b) for a, b in zip(d0, d1))  # the G step left D's gradients alone
+    assert all(torch.equal(a, b) for a, b in zip(g1, g2))  # the D step left G's gradients alone
+    assert not any(torch.equal(a, b) for a, b in zip(d1, d2))  # a new D step, new D gradients
     assert all(p.requires_grad for p in model.parameters())  # toggling was undone
 
 
@@ -84,6 +95,28 @@ def test_resume_from_checkpoint_gives_exactly_the_uninterrupted_weights(tmp_path
     other = tiny_gan()
     quiet_trainer(max_epochs=4, limit_val_batches=0).fit(other, datamodule=tiny_ring(seed=None))
     assert not torch.equal(other.generator.net[0].weight, full.generator.net[0].weight)
+
+
+def test_resume_from_a_checkpoint_written_at_validation_end(tmp_path):
+    """The configs' checkpoints are written when validation ends, before the epoch counter moves."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from callbacks import ModeCoverage
+
+    def run(max_epochs, ckpt=None):
+        L.seed_everything(3)
+        model = tiny_gan()
+        checkpoints = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, filename="{epoch}")
+        trainer = quiet_trainer(max_epochs=max_epochs, enable_checkpointing=True,
+                                callbacks=[checkpoints, ModeCoverage(num_samples=100)])
+        trainer.fit(model, datamodule=tiny_ring(seed=None), ckpt_path=ckpt)
+        return model
+
+    full = run(4)
+    resumed = run(4, ckpt=str(tmp_path / "epoch=1.ckpt"))
+    assert resumed.g_steps == full.g_steps == 20
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), f"{name} differs after resume"
 
 
 def test_bf16_mixed_trains():
@@ -160,10 +193,15 @@ def test_non_finite_loss_stops_with_step_and_loss_and_keeps_the_last_checkpoint(
     L.seed_everything(0)
     model = tiny_gan()
     original = model.generator_loss
+    at_poison = {}
 
     def poisoned(real, fake):
         loss, logs = original(real, fake)
-        return (loss * float("nan") if model.g_steps == 7 else loss), logs
+        if model.g_steps == 7:
+            at_poison["ckpt"] = hashlib.sha256((tmp_path / "last.ckpt").read_bytes()).hexdigest()
+            at_poison["generator"] = copy.deepcopy(model.generator.state_dict())
+            return loss * float("nan"), logs
+        return loss, logs
 
     model.generator_loss = poisoned
     ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True)
@@ -171,14 +209,11 @@ def test_non_finite_loss_stops_with_step_and_loss_and_keeps_the_last_checkpoint(
     with pytest.raises(NonFiniteLossError, match=r"g_loss is nan at generator step 7, discriminator step 8"):
         trainer.fit(model, datamodule=tiny_ring())
     last = tmp_path / "last.ckpt"
-    saved = torch.load(last, weights_only=False)
-    assert saved["gan_steps"] == {"d_steps": 5, "g_steps": 5}  # end of epoch 0, not overwritten
-    digest = hashlib.sha256(last.read_bytes()).hexdigest()
-    # the poisoned step did not update G: its weights are those after generator step 7's D step
-    g_before = saved["state_dict"]["generator.net.0.weight"]
-    assert torch.isfinite(model.generator.net[0].weight).all()
-    assert not torch.equal(g_before, model.generator.net[0].weight)  # training had gone on past the ckpt
-    assert hashlib.sha256(last.read_bytes()).hexdigest() == digest
+    assert hashlib.sha256(last.read_bytes()).hexdigest() == at_poison["ckpt"]  # not overwritten
+    assert torch.load(last, weights_only=False)["gan_steps"] == {"d_steps": 5, "g_steps": 5}  # epoch 0's
+    for name, value in model.generator.state_dict().items():  # the poisoned step changed nothing
+        assert torch.equal(value, at_poison["generator"][name]), name
+    assert model.g_steps == 7
 
 
 def test_clipping_under_16_mixed_acts_on_unscaled_gradients():
