@@ -177,8 +177,11 @@ class GANBase(L.LightningModule):
             logs |= self.optimize(opt_g, self.generator_loss, real, fake, name="g_loss")
             self.g_steps += 1
             self.step_lr_schedulers()
-        self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=False)
-        self.log("train/g_step", float(self.g_steps), prog_bar=True)
+        if self.d_steps % self.trainer.log_every_n_steps == 0:
+            # Lightning writes to the loggers only every log_every_n_steps batches, but each
+            # self.log call costs ~0.3 ms whether written or not: skip the ones never written.
+            self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=False)
+            self.log("train/g_step", float(self.g_steps), prog_bar=True)
 
     def generator_steps_this_batch(self) -> bool:
         """True on the batches that end with a generator step (every n_critic-th D step)."""
