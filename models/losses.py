@@ -2,8 +2,8 @@
 
 Every function takes the discriminator's raw outputs (logits for the logistic losses, critic
 values for the Wasserstein and hinge losses), shape (B,), and returns a scalar to *minimise*.
-They compute in float32 whatever the input dtype, so that under mixed precision the loss is
-never reduced in half precision.
+Half-precision inputs (fp16, bf16) are upcast to float32 first, so under mixed precision a
+loss is never reduced in half precision; float32 and float64 inputs keep their dtype.
 
 Notation: D(x) = sigmoid(logit(x)). The identities used below:
     -log D(x)      = softplus(-logit(x))
@@ -19,12 +19,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def _upcast(x: Tensor) -> Tensor:
+    return x.float() if x.element_size() < 4 else x
+
+
 def d_logistic_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     """Discriminator's binary cross-entropy: -E[log D(x)] - E[log(1 - D(G(z)))].
 
     Goodfellow et al. 2014, Eq. 1 (the discriminator maximises V(D, G)).
     """
-    return F.softplus(-real_logits.float()).mean() + F.softplus(fake_logits.float()).mean()
+    return F.softplus(-_upcast(real_logits)).mean() + F.softplus(_upcast(fake_logits)).mean()
 
 
 def g_nonsaturating_loss(fake_logits: Tensor) -> Tensor:
@@ -33,42 +37,42 @@ def g_nonsaturating_loss(fake_logits: Tensor) -> Tensor:
     Goodfellow et al. 2014, Section 3: "train G to maximize log D(G(z))", which gives strong
     gradients early in training when D rejects the fakes confidently.
     """
-    return F.softplus(-fake_logits.float()).mean()
+    return F.softplus(-_upcast(fake_logits)).mean()
 
 
 def g_minimax_loss(fake_logits: Tensor) -> Tensor:
     """Minimax generator loss: E[log(1 - D(G(z)))], the generator's side of Eq. 1."""
-    return -F.softplus(fake_logits.float()).mean()
+    return -F.softplus(_upcast(fake_logits)).mean()
 
 
 def d_wasserstein_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
     """Critic's loss E[D(G(z))] - E[D(x)] (Arjovsky et al. 2017; Gulrajani et al. 2017, Eq. 3)."""
-    return fake_scores.float().mean() - real_scores.float().mean()
+    return _upcast(fake_scores).mean() - _upcast(real_scores).mean()
 
 
 def g_wasserstein_loss(fake_scores: Tensor) -> Tensor:
     """Generator's Wasserstein loss -E[D(G(z))]."""
-    return -fake_scores.float().mean()
+    return -_upcast(fake_scores).mean()
 
 
 def d_hinge_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
     """Hinge loss E[relu(1 - D(x))] + E[relu(1 + D(G(z)))] (Lim & Ye 2017; Miyato et al. 2018)."""
-    return F.relu(1.0 - real_scores.float()).mean() + F.relu(1.0 + fake_scores.float()).mean()
+    return F.relu(1.0 - _upcast(real_scores)).mean() + F.relu(1.0 + _upcast(fake_scores)).mean()
 
 
 def g_hinge_loss(fake_scores: Tensor) -> Tensor:
     """Generator's side of the hinge loss: -E[D(G(z))]."""
-    return -fake_scores.float().mean()
+    return -_upcast(fake_scores).mean()
 
 
 def d_least_squares_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
     """LSGAN discriminator loss with targets a=0 (fake), b=1 (real) (Mao et al. 2017, Eq. 2)."""
-    return 0.5 * (real_scores.float() - 1.0).pow(2).mean() + 0.5 * fake_scores.float().pow(2).mean()
+    return 0.5 * (_upcast(real_scores) - 1.0).pow(2).mean() + 0.5 * _upcast(fake_scores).pow(2).mean()
 
 
 def g_least_squares_loss(fake_scores: Tensor) -> Tensor:
     """LSGAN generator loss with target c=1 (Mao et al. 2017, Eq. 2)."""
-    return 0.5 * (fake_scores.float() - 1.0).pow(2).mean()
+    return 0.5 * (_upcast(fake_scores) - 1.0).pow(2).mean()
 
 
 def gradient_penalty(
@@ -86,8 +90,8 @@ def gradient_penalty(
     a = alpha.view(-1, *([1] * (real.dim() - 1))).to(real.dtype)
     x_hat = (a * real.detach() + (1.0 - a) * fake.detach()).requires_grad_(True)
     scores = critic(x_hat)
-    (grad,) = torch.autograd.grad(scores.float().sum(), x_hat, create_graph=True)
-    grad_norm = grad.flatten(1).float().norm(2, dim=1)
+    (grad,) = torch.autograd.grad(_upcast(scores).sum(), x_hat, create_graph=True)
+    grad_norm = _upcast(grad.flatten(1)).norm(2, dim=1)
     return (grad_norm - 1.0).pow(2).mean()
 
 

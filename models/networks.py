@@ -8,7 +8,8 @@ Two pairs:
   strided (transposed) convolutions, BatchNorm everywhere but D's input layer and G's output
   layer, ReLU in G, LeakyReLU(0.2) in D, tanh output, N(0, 0.02) initialisation.
 
-Discriminators return raw scores of shape (B,): logits for the logistic losses, critic values
+Both discriminators take `minibatch_kernels > 0` to add a minibatch-discrimination layer
+before their output (Salimans et al. 2016). Discriminators return raw scores of shape (B,): logits for the logistic losses, critic values
 for the Wasserstein loss. Generators expose `latent_dim` so a model can read it.
 """
 
@@ -38,6 +39,34 @@ def _mlp(in_dim: int, hidden_dim: int, n_hidden: int, out_dim: int, activation: 
     return nn.Sequential(*layers)
 
 
+class MinibatchDiscrimination(nn.Module):
+    """Minibatch discrimination (Salimans et al. 2016, Section 3.2).
+
+    f (N, A) -> [f, o] (N, A + B): M = f T reshaped to (N, B, C), with T in R^{A x B x C};
+    c_b(x_i, x_j) = exp(-||M_{i,b} - M_{j,b}||_1); o(x_i)_b = sum_{j != i} c_b(x_i, x_j).
+    Self-pairs are excluded (c_b(x_i, x_i) = exp(0) = 1 is subtracted, exactly), so a batch of n
+    identical samples gives n - 1 in every output, the maximum: the discriminator can see a
+    collapsed batch. The paper's code uses B = 100 kernels of C = 5 dimensions on CIFAR-10.
+    """
+
+    def __init__(self, in_features: int, num_kernels: int = 100, kernel_dim: int = 5):
+        super().__init__()
+        if min(in_features, num_kernels, kernel_dim) < 1:
+            raise ValueError(f"need in_features, num_kernels, kernel_dim >= 1; got {in_features}, {num_kernels}, {kernel_dim}")
+        self.num_kernels, self.kernel_dim = num_kernels, kernel_dim
+        self.T = nn.Parameter(torch.randn(in_features, num_kernels * kernel_dim) * 0.1)  # (A, B*C)
+
+    @property
+    def out_features(self) -> int:
+        return self.T.shape[0] + self.num_kernels
+
+    def forward(self, f: Tensor) -> Tensor:
+        m = (f @ self.T).view(f.shape[0], self.num_kernels, self.kernel_dim).transpose(0, 1)  # (B, N, C)
+        l1 = torch.cdist(m, m, p=1.0)  # (B, N, N); avoids materialising the (N, N, B, C) differences
+        o = torch.exp(-l1).sum(2).transpose(0, 1) - 1.0  # (N, B), minus the self-pair exp(0) = 1
+        return torch.cat([f, o], dim=1)  # (N, A + B)
+
+
 class MLPGenerator(nn.Module):
     """z (B, latent_dim) -> x (B, out_dim), linear output."""
 
@@ -53,12 +82,27 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """x (B, in_dim) -> score (B,)."""
+    """x (B, in_dim) -> score (B,).
 
-    def __init__(self, in_dim: int = 2, hidden_dim: int = 128, n_hidden: int = 2, activation: str = "tanh"):
+    With `minibatch_kernels > 0`, a `MinibatchDiscrimination` layer sits between the last hidden
+    layer and the output (Salimans et al. 2016).
+    """
+
+    def __init__(self, in_dim: int = 2, hidden_dim: int = 128, n_hidden: int = 2, activation: str = "tanh",
+                 minibatch_kernels: int = 0, minibatch_kernel_dim: int = 5):
         super().__init__()
         self.in_dim = in_dim
-        self.net = _mlp(in_dim, hidden_dim, n_hidden, 1, activation)
+        if minibatch_kernels > 0 and n_hidden < 1:
+            raise ValueError("minibatch discrimination needs n_hidden >= 1 (it acts on hidden features)")
+        if minibatch_kernels > 0:
+            trunk = _mlp(in_dim, hidden_dim, n_hidden - 1, hidden_dim, activation)
+            self.net = nn.Sequential(
+                *trunk, _activation(activation),
+                MinibatchDiscrimination(hidden_dim, minibatch_kernels, minibatch_kernel_dim),
+                nn.Linear(hidden_dim + minibatch_kernels, 1),
+            )
+        else:
+            self.net = _mlp(in_dim, hidden_dim, n_hidden, 1, activation)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.flatten(1)).squeeze(1)
@@ -129,7 +173,8 @@ class DCGANDiscriminator(nn.Module):
     variants that attach extra heads (InfoGAN's Q, MGAN's classifier, minibatch features).
     """
 
-    def __init__(self, image_size: int = 32, channels: int = 3, width: int = 64):
+    def __init__(self, image_size: int = 32, channels: int = 3, width: int = 64, minibatch_kernels: int = 0,
+                 minibatch_kernel_dim: int = 5):
         super().__init__()
         self.image_shape = (channels, image_size, image_size)
         base, n_down = _dcgan_base_size(image_size)
@@ -143,17 +188,26 @@ class DCGANDiscriminator(nn.Module):
             ch_in, ch = ch, ch * 2
         self.trunk = nn.Sequential(*layers)
         self.feature_dim = ch_in * base * base
-        self.head = nn.Conv2d(ch_in, 1, kernel_size=base)  # (B, 1, 1, 1)
+        if minibatch_kernels > 0:
+            # minibatch features on the flattened last feature map, then a linear score
+            self.minibatch = MinibatchDiscrimination(self.feature_dim, minibatch_kernels, minibatch_kernel_dim)
+            self.head = nn.Linear(self.minibatch.out_features, 1)
+        else:
+            self.minibatch = None
+            self.head = nn.Conv2d(ch_in, 1, kernel_size=base)  # (B, 1, 1, 1)
         self.apply(dcgan_init)
 
     def features(self, x: Tensor) -> Tensor:
         return self.trunk(x).flatten(1)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.minibatch is not None:
+            return self.head(self.minibatch(self.features(x))).flatten()
         return self.head(self.trunk(x)).flatten()
 
 
 __all__ = [
+    "MinibatchDiscrimination",
     "MLPGenerator",
     "MLPDiscriminator",
     "DCGANGenerator",

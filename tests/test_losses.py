@@ -93,3 +93,8 @@ def test_loss_lookup_by_name_and_clear_error():
     assert losses.get_gan_loss("minimax").generator is losses.g_minimax_loss
     with pytest.raises(ValueError, match=r"unknown loss 'nonsaturated'.*nonsaturating"):
         losses.get_gan_loss("nonsaturated")
+
+
+def test_losses_keep_float64():
+    out = losses.d_logistic_loss(REAL.double(), FAKE.double())
+    assert out.dtype == torch.float64

@@ -265,3 +265,16 @@ def test_dcgan_pair_trains_on_images():
     assert model.g_steps == 2 and not torch.equal(w0, model.generator.project[0].weight)
     assert model.sample(5).shape == (5, 1, 28, 28)
     assert model.generator.training  # sample() restored training mode
+
+
+@pytest.mark.parametrize("name", ["UnrolledGAN", "MinibatchDiscriminationGAN", "WGANGP"])
+def test_variants_train_under_bf16_mixed(name):
+    import models
+
+    L.seed_everything(0)
+    disc = MLPDiscriminator(hidden_dim=16, minibatch_kernels=3 if name == "MinibatchDiscriminationGAN" else 0)
+    kwargs = {"unrolled_steps": 2} if name == "UnrolledGAN" else {}
+    model = getattr(models, name)(MLPGenerator(latent_dim=8, hidden_dim=16), disc, **kwargs)
+    quiet_trainer(max_epochs=1, precision="bf16-mixed").fit(model, datamodule=tiny_ring(batches_per_epoch=10))
+    assert model.g_steps == 10 // model.n_critic
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -1,0 +1,138 @@
+"""`UnrolledGAN`: the generator plays against the discriminator k optimiser steps ahead.
+
+Metz, Poole, Pfau, Sohl-Dickstein 2017, "Unrolled Generative Adversarial Networks",
+Section 2.2, Eq. 4-7. With theta_D^0 the discriminator's current parameters and
+
+    theta_D^{k+1} = theta_D^k + eta^k * d f(theta_G, theta_D^k) / d theta_D^k      (Eq. 4)
+
+the generator minimises the surrogate f_K(theta_G, theta_D) = f(theta_G, theta_D^K(theta_G, theta_D))
+(Eq. 5), and its gradient flows back through the K updates (Eq. 7, the second term is what
+makes the generator anticipate the discriminator's reaction). The discriminator itself is
+trained on f with theta_D^0 only (Eq. 6): the real discriminator is changed only by its own
+optimiser step; the unrolled parameters are functional copies (`torch.func.functional_call`).
+
+Update rule: the paper unrolls the discriminator's own optimiser (Adam in its experiments), so
+`unrolled_adam` replays `torch.optim.Adam`'s update (bias-corrected moments, eps outside the
+square root, L2 weight decay) starting from the discriminator optimiser's current moments and
+step count, with its learning rate, betas, eps and weight decay. Each unrolled step uses this
+batch's real and generated samples. K = 5 by default (the paper also uses 1 and 10); K = 0 is the
+plain GAN. `second_order=False` drops the gradient through the updates (the paper's cheap
+approximation, not its method).
+
+BatchNorm / spectral norm in D: the unrolled forwards run on copies of D's buffers, so running
+statistics and power-iteration vectors of the real discriminator are not touched.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from .gan import GAN
+
+
+def unrolled_adam(
+    loss_fn: Callable[[dict[str, Tensor]], Tensor],
+    params: dict[str, Tensor],
+    state: dict[str, dict[str, Tensor]],
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+    steps: int,
+    create_graph: bool = True,
+) -> dict[str, Tensor]:
+    """`steps` Adam updates of `params` on `loss_fn(params)`, differentiable end to end.
+
+    `state[name]` holds Adam's `exp_avg`, `exp_avg_sq` and `step` for each parameter (missing:
+    a fresh optimiser). Nothing passed in is modified. With `create_graph=False` the gradients
+    are treated as constants (first-order unrolling).
+    """
+    beta1, beta2 = betas
+    names = list(params)
+    theta = dict(params)
+    m = {n: state.get(n, {}).get("exp_avg", torch.zeros_like(params[n])).detach() for n in names}
+    v = {n: state.get(n, {}).get("exp_avg_sq", torch.zeros_like(params[n])).detach() for n in names}
+    t = {n: float(state.get(n, {}).get("step", 0.0)) for n in names}
+    for _ in range(steps):
+        loss = loss_fn(theta)
+        grads = torch.autograd.grad(loss, [theta[n] for n in names], create_graph=create_graph)
+        new_theta = {}
+        for n, g in zip(names, grads):
+            if weight_decay:
+                g = g + weight_decay * theta[n]
+            t[n] += 1
+            m[n] = beta1 * m[n] + (1 - beta1) * g
+            v[n] = beta2 * v[n] + (1 - beta2) * g * g
+            m_hat = m[n] / (1 - beta1 ** t[n])
+            v_hat = v[n] / (1 - beta2 ** t[n])
+            # clamp: d sqrt(v)/dv is infinite at v = 0; the clamp changes no value that matters
+            # (sqrt(1e-30) << eps) and keeps the second-order graph finite
+            new_theta[n] = theta[n] - lr * m_hat / (v_hat.clamp_min(1e-30).sqrt() + eps)
+        theta = new_theta
+    return theta
+
+
+class UnrolledGAN(GAN):
+    """Unrolled GAN. Args as `GAN`, plus:
+
+    Args:
+        unrolled_steps: K, discriminator updates the generator looks ahead (0 = plain GAN).
+        second_order: backpropagate through the unrolled updates (the paper's method).
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        unrolled_steps: int = 5,
+        second_order: bool = True,
+        loss: str = "nonsaturating",
+        **kwargs,
+    ):
+        if not isinstance(unrolled_steps, int) or unrolled_steps < 0:
+            raise ValueError(f"unrolled_steps must be an integer >= 0; got {unrolled_steps!r}")
+        super().__init__(generator, discriminator, loss=loss, **kwargs)
+        self.unrolled_steps = unrolled_steps
+        self.second_order = second_order
+        self._unroll_optimizer: Optional[torch.optim.Optimizer] = None  # set for use without a trainer
+
+    def discriminator_optimizer(self) -> torch.optim.Optimizer:
+        """The optimiser whose update rule and state the unrolling replays."""
+        if self._unroll_optimizer is not None:
+            return self._unroll_optimizer
+        return self.optimizers()[1].optimizer
+
+    def unrolled_discriminator(self, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
+        """theta_D^K as a dict of tensors (params and copied buffers) that depend on `fake`."""
+        opt = self.discriminator_optimizer()
+        if not isinstance(opt, torch.optim.Adam) or opt.defaults.get("amsgrad"):
+            raise TypeError(f"UnrolledGAN replays Adam (without amsgrad); the discriminator's optimiser is {type(opt).__name__}")
+        group = opt.param_groups[0]
+        named = dict(self.discriminator.named_parameters())
+        by_param = {p: n for n, p in named.items()}
+        state = {by_param[p]: s for p, s in opt.state.items() if p in by_param}
+        params = {n: p.detach().requires_grad_(True) for n, p in named.items()}
+        buffers = {n: b.clone() for n, b in self.discriminator.named_buffers()}
+
+        def d_loss(theta: dict[str, Tensor]) -> Tensor:
+            both = {**theta, **buffers}
+            return self.loss_fns.discriminator(
+                functional_call(self.discriminator, both, (real,)), functional_call(self.discriminator, both, (fake,))
+            )
+
+        lr = group["lr"].item() if torch.is_tensor(group["lr"]) else group["lr"]
+        theta = unrolled_adam(d_loss, params, state, lr=lr, betas=tuple(group["betas"]), eps=group["eps"],
+                              weight_decay=group["weight_decay"], steps=self.unrolled_steps,
+                              create_graph=self.second_order)
+        return {**theta, **buffers}
+
+    def generator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.unrolled_steps == 0:
+            return super().generator_loss(real, fake)
+        theta = self.unrolled_discriminator(real, fake)
+        scores = functional_call(self.discriminator, theta, (fake,))
+        return self.loss_fns.generator(scores), {}
