@@ -39,7 +39,8 @@ class GANCLI(LightningCLI):
             rank_zero_info(f"Run folder: {trainer.log_dir}")
 
 
-def main(args=None) -> GANCLI:
+def main(args=None, **kwargs) -> GANCLI:
+    """Runs the CLI; `args` as on the command line, `kwargs` to LightningCLI (e.g. run=False)."""
     return GANCLI(
         GANBase,
         L.LightningDataModule,
@@ -47,6 +48,7 @@ def main(args=None) -> GANCLI:
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
         args=args,
+        **kwargs,
     )
 
 

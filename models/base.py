@@ -1,12 +1,13 @@
 """`GANBase`: the alternating generator/discriminator loop every variant shares.
 
-One training batch is one discriminator step; every `n_critic`-th batch is followed by one
+One training batch is one discriminator step; every `n_critic`-th batch also has one
 generator step. Per batch:
 
     z ~ p(z)                          (the module's own noise stream, see below)
     fake = G(z)                       generated once; with a graph only if G steps this batch
     D step:  minimise discriminator_loss(real, fake.detach())
-    G step:  minimise generator_loss(real, fake)      (every n_critic batches)
+    G step:  minimise generator_loss(real, fake)      (every n_critic batches; after the D step,
+                                                       or before it if generator_step_first)
 
 A variant overrides the small hooks (`discriminator_loss`, `generator_loss`, `sample_latent`,
 `generate`, `configure_networks`) and rewrites `training_step` only where its algorithm really
@@ -76,6 +77,11 @@ class GANBase(L.LightningModule):
         num_fixed_latents: size of the fixed validation latent batch `val_z` (a buffer saved
             with the weights), for plots that follow the same z through training.
     """
+
+    # On batches with a generator step: False, D steps first and G answers the updated D (the
+    # usual alternation); True, G steps first against the D both updates started from, i.e. a
+    # simultaneous update (Unrolled GAN, Metz et al. 2017, Eq. 6-7).
+    generator_step_first: bool = False
 
     def __init__(
         self,
@@ -171,17 +177,25 @@ class GANBase(L.LightningModule):
             fake = self.generate(self.sample_latent(real.shape[0], generator=self.noise))
         opt_g, opt_d = self.optimizers()
 
-        logs = self.optimize(opt_d, self.discriminator_loss, real, fake.detach(), name="d_loss")
+        logs: dict[str, Tensor] = {}
+        if g_step_now and self.generator_step_first:
+            logs |= self.generator_step(opt_g, real, fake)
+        logs |= self.optimize(opt_d, self.discriminator_loss, real, fake.detach(), name="d_loss")
         self.d_steps += 1
-        if g_step_now:
-            logs |= self.optimize(opt_g, self.generator_loss, real, fake, name="g_loss")
-            self.g_steps += 1
-            self.step_lr_schedulers()
+        if g_step_now and not self.generator_step_first:
+            logs |= self.generator_step(opt_g, real, fake)
         if self.d_steps % self.trainer.log_every_n_steps == 0:
             # Lightning writes to the loggers only every log_every_n_steps batches, but each
             # self.log call costs ~0.3 ms whether written or not: skip the ones never written.
             self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=False)
             self.log("train/g_step", float(self.g_steps), prog_bar=True)
+
+    def generator_step(self, optimizer, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
+        """One generator step, counted, with the LR schedulers stepped."""
+        logs = self.optimize(optimizer, self.generator_loss, real, fake, name="g_loss")
+        self.g_steps += 1
+        self.step_lr_schedulers()
+        return logs
 
     def generator_steps_this_batch(self) -> bool:
         """True on the batches that end with a generator step (every n_critic-th D step)."""

@@ -54,14 +54,22 @@ class MinibatchDiscrimination(nn.Module):
         if min(in_features, num_kernels, kernel_dim) < 1:
             raise ValueError(f"need in_features, num_kernels, kernel_dim >= 1; got {in_features}, {num_kernels}, {kernel_dim}")
         self.num_kernels, self.kernel_dim = num_kernels, kernel_dim
-        self.T = nn.Parameter(torch.randn(in_features, num_kernels * kernel_dim) * 0.1)  # (A, B*C)
+        # std 1/sqrt(A) keeps M's entries O(|f|) whatever A, so the exp(-L1) features start
+        # informative (a fixed std makes them vanish for wide conv features, A in the thousands)
+        self.T = nn.Parameter(torch.randn(in_features, num_kernels * kernel_dim) / in_features**0.5)  # (A, B*C)
 
     @property
     def out_features(self) -> int:
         return self.T.shape[0] + self.num_kernels
 
     def forward(self, f: Tensor) -> Tensor:
-        m = (f @ self.T).view(f.shape[0], self.num_kernels, self.kernel_dim).transpose(0, 1)  # (B, N, C)
+        # in float32 under mixed precision: the small distances between near-identical samples
+        # are the signal, and bf16 rounds them away
+        with torch.autocast(device_type=f.device.type, enabled=False):
+            return self._forward(f.float() if f.element_size() < 4 else f)
+
+    def _forward(self, f: Tensor) -> Tensor:
+        m = (f @ self.T.to(f.dtype)).view(f.shape[0], self.num_kernels, self.kernel_dim).transpose(0, 1)  # (B, N, C)
         l1 = torch.cdist(m, m, p=1.0)  # (B, N, N); avoids materialising the (N, N, B, C) differences
         o = torch.exp(-l1).sum(2).transpose(0, 1) - 1.0  # (N, B), minus the self-pair exp(0) = 1
         return torch.cat([f, o], dim=1)  # (N, A + B)
@@ -106,6 +114,11 @@ class MLPDiscriminator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.flatten(1)).squeeze(1)
+
+
+# Discriminator normalisations: BatchNorm (DCGAN), or layer norm over (C, H, W) for critics whose
+# per-sample outputs must not depend on the batch (WGAN-GP, Gulrajani et al. 2017, Section 4).
+_NORMS = {"batch": nn.BatchNorm2d, "layer": lambda ch: nn.GroupNorm(1, ch)}
 
 
 def _dcgan_base_size(image_size: int) -> tuple[int, int]:
@@ -173,17 +186,19 @@ class DCGANDiscriminator(nn.Module):
     variants that attach extra heads (InfoGAN's Q, MGAN's classifier, minibatch features).
     """
 
-    def __init__(self, image_size: int = 32, channels: int = 3, width: int = 64, minibatch_kernels: int = 0,
-                 minibatch_kernel_dim: int = 5):
+    def __init__(self, image_size: int = 32, channels: int = 3, width: int = 64, norm: str = "batch",
+                 minibatch_kernels: int = 0, minibatch_kernel_dim: int = 5):
         super().__init__()
+        if norm not in (*_NORMS, "none"):
+            raise ValueError(f"unknown norm {norm!r}; choose one of {sorted((*_NORMS, 'none'))}")
         self.image_shape = (channels, image_size, image_size)
         base, n_down = _dcgan_base_size(image_size)
         layers: list[nn.Module] = []
         ch_in, ch = channels, width
         for i in range(n_down):
             layers.append(nn.Conv2d(ch_in, ch, kernel_size=4, stride=2, padding=1, bias=i == 0))
-            if i > 0:  # no BatchNorm on D's input layer (Radford et al. 2016, Section 3)
-                layers.append(nn.BatchNorm2d(ch))
+            if i > 0 and norm != "none":  # no normalisation on D's input layer (Radford et al. 2016, Section 3)
+                layers.append(_NORMS[norm](ch))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             ch_in, ch = ch, ch * 2
         self.trunk = nn.Sequential(*layers)

@@ -10,6 +10,8 @@ the generator minimises the surrogate f_K(theta_G, theta_D) = f(theta_G, theta_D
 makes the generator anticipate the discriminator's reaction). The discriminator itself is
 trained on f with theta_D^0 only (Eq. 6): the real discriminator is changed only by its own
 optimiser step; the unrolled parameters are functional copies (`torch.func.functional_call`).
+Both updates start from the same theta_D (Eq. 6-7 update simultaneously), so on generator
+batches the G step runs before the D step (`generator_step_first`).
 
 Update rule: the paper unrolls the discriminator's own optimiser (Adam in its experiments), so
 `unrolled_adam` replays `torch.optim.Adam`'s update (bias-corrected moments, eps outside the
@@ -19,8 +21,16 @@ batch's real and generated samples. K = 5 by default (the paper also uses 1 and 
 plain GAN. `second_order=False` drops the gradient through the updates (the paper's cheap
 approximation, not its method).
 
+Gradient clipping (`gradient_clip_val`) is replayed in the unrolled steps as the real D step
+applies it. Under DDP each rank unrolls with its own batch's gradients (the real D step uses
+the averaged ones), so the look-ahead is a per-rank estimate, as with any per-device batch.
+
 BatchNorm / spectral norm in D: the unrolled forwards run on copies of D's buffers, so running
 statistics and power-iteration vectors of the real discriminator are not touched.
+
+Loss: the authors' notebook trains G on the minimax loss (-f); we keep the baseline's
+non-saturating default so that a comparison with `GAN` changes one thing, the unrolling;
+`loss="minimax"` gives theirs.
 """
 
 from __future__ import annotations
@@ -44,12 +54,15 @@ def unrolled_adam(
     weight_decay: float,
     steps: int,
     create_graph: bool = True,
+    clip_val: Optional[float] = None,
+    clip_algorithm: str = "norm",
 ) -> dict[str, Tensor]:
     """`steps` Adam updates of `params` on `loss_fn(params)`, differentiable end to end.
 
     `state[name]` holds Adam's `exp_avg`, `exp_avg_sq` and `step` for each parameter (missing:
     a fresh optimiser). Nothing passed in is modified. With `create_graph=False` the gradients
-    are treated as constants (first-order unrolling).
+    are treated as constants (first-order unrolling). `clip_val` clips the gradients first, as
+    `torch.nn.utils.clip_grad_norm_` (total norm, eps 1e-6) or `clip_grad_value_` would.
     """
     beta1, beta2 = betas
     names = list(params)
@@ -59,7 +72,13 @@ def unrolled_adam(
     t = {n: float(state.get(n, {}).get("step", 0.0)) for n in names}
     for _ in range(steps):
         loss = loss_fn(theta)
-        grads = torch.autograd.grad(loss, [theta[n] for n in names], create_graph=create_graph)
+        grads = list(torch.autograd.grad(loss, [theta[n] for n in names], create_graph=create_graph))
+        if clip_val is not None and clip_algorithm == "norm":
+            total = torch.stack([g.norm(2) for g in grads]).norm(2)
+            scale = (clip_val / (total + 1e-6)).clamp(max=1.0)
+            grads = [g * scale for g in grads]
+        elif clip_val is not None:
+            grads = [g.clamp(-clip_val, clip_val) for g in grads]
         new_theta = {}
         for n, g in zip(names, grads):
             if weight_decay:
@@ -83,6 +102,8 @@ class UnrolledGAN(GAN):
         unrolled_steps: K, discriminator updates the generator looks ahead (0 = plain GAN).
         second_order: backpropagate through the unrolled updates (the paper's method).
     """
+
+    generator_step_first = True  # G and D both update from the same theta_D (Eq. 6-7)
 
     def __init__(
         self,
@@ -109,9 +130,13 @@ class UnrolledGAN(GAN):
     def unrolled_discriminator(self, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
         """theta_D^K as a dict of tensors (params and copied buffers) that depend on `fake`."""
         opt = self.discriminator_optimizer()
-        if not isinstance(opt, torch.optim.Adam) or opt.defaults.get("amsgrad"):
-            raise TypeError(f"UnrolledGAN replays Adam (without amsgrad); the discriminator's optimiser is {type(opt).__name__}")
         group = opt.param_groups[0]
+        unsupported = [flag for flag in ("amsgrad", "maximize", "decoupled_weight_decay") if group.get(flag)]
+        if type(opt) is not torch.optim.Adam or len(opt.param_groups) != 1 or unsupported:
+            raise TypeError(
+                f"UnrolledGAN replays plain Adam with one parameter group; the discriminator's optimiser is "
+                f"{type(opt).__name__} with {len(opt.param_groups)} group(s){' and ' + ', '.join(unsupported) if unsupported else ''}"
+            )
         named = dict(self.discriminator.named_parameters())
         by_param = {p: n for n, p in named.items()}
         state = {by_param[p]: s for p, s in opt.state.items() if p in by_param}
@@ -127,7 +152,8 @@ class UnrolledGAN(GAN):
         lr = group["lr"].item() if torch.is_tensor(group["lr"]) else group["lr"]
         theta = unrolled_adam(d_loss, params, state, lr=lr, betas=tuple(group["betas"]), eps=group["eps"],
                               weight_decay=group["weight_decay"], steps=self.unrolled_steps,
-                              create_graph=self.second_order)
+                              create_graph=self.second_order, clip_val=self.hparams.gradient_clip_val,
+                              clip_algorithm=self.hparams.gradient_clip_algorithm)
         return {**theta, **buffers}
 
     def generator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

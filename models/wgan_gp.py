@@ -16,6 +16,9 @@ interpolates and the input gradient), so under 16-mixed the gradient of D(x_hat)
 underflow or overflow in half precision, and no loss scale enters `autograd.grad`; the total
 loss is then scaled by Lightning's GradScaler in `manual_backward` as usual. Under bf16-mixed
 the same code runs unchanged.
+
+Known difference from Algorithm 1: the generator step reuses the fakes of the batch's critic
+step (the shared loop generates once per batch) where line 11 draws a fresh z.
 """
 
 from __future__ import annotations
@@ -46,6 +49,13 @@ class WGANGP(GANBase):
     ):
         if gp_weight < 0:
             raise ValueError(f"gp_weight (lambda) must be >= 0; got {gp_weight}")
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()):
+            # Gulrajani et al. 2017, Section 4: batch norm makes D(x_i) depend on the other
+            # samples, so the per-sample gradient penalty is no longer per sample.
+            raise ValueError(
+                "WGANGP's critic must not use BatchNorm (the gradient penalty is per sample); use "
+                "DCGANDiscriminator(norm='layer') or norm='none'"
+            )
         super().__init__(generator, discriminator, latent_dim=latent_dim, n_critic=n_critic, g_lr=g_lr,
                          d_lr=d_lr, betas=betas, **kwargs)
         self.gp_weight = gp_weight

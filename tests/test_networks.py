@@ -36,3 +36,13 @@ def test_dcgan_rejects_sizes_it_cannot_build(size):
 def test_unknown_activation_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown activation 'gelu'"):
         MLPGenerator(activation="gelu")
+
+
+@pytest.mark.parametrize("norm, layer", [("batch", torch.nn.BatchNorm2d), ("layer", torch.nn.GroupNorm), ("none", None)])
+def test_dcgan_discriminator_normalisations(norm, layer):
+    d = DCGANDiscriminator(image_size=32, channels=3, width=8, norm=norm)
+    assert d(torch.randn(2, 3, 32, 32)).shape == (2,)
+    norms = [m for m in d.modules() if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm))]
+    assert len(norms) == (0 if layer is None else 2) and all(isinstance(m, layer) for m in norms)
+    with pytest.raises(ValueError, match="unknown norm"):
+        DCGANDiscriminator(norm="instance")

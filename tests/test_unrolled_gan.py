@@ -58,8 +58,10 @@ def setup():
     return model, opt, real, z
 
 
-def test_unrolled_update_is_exactly_torch_adam(setup):
+@pytest.mark.parametrize("clip", [None, 0.01])
+def test_unrolled_update_is_exactly_torch_adam(setup, clip):
     model, opt, real, z = setup
+    model.hparams.gradient_clip_val = clip
     fake = model.generator(z).detach()
     theta = model.unrolled_discriminator(real, fake)
     reference = copy.deepcopy(model.discriminator)
@@ -68,6 +70,9 @@ def test_unrolled_update_is_exactly_torch_adam(setup):
     for _ in range(3):
         ref_opt.zero_grad()
         model.loss_fns.discriminator(reference(real), reference(fake)).backward()
+        if clip is not None:
+            total = torch.nn.utils.clip_grad_norm_(reference.parameters(), clip)
+            assert total > clip  # the clip is active
         ref_opt.step()
     for name, p in reference.named_parameters():
         assert_close(theta[name], p, rtol=1e-10, atol=1e-12)
@@ -157,3 +162,39 @@ def test_unrolled_adam_leaves_its_inputs_alone():
                         weight_decay=0.0, steps=2)
     assert not torch.equal(out["w"], p["w"]) and torch.equal(p["w"], torch.tensor([1.0, -2.0]))
     assert all(torch.equal(state["w"][k], saved["w"][k]) for k in saved["w"])
+
+
+def test_generator_unrolls_from_the_discriminator_before_this_batchs_update():
+    """Eq. 6-7 update G and D simultaneously: the G step must see D as the batch found it."""
+    import lightning as L
+
+    from models import MLPDiscriminator, MLPGenerator
+    from tests.conftest import quiet_trainer, tiny_ring
+
+    L.seed_everything(0)
+    model = UnrolledGAN(MLPGenerator(latent_dim=8, hidden_dim=16), MLPDiscriminator(hidden_dim=16), unrolled_steps=1)
+    order, checks = [], []
+
+    class Spy(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.d_before = copy.deepcopy(pl_module.discriminator.state_dict())
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            is_g = optimizer is pl_module.optimizers()[0].optimizer
+            order.append("G" if is_g else "D")
+            if is_g:
+                now = pl_module.discriminator.state_dict()
+                checks.append(all(torch.equal(now[k], v) for k, v in self.d_before.items()))
+
+    quiet_trainer(max_steps=6, limit_val_batches=0, callbacks=[Spy()]).fit(model, datamodule=tiny_ring())
+    assert order == ["G", "D"] * 3 and checks == [True] * 3
+
+
+def test_unsupported_discriminator_optimisers_are_rejected(setup):
+    model, _, real, z = setup
+    model._unroll_optimizer = torch.optim.AdamW(model.discriminator.parameters())
+    with pytest.raises(TypeError, match="replays plain Adam"):
+        model.generator_loss(real, model.generator(z))
+    model._unroll_optimizer = torch.optim.Adam(model.discriminator.parameters(), maximize=True)
+    with pytest.raises(TypeError, match="maximize"):
+        model.generator_loss(real, model.generator(z))

@@ -86,27 +86,55 @@ def test_critic_gets_five_updates_per_generator_update():
     assert d_count == {20} and g_count == {4}
 
 
-def test_penalty_stays_finite_under_bf16_and_fp16_with_a_gradient_scaler():
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_penalty_is_computed_in_float32_without_autocast_under_mixed_precision(precision):
+    """The critic sees the interpolates in float32 with autocast off, and training stays finite."""
     from lightning.pytorch.plugins import MixedPrecision
 
-    for precision in ("bf16-mixed", "16-mixed"):
-        L.seed_everything(0)
-        model = tiny_wgan(gp_weight=10.0)
-        logged = []
-        original = model.discriminator_loss
+    L.seed_everything(0)
+    model = tiny_wgan(gp_weight=10.0)
+    interpolate_calls = []
 
-        def spy(real, fake):
-            loss, logs = original(real, fake)
-            logged.append(logs["gradient_penalty"])
-            return loss, logs
+    def record(module, inputs):
+        x = inputs[0]
+        if x.requires_grad and x.is_leaf:  # the penalty's x_hat (real and fake inputs are not leaves with grad)
+            interpolate_calls.append((x.dtype, torch.is_autocast_enabled("cpu")))
 
-        model.discriminator_loss = spy
-        kwargs = {"precision": "bf16-mixed"} if precision == "bf16-mixed" else {
-            "plugins": [MixedPrecision("16-mixed", device="cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**16))]}
-        quiet_trainer(max_epochs=1, limit_val_batches=0, **kwargs).fit(model, datamodule=tiny_ring(batches_per_epoch=10))
-        assert model.g_steps == 2
-        assert all(torch.isfinite(p).all() for p in logged) and logged[0].dtype == torch.float32
-        assert all(torch.isfinite(p).all() for p in model.parameters())
+    model.discriminator.register_forward_pre_hook(record)
+    kwargs = {"precision": "bf16-mixed"} if precision == "bf16-mixed" else {
+        "plugins": [MixedPrecision("16-mixed", device="cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**16))]}
+    trainer = quiet_trainer(max_epochs=1, limit_val_batches=0, **kwargs)
+    trainer.fit(model, datamodule=tiny_ring(batches_per_epoch=10))
+    assert model.g_steps == 2 and len(interpolate_calls) == 10
+    assert set(interpolate_calls) == {(torch.float32, False)}
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_penalty_value_under_autocast_matches_float64():
+    from models.networks import MLPDiscriminator
+
+    torch.manual_seed(0)
+    critic = MLPDiscriminator(hidden_dim=16)
+    model = tiny_wgan(critic, gp_weight=1.0)
+    real, fake = torch.randn(32, 2), torch.randn(32, 2)
+    model.noise = torch.Generator().manual_seed(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, logs = model.discriminator_loss(real, fake)
+    alpha = torch.rand(32, generator=torch.Generator().manual_seed(1))
+    critic64 = MLPDiscriminator(hidden_dim=16).double()
+    critic64.load_state_dict(critic.state_dict())
+    expected = gradient_penalty(critic64, real.double(), fake.double(), alpha.double())
+    assert_close(logs["gradient_penalty"].double(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_batchnorm_critic_is_rejected_and_layer_norm_accepted():
+    from models import DCGANDiscriminator, DCGANGenerator
+
+    g = DCGANGenerator(latent_dim=8, image_size=28, channels=1, width=8)
+    with pytest.raises(ValueError, match="must not use BatchNorm"):
+        WGANGP(g, DCGANDiscriminator(image_size=28, channels=1, width=8))
+    model = WGANGP(g, DCGANDiscriminator(image_size=28, channels=1, width=8, norm="layer"))
+    assert any(isinstance(m, nn.GroupNorm) for m in model.discriminator.modules())
 
 
 def test_negative_lambda_is_rejected():
