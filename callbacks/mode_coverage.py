@@ -73,7 +73,8 @@ class ModeCoverage(L.Callback):
 
     Reads the centres, std and weights from the datamodule (`trainer.datamodule`). The samples
     are split across DDP ranks so the total is exactly `num_samples`, each rank drawing from its
-    own latent stream (`evaluation_generator`); the metric's sums merge them. Logs `val/modes`, `val/hq` (percent) and `val/kl`; also keeps the last values in
+    own latent stream (`evaluation_generator`); the metric's sums merge them. Logs `val/modes`,
+    `val/hq` (percent) and `val/kl`; also keeps the last values in
     `self.last` for scripts.
     """
 

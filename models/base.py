@@ -317,6 +317,10 @@ class GANBase(L.LightningModule):
         if isinstance(wrapper, DistributedDataParallel):
             wrapper.require_backward_grad_sync = False
 
+    @staticmethod
+    def _distributed() -> bool:
+        return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
     def _all_reduce_gradients(self, optimizer) -> None:
         """Averages the gradients of `optimizer`'s parameters across ranks, as DDP would.
 
@@ -325,7 +329,7 @@ class GANBase(L.LightningModule):
         The per-parameter "has a gradient" flags travel in the same buffer, so ranks that
         disagree on which parameters got gradients cannot desynchronise the collective.
         """
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        if not GANBase._distributed():
             return
         params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
         if not params:
@@ -359,7 +363,7 @@ class GANBase(L.LightningModule):
         # evaluated and when training ends, so all ranks evaluate (and end with) one model.
         # Stock DDP broadcasts before every forward; our reducer bypass turns that off, and in
         # training mode BatchNorm uses batch statistics, so only evaluation needs them.
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        if not GANBase._distributed():
             return
         buffers = [b for name, b in self.named_buffers() if name != "val_z" and b.is_floating_point()]
         if buffers:

@@ -27,7 +27,8 @@ def _activation(name: str) -> nn.Module:
     return _ACTIVATIONS[name]()
 
 
-def _mlp(in_dim: int, hidden_dim: int, n_hidden: int, out_dim: int, activation: str) -> nn.Sequential:
+def _hidden_layers(in_dim: int, hidden_dim: int, n_hidden: int, activation: str) -> tuple[list[nn.Module], int]:
+    """n_hidden (Linear, activation) pairs, and the width they end with."""
     if n_hidden < 0 or hidden_dim < 1:
         raise ValueError(f"need n_hidden >= 0 and hidden_dim >= 1; got {n_hidden}, {hidden_dim}")
     layers: list[nn.Module] = []
@@ -35,8 +36,12 @@ def _mlp(in_dim: int, hidden_dim: int, n_hidden: int, out_dim: int, activation: 
     for _ in range(n_hidden):
         layers += [nn.Linear(width, hidden_dim), _activation(activation)]
         width = hidden_dim
-    layers.append(nn.Linear(width, out_dim))
-    return nn.Sequential(*layers)
+    return layers, width
+
+
+def _mlp(in_dim: int, hidden_dim: int, n_hidden: int, out_dim: int, activation: str) -> nn.Sequential:
+    layers, width = _hidden_layers(in_dim, hidden_dim, n_hidden, activation)
+    return nn.Sequential(*layers, nn.Linear(width, out_dim))
 
 
 class MinibatchDiscrimination(nn.Module):
@@ -102,15 +107,11 @@ class MLPDiscriminator(nn.Module):
         self.in_dim = in_dim
         if minibatch_kernels > 0 and n_hidden < 1:
             raise ValueError("minibatch discrimination needs n_hidden >= 1 (it acts on hidden features)")
+        layers, width = _hidden_layers(in_dim, hidden_dim, n_hidden, activation)
         if minibatch_kernels > 0:
-            trunk = _mlp(in_dim, hidden_dim, n_hidden - 1, hidden_dim, activation)
-            self.net = nn.Sequential(
-                *trunk, _activation(activation),
-                MinibatchDiscrimination(hidden_dim, minibatch_kernels, minibatch_kernel_dim),
-                nn.Linear(hidden_dim + minibatch_kernels, 1),
-            )
-        else:
-            self.net = _mlp(in_dim, hidden_dim, n_hidden, 1, activation)
+            layers.append(MinibatchDiscrimination(width, minibatch_kernels, minibatch_kernel_dim))
+            width += minibatch_kernels
+        self.net = nn.Sequential(*layers, nn.Linear(width, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.flatten(1)).squeeze(1)
