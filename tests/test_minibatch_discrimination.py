@@ -36,6 +36,27 @@ def test_l1_distance_over_the_kernel_dimension():
     assert_close(out[:, 2], torch.tensor([math.exp(-3.0), math.exp(-3.0)]))
 
 
+def test_gradient_matches_the_definition_in_float64():
+    # the layer's gradient (of f and T) equals autograd through the literal definition,
+    # o_{i,b} = sum_{j != i} exp(-sum_c |M_{i,b,c} - M_{j,b,c}|), and passes gradcheck
+    torch.manual_seed(0)
+    layer = MinibatchDiscrimination(in_features=4, num_kernels=3, kernel_dim=2).double()
+    f = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(6, 7, dtype=torch.float64)
+
+    def reference(f, T):
+        m = (f @ T).view(6, 3, 2)
+        d = (m.unsqueeze(1) - m.unsqueeze(0)).abs().sum(-1)  # (N, N, B)
+        o = torch.exp(-d).sum(1) - 1.0
+        return torch.cat([f, o], 1)
+
+    got = torch.autograd.grad((layer(f) * weights).sum(), (f, layer.T))
+    want = torch.autograd.grad((reference(f, layer.T) * weights).sum(), (f, layer.T))
+    for g, w in zip(got, want):
+        assert_close(g, w, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(layer, (f,))
+
+
 def test_permuting_the_batch_permutes_the_output():
     torch.manual_seed(0)
     layer = MinibatchDiscrimination(in_features=6, num_kernels=4, kernel_dim=3)
