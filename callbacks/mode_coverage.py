@@ -19,6 +19,15 @@ from torch import Tensor
 from torchmetrics import Metric
 
 
+def nearest_modes(samples: Tensor, centers: Tensor, radius: float) -> tuple[Tensor, Tensor]:
+    """Each sample's nearest centre (N,), and whether it is high quality (within `radius`) (N,)."""
+    samples = samples.detach().float().flatten(1)
+    if samples.shape[1] != centers.shape[1]:
+        raise ValueError(f"samples have dimension {samples.shape[1]} but the centres have {centers.shape[1]}")
+    dist, nearest = torch.cdist(samples, centers.to(samples)).min(dim=1)
+    return nearest, dist <= radius
+
+
 class ModeCoverageMetric(Metric):
     """Counts HQ samples per mode; states are sums, so DDP ranks merge by addition.
 
@@ -46,11 +55,7 @@ class ModeCoverageMetric(Metric):
         self.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, samples: Tensor) -> None:
-        samples = samples.detach().float().flatten(1)
-        if samples.shape[1] != self.centers.shape[1]:
-            raise ValueError(f"samples have dimension {samples.shape[1]} but the centres have {self.centers.shape[1]}")
-        dist, nearest = torch.cdist(samples, self.centers).min(dim=1)  # (N,), (N,)
-        hq = dist <= self.radius
+        nearest, hq = nearest_modes(samples, self.centers, self.radius)
         self.hq_per_mode += torch.bincount(nearest[hq], minlength=self.centers.shape[0])
         self.total += samples.shape[0]
 

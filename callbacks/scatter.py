@@ -56,8 +56,13 @@ class SampleScatter(L.Callback):
         fig.savefig(path, bbox_inches="tight")
         plt.close(fig)
         self.last_path = path
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                # the x-axis Lightning logs metrics at (training batches), not global_step (D + G steps)
-                step = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step)
-                logger.log_image(key="val/samples", images=[path], step=step)
+        log_image_to_wandb(trainer, "val/samples", path)
+
+
+def log_image_to_wandb(trainer: L.Trainer, key: str, path: str) -> None:
+    """Logs the image file at `path` under `key` to every W&B logger of the trainer."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            # the x-axis Lightning logs metrics at (training batches), not global_step (D + G steps)
+            step = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step)
+            logger.log_image(key=key, images=[path], step=step)

@@ -3,8 +3,18 @@
 from . import losses
 from .base import GANBase, NonFiniteLossError
 from .gan import GAN
+from .infogan import InfoGAN
+from .mdgan import MDGAN
+from .mgan import MGAN
 from .minibatch_gan import MinibatchDiscriminationGAN
-from .networks import DCGANDiscriminator, DCGANGenerator, MinibatchDiscrimination, MLPDiscriminator, MLPGenerator
+from .networks import (
+    DCGANDiscriminator,
+    DCGANGenerator,
+    MinibatchDiscrimination,
+    MLPDiscriminator,
+    MLPGenerator,
+    PerGeneratorLinear,
+)
 from .unrolled_gan import UnrolledGAN
 from .wgan_gp import WGANGP
 
@@ -14,6 +24,10 @@ __all__ = [
     "WGANGP",
     "UnrolledGAN",
     "MinibatchDiscriminationGAN",
+    "MGAN",
+    "MDGAN",
+    "InfoGAN",
+    "PerGeneratorLinear",
     "MinibatchDiscrimination",
     "NonFiniteLossError",
     "MLPGenerator",

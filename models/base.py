@@ -122,6 +122,7 @@ class GANBase(L.LightningModule):
         self.d_steps = 0
         self.g_steps = 0
         self.noise: Optional[torch.Generator] = None
+        self.latent: Optional[Tensor] = None  # this batch's latents, for losses that need the codes
         self.last_validated_g_step: Optional[int] = None
 
     # ------------------------------------------------------------------ hooks for variants
@@ -173,8 +174,9 @@ class GANBase(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         real = self.unpack_batch(batch)
         g_step_now = self.generator_steps_this_batch()
+        self.latent = self.sample_latent(real.shape[0], generator=self.noise)  # losses may read it (codes)
         with torch.set_grad_enabled(g_step_now):  # no G graph on discriminator-only batches
-            fake = self.generate(self.sample_latent(real.shape[0], generator=self.noise))
+            fake = self.generate(self.latent)
         opt_g, opt_d = self.optimizers()
 
         logs: dict[str, Tensor] = {}

@@ -12,6 +12,7 @@ Notation: D(x) = sigmoid(logit(x)). The identities used below:
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import torch
@@ -93,6 +94,53 @@ def gradient_penalty(
     (grad,) = torch.autograd.grad(_upcast(scores).sum(), x_hat, create_graph=True)
     grad_norm = _upcast(grad.flatten(1)).norm(2, dim=1)
     return (grad_norm - 1.0).pow(2).mean()
+
+
+def classification_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy -E[log softmax(logits)[label]], logits (B, K), integer labels (B,).
+
+    MGAN's classifier term (Hoang et al. 2018, Eq. 2: -beta * sum_k pi_k E[log C_k(x)] over
+    fakes x from generator k), and InfoGAN's categorical-code term (Chen et al. 2016, Eq. 4-5).
+    """
+    return F.cross_entropy(_upcast(logits), labels)
+
+
+def gaussian_nll(mean: Tensor, log_std: Tensor, target: Tensor) -> Tensor:
+    """Negative log-likelihood of `target` under a factored Gaussian, summed over dimensions and
+    averaged over the batch: E[sum_j log(sigma_j) + (c_j - mu_j)^2 / (2 sigma_j^2) + log(2 pi) / 2].
+
+    InfoGAN's term for continuous codes: Q(c | x) is a factored Gaussian (Chen et al. 2016,
+    Section 6). Shapes (B, J).
+    """
+    mean, log_std, target = _upcast(mean), _upcast(log_std), _upcast(target)
+    per_dim = log_std + 0.5 * ((target - mean) * torch.exp(-log_std)).pow(2) + 0.5 * math.log(2 * math.pi)
+    return per_dim.sum(1).mean()
+
+
+AGGREGATIONS = ("mean", "max", "softmax")
+
+
+def aggregate_losses(losses: Tensor, mode: str = "mean", temperature: Tensor | float = 1.0) -> tuple[Tensor, Tensor]:
+    """Combines K generator losses (K,) into one, and returns it with the weights used (K,).
+
+    - "mean": the average (Hardy et al. 2019's MD-GAN);
+    - "max": the largest, i.e. the harshest discriminator (GMAN, Durugkar et al. 2017);
+    - "softmax": sum_i w_i L_i with w = softmax(temperature * L) (GMAN's soft-mean with lambda =
+      `temperature`): temperature 0 gives the mean, a large one the max. The weights are part of
+      the graph, as in GMAN, so a learned temperature receives a gradient.
+    """
+    if losses.dim() != 1 or losses.numel() == 0:
+        raise ValueError(f"need a 1-d tensor of K >= 1 losses; got shape {tuple(losses.shape)}")
+    losses = _upcast(losses)
+    if mode == "mean":
+        weights = torch.full_like(losses, 1.0 / losses.numel())
+    elif mode == "max":
+        weights = F.one_hot(losses.detach().argmax(), losses.numel()).to(losses.dtype)
+    elif mode == "softmax":
+        weights = torch.softmax(temperature * losses, dim=0)
+    else:
+        raise ValueError(f"unknown aggregation {mode!r}; choose one of {AGGREGATIONS}")
+    return (weights * losses).sum(), weights
 
 
 class GANLoss(NamedTuple):

@@ -61,7 +61,12 @@ class MinibatchDiscrimination(nn.Module):
         self.num_kernels, self.kernel_dim = num_kernels, kernel_dim
         # std 1/sqrt(A) keeps M's entries O(|f|) whatever A, so the exp(-L1) features start
         # informative (a fixed std makes them vanish for wide conv features, A in the thousands)
-        self.T = nn.Parameter(torch.randn(in_features, num_kernels * kernel_dim) / in_features**0.5)  # (A, B*C)
+        self.T = nn.Parameter(torch.empty(in_features, num_kernels * kernel_dim))  # (A, B*C)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.T.normal_(0.0, self.T.shape[0] ** -0.5)
 
     @property
     def out_features(self) -> int:
@@ -85,18 +90,71 @@ class MinibatchDiscrimination(nn.Module):
         return torch.cat([f, o], dim=1)  # (N, A + B)
 
 
+class PerGeneratorLinear(nn.Module):
+    """K linear maps in one layer; sample i goes through map `index[i]`.
+
+    The first layer of a mixture of generators (MGAN, Hoang et al. 2018, Section 3.2: the K
+    generators share every layer but the first). x (N, in_features), index (N,) in [0, K)
+    -> (N, out_features). Each map is initialised as `nn.Linear` initialises its weights.
+    """
+
+    def __init__(self, in_features: int, out_features: int, num_generators: int, bias: bool = True):
+        super().__init__()
+        if num_generators < 1:
+            raise ValueError(f"num_generators must be >= 1; got {num_generators}")
+        self.in_features, self.out_features, self.num_generators = in_features, out_features, num_generators
+        self.weight = nn.Parameter(torch.empty(num_generators, out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(num_generators, out_features)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for k in range(self.num_generators):
+            layer = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+            with torch.no_grad():
+                self.weight[k].copy_(layer.weight)
+                if self.bias is not None:
+                    self.bias[k].copy_(layer.bias)
+
+    def forward(self, x: Tensor, index: Tensor) -> Tensor:
+        if index.shape != x.shape[:1]:
+            raise ValueError(f"need one generator index per sample: x has {x.shape[0]} rows, index shape {tuple(index.shape)}")
+        out = x.new_empty(x.shape[0], self.out_features)
+        for k in range(self.num_generators):  # one matmul per generator on its own rows
+            rows = (index == k).nonzero().squeeze(1)
+            y = x.index_select(0, rows) @ self.weight[k].t()
+            if self.bias is not None:
+                y = y + self.bias[k]
+            out = out.index_copy(0, rows, y.to(out.dtype))
+        return out
+
+
 class MLPGenerator(nn.Module):
-    """z (B, latent_dim) -> x (B, out_dim), linear output."""
+    """z (B, latent_dim) -> x (B, out_dim), linear output.
+
+    With `num_generators = K > 1` it is a mixture of K generators that share every layer but
+    the first (MGAN): `forward(z, index)` sends sample i through first layer `index[i]`.
+    """
 
     def __init__(self, latent_dim: int = 256, out_dim: int = 2, hidden_dim: int = 128, n_hidden: int = 2,
-                 activation: str = "tanh"):
+                 activation: str = "tanh", num_generators: int = 1):
         super().__init__()
         self.latent_dim = latent_dim
         self.out_dim = out_dim
+        self.num_generators = num_generators
         self.net = _mlp(latent_dim, hidden_dim, n_hidden, out_dim, activation)
+        if num_generators > 1:
+            first = self.net[0]
+            self.net[0] = PerGeneratorLinear(first.in_features, first.out_features, num_generators)
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.net(z)
+    def forward(self, z: Tensor, index: Tensor | None = None) -> Tensor:
+        if self.num_generators == 1:
+            return self.net(z)
+        if index is None:
+            raise ValueError(f"this generator is a mixture of {self.num_generators}; pass index (B,) to forward")
+        h = self.net[0](z, index)
+        for layer in self.net[1:]:
+            h = layer(h)
+        return h
 
 
 class MLPDiscriminator(nn.Module):
@@ -113,13 +171,29 @@ class MLPDiscriminator(nn.Module):
         if minibatch_kernels > 0 and n_hidden < 1:
             raise ValueError("minibatch discrimination needs n_hidden >= 1 (it acts on hidden features)")
         layers, width = _hidden_layers(in_dim, hidden_dim, n_hidden, activation)
+        self.feature_dim = width
+        self._trunk_len = len(layers)
         if minibatch_kernels > 0:
             layers.append(MinibatchDiscrimination(width, minibatch_kernels, minibatch_kernel_dim))
             width += minibatch_kernels
         self.net = nn.Sequential(*layers, nn.Linear(width, 1))
 
+    def features(self, x: Tensor) -> Tensor:
+        """The last hidden layer's output (B, feature_dim): the trunk that extra heads share."""
+        return self.net[: self._trunk_len](x.flatten(1))
+
+    def score(self, features: Tensor) -> Tensor:
+        """Scores (B,) from `features(x)`: `score(features(x)) == forward(x)`."""
+        return self.net[self._trunk_len :](features).squeeze(1)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.flatten(1)).squeeze(1)
+
+    def reset_parameters(self) -> None:
+        """Fresh random weights, drawn as at construction."""
+        for m in self.modules():
+            if m is not self and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
 
 
 # Discriminator normalisations: BatchNorm (DCGAN), or layer norm over (C, H, W) for critics whose
@@ -147,6 +221,10 @@ def dcgan_init(module: nn.Module) -> None:
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+    elif isinstance(module, PerGeneratorLinear):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
@@ -159,14 +237,21 @@ class DCGANGenerator(nn.Module):
     double the size and halve the width; image_size = b * 2**n (28 = 7*4, 32 = 4*8, 64 = 4*16).
     """
 
-    def __init__(self, latent_dim: int = 100, image_size: int = 32, channels: int = 3, width: int = 64):
+    def __init__(self, latent_dim: int = 100, image_size: int = 32, channels: int = 3, width: int = 64,
+                 num_generators: int = 1):
         super().__init__()
         self.latent_dim = latent_dim
+        self.num_generators = num_generators
         self.image_shape = (channels, image_size, image_size)
         base, n_up = _dcgan_base_size(image_size)
         ch = width * 2 ** (n_up - 1)
+        self._base_shape = (ch, base, base)
+        if num_generators > 1:
+            # MGAN: one projection per generator (a b x b transposed convolution of a 1 x 1 input
+            # is a linear map to ch * b * b), every later layer shared
+            self.mixture_input = PerGeneratorLinear(latent_dim, ch * base * base, num_generators, bias=False)
         self.project = nn.Sequential(
-            nn.ConvTranspose2d(latent_dim, ch, kernel_size=base, bias=False),  # (B, ch, b, b)
+            nn.ConvTranspose2d(latent_dim, ch, kernel_size=base, bias=False) if num_generators == 1 else nn.Identity(),
             nn.BatchNorm2d(ch),
             nn.ReLU(inplace=True),
         )
@@ -180,8 +265,13 @@ class DCGANGenerator(nn.Module):
         self.upsample = nn.Sequential(*layers)
         self.apply(dcgan_init)
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.upsample(self.project(z.view(z.shape[0], -1, 1, 1)))
+    def forward(self, z: Tensor, index: Tensor | None = None) -> Tensor:
+        if self.num_generators == 1:
+            return self.upsample(self.project(z.view(z.shape[0], -1, 1, 1)))
+        if index is None:
+            raise ValueError(f"this generator is a mixture of {self.num_generators}; pass index (B,) to forward")
+        h = self.mixture_input(z.flatten(1), index).view(z.shape[0], *self._base_shape)
+        return self.upsample(self.project(h))
 
 
 class DCGANDiscriminator(nn.Module):
@@ -209,6 +299,7 @@ class DCGANDiscriminator(nn.Module):
             ch_in, ch = ch, ch * 2
         self.trunk = nn.Sequential(*layers)
         self.feature_dim = ch_in * base * base
+        self._last_map_shape = (ch_in, base, base)
         if minibatch_kernels > 0:
             # minibatch features on the flattened last feature map, then a linear score
             self.minibatch = MinibatchDiscrimination(self.feature_dim, minibatch_kernels, minibatch_kernel_dim)
@@ -219,16 +310,28 @@ class DCGANDiscriminator(nn.Module):
         self.apply(dcgan_init)
 
     def features(self, x: Tensor) -> Tensor:
+        """The flattened last feature map (B, feature_dim): the trunk that extra heads share."""
         return self.trunk(x).flatten(1)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def score(self, features: Tensor) -> Tensor:
+        """Scores (B,) from `features(x)`: `score(features(x)) == forward(x)`."""
         if self.minibatch is not None:
-            return self.head(self.minibatch(self.features(x))).flatten()
-        return self.head(self.trunk(x)).flatten()
+            return self.head(self.minibatch(features)).flatten()
+        return self.head(features.view(features.shape[0], *self._last_map_shape)).flatten()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.score(self.features(x))
+
+    def reset_parameters(self) -> None:
+        """Fresh random weights, drawn as at construction (DCGAN initialisation)."""
+        if self.minibatch is not None:
+            self.minibatch.reset_parameters()
+        self.apply(dcgan_init)
 
 
 __all__ = [
     "MinibatchDiscrimination",
+    "PerGeneratorLinear",
     "MLPGenerator",
     "MLPDiscriminator",
     "DCGANGenerator",

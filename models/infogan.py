@@ -1,0 +1,197 @@
+"""`InfoGAN`: structured latent codes whose mutual information with the samples is maximised.
+
+Chen, Duan, Houthooft, Schulman, Sutskever, Abbeel, "InfoGAN: Interpretable Representation
+Learning by Information Maximizing Generative Adversarial Nets", NeurIPS 2016, Eq. 5-6:
+
+    min_{G, Q} max_D  V(D, G) - lambda * L_I(G, Q),
+    L_I = E_{c ~ p(c), x ~ G(z, c)}[log Q(c | x)] + H(c)   (a lower bound on I(c; G(z, c))).
+
+The latent is [noise, one_hot(c_1), ..., one_hot(c_m), c_cont]: categorical codes drawn
+uniformly, continuous codes uniform in [-range, range] (MNIST: 62-d noise, one Cat(10), two
+U(-1, 1); Section 7.1). Q is a head on the discriminator's trunk (`discriminator.features`):
+one hidden layer (the paper's FC 128 with leaky ReLU 0.1), then logits for each categorical
+code and a mean and log-std per continuous code (a factored Gaussian, Section 6). The
+information loss we minimise is -L_I up to the constant H(c):
+
+    info = categorical_weight * sum_j CE(logits_j, c_j) + continuous_weight * NLL_Gaussian(c_cont),
+
+with lambda = 1 for categorical codes and a smaller weight for continuous ones (Section 6 says
+"smaller"; 0.1 by default). Both steps minimise it, as the authors' code does: the D step adds
+it for Q (Q's head and D's shared trunk, on the detached fakes), the G step adds it for G.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import GANBase
+from .losses import classification_loss, d_logistic_loss, g_nonsaturating_loss, gaussian_nll
+
+Codes = Union[int, float, Sequence[float], Tensor, None]
+
+
+class InfoGAN(GANBase):
+    """InfoGAN. Args as `GANBase`, plus:
+
+    Args:
+        generator: takes latents of size noise + sum(categorical_codes) + continuous_codes
+            (its `latent_dim`).
+        discriminator: with `features(x)`, `score(features)` and `feature_dim` (Q shares the trunk).
+        categorical_codes: number of values of each categorical code, e.g. [10].
+        continuous_codes: number of continuous codes.
+        continuous_range: continuous codes are drawn from U(-range, range).
+        categorical_weight, continuous_weight: lambda of the two parts of the information loss.
+        q_hidden_dim: width of Q's hidden layer.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        categorical_codes: Sequence[int] = (10,),
+        continuous_codes: int = 2,
+        continuous_range: float = 1.0,
+        categorical_weight: float = 1.0,
+        continuous_weight: float = 0.1,
+        q_hidden_dim: int = 128,
+        g_lr: float = 1e-3,
+        d_lr: float = 2e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+        **kwargs,
+    ):
+        categorical_codes = [int(k) for k in categorical_codes]
+        if any(k < 2 for k in categorical_codes) or continuous_codes < 0 or continuous_range <= 0:
+            raise ValueError(f"need categorical codes with >= 2 values, continuous_codes >= 0 and "
+                             f"continuous_range > 0; got {categorical_codes}, {continuous_codes}, {continuous_range}")
+        if not categorical_codes and continuous_codes == 0:
+            raise ValueError("InfoGAN needs at least one code (categorical_codes or continuous_codes)")
+        for attr in ("features", "score", "feature_dim"):
+            if not hasattr(discriminator, attr):
+                raise ValueError(f"InfoGAN's discriminator must provide `{attr}` (Q shares its trunk); "
+                                 f"MLPDiscriminator and DCGANDiscriminator do")
+        latent_dim = kwargs.pop("latent_dim", None) or getattr(generator, "latent_dim", None)
+        code_dim = sum(categorical_codes) + continuous_codes
+        if latent_dim is None or latent_dim <= code_dim:
+            raise ValueError(
+                f"the generator's latent_dim ({latent_dim}) must exceed the codes' size {code_dim} "
+                f"(sum of categorical sizes {categorical_codes} + {continuous_codes} continuous): it is "
+                f"noise + codes, e.g. 62 + 10 + 2 = 74 for the paper's MNIST setting"
+            )
+        self.categorical_codes = categorical_codes
+        self.continuous_codes = continuous_codes
+        self.continuous_range = float(continuous_range)
+        self.noise_dim = latent_dim - code_dim
+        self.q_hidden_dim = q_hidden_dim
+        super().__init__(generator, discriminator, latent_dim=latent_dim, g_lr=g_lr, d_lr=d_lr, betas=betas, **kwargs)
+        self.categorical_weight = categorical_weight
+        self.continuous_weight = continuous_weight
+
+    def configure_networks(self) -> None:
+        out = sum(self.categorical_codes) + 2 * self.continuous_codes  # logits; mean and log-std per code
+        self.q_head = nn.Sequential(
+            nn.Linear(self.discriminator.feature_dim, self.q_hidden_dim), nn.LeakyReLU(0.1),
+            nn.Linear(self.q_hidden_dim, out),
+        )
+
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        return list(self.discriminator.parameters()) + list(self.q_head.parameters())
+
+    # ------------------------------------------------------------------ latents and codes
+    def sample_latent(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        return self.make_latent(n, generator=generator)
+
+    def make_latent(self, n: int, categorical: Codes = None, continuous: Codes = None,
+                    generator: Optional[torch.Generator] = None) -> Tensor:
+        """Latents (n, latent_dim): given codes where passed, drawn from their priors otherwise.
+
+        `categorical`: one value per categorical code (an int if there is one code), or a
+        (n, m) integer tensor. `continuous`: one value per continuous code, or (n, J).
+        """
+        dev = self.device
+        noise = torch.randn(n, self.noise_dim, device=dev, generator=generator)
+        m, J = len(self.categorical_codes), self.continuous_codes
+        if categorical is None:
+            cats = torch.stack([torch.randint(k, (n,), device=dev, generator=generator) for k in self.categorical_codes], 1) \
+                if m else torch.zeros(n, 0, dtype=torch.long, device=dev)
+        else:
+            cats = torch.as_tensor(categorical, device=dev, dtype=torch.long).reshape(-1, m).expand(n, m)
+            for j, k in enumerate(self.categorical_codes):
+                if not ((cats[:, j] >= 0) & (cats[:, j] < k)).all():
+                    raise ValueError(f"categorical code {j} takes values in [0, {k}); got {cats[:, j].unique().tolist()}")
+        if continuous is None:
+            cont = (torch.rand(n, J, device=dev, generator=generator) * 2 - 1) * self.continuous_range
+        else:
+            cont = torch.as_tensor(continuous, device=dev, dtype=noise.dtype).reshape(-1, J).expand(n, J)
+        onehots = [F.one_hot(cats[:, j], k).to(noise.dtype) for j, k in enumerate(self.categorical_codes)]
+        return torch.cat([noise, *onehots, cont], dim=1)
+
+    def split_codes(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """The codes of latents z: categorical values (B, m) as integers, continuous (B, J)."""
+        offset, cats = self.noise_dim, []
+        for k in self.categorical_codes:
+            cats.append(z[:, offset : offset + k].argmax(1))
+            offset += k
+        cat = torch.stack(cats, 1) if cats else z.new_zeros(z.shape[0], 0, dtype=torch.long)
+        return cat, z[:, offset:]
+
+    @torch.no_grad()
+    def sample(self, n: int, z: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
+               categorical: Codes = None, continuous: Codes = None) -> Tensor:
+        """n samples; `categorical` / `continuous` fix the codes (see `make_latent`)."""
+        if z is None:
+            z = self.make_latent(n, categorical, continuous, generator=generator)
+        return super().sample(n, z=z)
+
+    def q(self, features: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
+        """Q's outputs from D's features: per-code logits, and continuous means and log-stds."""
+        out = self.q_head(features)
+        logits, offset = [], 0
+        for k in self.categorical_codes:
+            logits.append(out[:, offset : offset + k])
+            offset += k
+        mean, log_std = out[:, offset : offset + self.continuous_codes], out[:, offset + self.continuous_codes :]
+        return logits, mean, log_std
+
+    @torch.no_grad()
+    def predict_codes(self, x: Tensor) -> Tensor:
+        """Q's most likely value of each categorical code for samples x, (B, m)."""
+        logits, _, _ = self.q(self.discriminator.features(x))
+        return torch.stack([l.argmax(1) for l in logits], 1)
+
+    def information_loss(self, features: Tensor, z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """-L_I (up to H(c)) of the codes in z, from D's features of G(z)."""
+        cat, cont = self.split_codes(z)
+        logits, mean, log_std = self.q(features)
+        loss = features.new_zeros((), dtype=torch.float32)
+        logs = {}
+        for j, l in enumerate(logits):
+            ce = classification_loss(l, cat[:, j])
+            loss = loss + self.categorical_weight * ce
+            logs[f"info_cat{j}"] = ce.detach()
+            logs[f"q_acc_cat{j}"] = (l.detach().argmax(1) == cat[:, j]).float().mean()
+        if self.continuous_codes:
+            nll = gaussian_nll(mean, log_std, cont)
+            loss = loss + self.continuous_weight * nll
+            logs["info_cont_nll"] = nll.detach()
+        return loss, logs
+
+    # ------------------------------------------------------------------ losses
+    def discriminator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        real_scores = self.discriminator(real)
+        features = self.discriminator.features(fake)
+        fake_scores = self.discriminator.score(features)
+        adversarial = d_logistic_loss(real_scores, fake_scores)
+        info, logs = self.information_loss(features, self.latent)
+        logs |= {"d_adversarial": adversarial.detach(), "d_real": real_scores.detach().float().mean(),
+                 "d_fake": fake_scores.detach().float().mean()}
+        return adversarial + info, logs
+
+    def generator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        features = self.discriminator.features(fake)
+        adversarial = g_nonsaturating_loss(self.discriminator.score(features))
+        info, _ = self.information_loss(features, self.latent)
+        return adversarial + info, {"g_adversarial": adversarial.detach(), "g_info": info.detach()}

@@ -1,0 +1,179 @@
+"""`MDGAN`: one generator against K discriminators, each trained on its own share of the data.
+
+Hardy, Le Merrer, Sericola, "MD-GAN: Multi-Discriminator Generative Adversarial Networks for
+Distributed Datasets", IPDPS 2019 (Algorithm 1), with the aggregation of the discriminators'
+feedback from GMAN (Durugkar, Gemp, Mahadevan, "Generative Multi-Adversarial Networks", ICLR
+2017, Section 3). Not Che et al.'s mode-regularised "MDGAN", a different method.
+
+- K discriminators, copies of the one passed in, each re-initialised with its own weights.
+- Data: the K discriminators own disjoint shares of the real data. On one process the batch
+  (real and fake) is split into K disjoint contiguous shares; under DDP with W processes each
+  rank's batch is split into K / W shares (K must be a multiple of W), so a discriminator
+  trains only on data of one rank: Hardy's workers, each with its local dataset. Share s goes to
+  discriminator `assignment[s]`; every `swap_every_epochs` epochs the assignment is permuted at
+  random (the same permutation on every rank), Hardy's exchange of discriminators between
+  workers (Section 4.3), so no discriminator overfits its share.
+- D step: each discriminator minimises its own logistic loss on its share; the total is the
+  sum, so each discriminator's gradient is exactly that of its own loss.
+- G step: every discriminator scores the whole fake batch, giving K non-saturating losses
+  V_1..V_K, combined by `models.losses.aggregate_losses`: "mean" (Hardy et al.), "max", or
+  "softmax" (GMAN's soft-mean, w_i proportional to exp(lambda V_i)); lambda fixed, or learned as
+  softplus(theta) by the generator's optimiser, with GMAN*'s penalty -lambda_penalty * lambda in
+  the generator's loss (without it, minimising over lambda would drive it to 0, the mean).
+
+Logged: each discriminator's loss (`train/d_loss_<i>`), its generator loss and its weight in
+the aggregation (`train/g_loss_<i>`, `train/weight_<i>`), lambda.
+Validation's `val/d_real`, `val/d_fake` are the first discriminator's.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import GANBase
+from .losses import AGGREGATIONS, aggregate_losses, d_logistic_loss, g_nonsaturating_loss
+
+_SWAP_STREAM = 2  # key of the share-permutation stream (same on every rank)
+
+
+def _reinitialise(module: nn.Module) -> None:
+    if hasattr(module, "reset_parameters"):
+        module.reset_parameters()
+        return
+    for m in module.modules():
+        if m is not module and hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+
+
+class MDGAN(GANBase):
+    """MD-GAN. Args as `GANBase`, plus:
+
+    Args:
+        num_discriminators: K.
+        aggregation: "mean", "max" or "softmax" (see the module docstring).
+        softmax_lambda: GMAN's lambda for "softmax" (its initial value when learned).
+        learn_lambda: learn lambda = softplus(theta) with the generator (GMAN*).
+        lambda_penalty: weight of GMAN*'s -lambda term when lambda is learned.
+        swap_every_epochs: permute the discriminators' data shares every this many epochs;
+            0 never swaps.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        num_discriminators: int = 5,
+        aggregation: str = "mean",
+        softmax_lambda: float = 1.0,
+        learn_lambda: bool = False,
+        lambda_penalty: float = 1e-3,
+        swap_every_epochs: int = 1,
+        **kwargs,
+    ):
+        if not isinstance(num_discriminators, int) or num_discriminators < 1:
+            raise ValueError(f"num_discriminators must be an integer >= 1; got {num_discriminators!r}")
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"unknown aggregation {aggregation!r}; choose one of {AGGREGATIONS}")
+        if learn_lambda and aggregation != "softmax":
+            raise ValueError("learn_lambda needs aggregation='softmax' (lambda is the soft-mean's temperature)")
+        if learn_lambda and softmax_lambda <= 0:
+            raise ValueError(f"a learned lambda = softplus(theta) starts > 0; got softmax_lambda {softmax_lambda}")
+        if swap_every_epochs < 0:
+            raise ValueError(f"swap_every_epochs must be >= 0 (0: never swap); got {swap_every_epochs}")
+        self.num_discriminators = num_discriminators
+        super().__init__(generator, discriminator, **kwargs)
+        self.aggregation = aggregation
+        self.learn_lambda = learn_lambda
+        self.lambda_penalty = lambda_penalty
+        self.swap_every_epochs = swap_every_epochs
+        if learn_lambda:  # softplus(theta) = softmax_lambda at the start
+            self.lambda_raw = nn.Parameter(torch.tensor(softmax_lambda + math.log(-math.expm1(-softmax_lambda))))
+        else:
+            self.register_buffer("lambda_raw", torch.tensor(float(softmax_lambda)), persistent=False)
+        self.assignment = list(range(num_discriminators))  # share s -> discriminator assignment[s]
+
+    def configure_networks(self) -> None:
+        copies = []
+        for _ in range(self.num_discriminators - 1):
+            d = copy.deepcopy(self.discriminator)
+            _reinitialise(d)
+            copies.append(d)
+        self.other_discriminators = nn.ModuleList(copies)
+
+    @property
+    def discriminators(self) -> list[nn.Module]:
+        return [self.discriminator, *self.other_discriminators]
+
+    @property
+    def softmax_lambda(self) -> Tensor:
+        return F.softplus(self.lambda_raw) if self.learn_lambda else self.lambda_raw
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        extra = [self.lambda_raw] if self.learn_lambda else []
+        return list(self.generator.parameters()) + extra
+
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        return [p for d in self.discriminators for p in d.parameters()]
+
+    # ------------------------------------------------------------------ data shares
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        world = self.trainer.world_size
+        if self.num_discriminators % world:
+            raise ValueError(
+                f"MDGAN's {self.num_discriminators} discriminators cannot own whole shares of {world} processes' "
+                f"data: make num_discriminators a multiple of the number of processes (devices x nodes)"
+            )
+
+    def share_assignment(self, epoch: int) -> list[int]:
+        """Discriminator of each data share at `epoch`: the identity until the first swap, then a
+        random permutation per swap period, drawn from (seed, period) so every rank agrees."""
+        period = epoch // self.swap_every_epochs if self.swap_every_epochs else 0
+        if period == 0:
+            return list(range(self.num_discriminators))
+        rng = np.random.default_rng([torch.initial_seed(), _SWAP_STREAM, period])
+        return rng.permutation(self.num_discriminators).tolist()
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        self.assignment = self.share_assignment(self.current_epoch)
+
+    def local_shares(self, batch_size: int) -> list[tuple[int, slice]]:
+        """(discriminator, rows of this rank's batch) for the shares that live on this rank."""
+        world, rank = (self.trainer.world_size, self.global_rank) if self._trainer is not None else (1, 0)
+        per_rank = self.num_discriminators // world
+        if batch_size < per_rank:
+            raise ValueError(f"a batch of {batch_size} cannot be split into {per_rank} non-empty shares; "
+                             f"raise the batch size or lower num_discriminators")
+        bounds = np.linspace(0, batch_size, per_rank + 1).round().astype(int)
+        return [(self.assignment[rank * per_rank + c], slice(bounds[c], bounds[c + 1])) for c in range(per_rank)]
+
+    # ------------------------------------------------------------------ losses
+    def discriminator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        total, logs = 0.0, {}
+        for index, rows in self.local_shares(real.shape[0]):
+            d = self.discriminators[index]
+            loss = d_logistic_loss(d(real[rows]), d(fake[rows]))
+            total = total + loss
+            logs[f"d_loss_{index}"] = loss.detach()
+        # Under DDP a discriminator's gradient exists on its own rank only and the base averages
+        # gradients over the W ranks: scaling by W makes the result exactly its own gradient.
+        world = self.trainer.world_size if self._trainer is not None else 1
+        return total * world, logs
+
+    def generator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        losses = torch.stack([g_nonsaturating_loss(d(fake)) for d in self.discriminators])
+        loss, weights = aggregate_losses(losses, self.aggregation, self.softmax_lambda)
+        logs = {f"g_loss_{i}": v for i, v in enumerate(losses.detach())}
+        logs |= {f"weight_{i}": w for i, w in enumerate(weights.detach())}
+        if self.learn_lambda:
+            loss = loss - self.lambda_penalty * self.softmax_lambda
+            logs["lambda"] = self.softmax_lambda.detach()
+        return loss, logs
