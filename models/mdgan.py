@@ -145,9 +145,12 @@ class MDGAN(GANBase):
         super().on_train_epoch_start()
         self.assignment = self.share_assignment(self.current_epoch)
 
-    def local_shares(self, batch_size: int) -> list[tuple[int, slice]]:
-        """(discriminator, rows of this rank's batch) for the shares that live on this rank."""
-        world, rank = (self.trainer.world_size, self.global_rank) if self._trainer is not None else (1, 0)
+    def _world_and_rank(self) -> tuple[int, int]:
+        return (self.trainer.world_size, self.global_rank) if self._trainer is not None else (1, 0)
+
+    def local_shares(self, batch_size: int, world: int = 1, rank: int = 0) -> list[tuple[int, slice]]:
+        """(discriminator, rows of this rank's batch) for the shares that live on rank `rank` of
+        `world`: the batch split into K / world contiguous shares of near-equal size."""
         per_rank = self.num_discriminators // world
         if batch_size < per_rank:
             raise ValueError(f"a batch of {batch_size} cannot be split into {per_rank} non-empty shares; "
@@ -158,14 +161,14 @@ class MDGAN(GANBase):
     # ------------------------------------------------------------------ losses
     def discriminator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         total, logs = 0.0, {}
-        for index, rows in self.local_shares(real.shape[0]):
+        world, rank = self._world_and_rank()
+        for index, rows in self.local_shares(real.shape[0], world, rank):
             d = self.discriminators[index]
             loss = d_logistic_loss(d(real[rows]), d(fake[rows]))
             total = total + loss
             logs[f"d_loss_{index}"] = loss.detach()
         # Under DDP a discriminator's gradient exists on its own rank only and the base averages
         # gradients over the W ranks: scaling by W makes the result exactly its own gradient.
-        world = self.trainer.world_size if self._trainer is not None else 1
         return total * world, logs
 
     def generator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

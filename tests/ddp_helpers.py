@@ -61,3 +61,30 @@ def all_reduce_worker(rank: int, world: int, store_path: str, out_path: str) -> 
         torch.save({"p0": p0.grad, "p1": p1.grad, "p2": p2.grad}, f"{out_path}.{rank}")
     finally:
         dist.destroy_process_group()
+
+
+def mdgan_shard_worker(rank: int, world: int, store_path: str, out_path: str) -> None:
+    """MD-GAN with 2 discriminators on 2 ranks: rank r trains discriminator r on its own data.
+    Saves, per rank, the all-reduced gradients and the gradient of its own discriminator's loss."""
+    import torch.distributed as dist
+
+    from models import MDGAN, MLPDiscriminator, MLPGenerator
+    from models.losses import d_logistic_loss
+
+    dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)  # same initial weights on both ranks
+        model = MDGAN(MLPGenerator(latent_dim=4, hidden_dim=8), MLPDiscriminator(hidden_dim=8), num_discriminators=2)
+        model._world_and_rank = lambda: (world, rank)
+        gen = torch.Generator().manual_seed(100 + rank)  # each rank its own data
+        real, fake = torch.randn(6, 2, generator=gen), torch.randn(6, 2, generator=gen)
+        own = model.discriminators[rank]
+        own_grads = torch.autograd.grad(d_logistic_loss(own(real), own(fake)), list(own.parameters()))
+        opt = torch.optim.SGD(model.discriminator_parameters(), lr=1.0)
+        loss, _ = model.discriminator_loss(real, fake)
+        loss.backward()
+        model._all_reduce_gradients(opt)
+        torch.save({"own": own_grads, "synced": [[p.grad for p in d.parameters()] for d in model.discriminators]},
+                   f"{out_path}.{rank}")
+    finally:
+        dist.destroy_process_group()

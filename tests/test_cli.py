@@ -84,6 +84,9 @@ BATCHNORM_GENERATOR = ["--model.init_args.generator", "tests.ddp_helpers.BatchNo
     ("experiments/ring8/wgan_gp.yaml", []),
     ("experiments/ring8/unrolled_gan.yaml", ["--model.init_args.unrolled_steps", "2"]),
     ("experiments/ring8/minibatch_gan.yaml", []),
+    ("experiments/ring8/mgan.yaml", []),
+    ("experiments/ring8/mdgan.yaml", []),  # 4 discriminators: 2 on each rank's data
+    ("experiments/ring8/infogan.yaml", []),
 ])
 def test_two_process_ddp_on_cpu_trains_in_sync(tmp_path, config, extra):
     dump = tmp_path / "dump"
@@ -125,3 +128,17 @@ def test_gradient_all_reduce_averages_and_keeps_ddp_semantics_for_missing_gradie
         assert torch.equal(grads["p0"], torch.full((2,), 1.5))  # (1 + 2) / 2
         assert torch.equal(grads["p1"], torch.full((2,), 2.0))  # (4 + 0) / 2: missing counts as zero
         assert grads["p2"] is None  # no gradient anywhere: stays None
+
+
+def test_mdgan_discriminators_train_on_their_own_rank_s_data_exactly(tmp_path):
+    import torch.multiprocessing as mp
+
+    from tests.ddp_helpers import mdgan_shard_worker
+
+    out = str(tmp_path / "grads")
+    mp.spawn(mdgan_shard_worker, args=(2, str(tmp_path / "store"), out), nprocs=2, join=True)
+    results = [torch.load(f"{out}.{rank}") for rank in (0, 1)]
+    for rank in (0, 1):
+        for d in (0, 1):  # after the all-reduce every rank holds discriminator d's owner's gradient
+            for synced, own in zip(results[rank]["synced"][d], results[d]["own"]):
+                torch.testing.assert_close(synced, own)

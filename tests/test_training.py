@@ -267,14 +267,17 @@ def test_dcgan_pair_trains_on_images():
     assert model.generator.training  # sample() restored training mode
 
 
-@pytest.mark.parametrize("name", ["UnrolledGAN", "MinibatchDiscriminationGAN", "WGANGP"])
+@pytest.mark.parametrize("name", ["UnrolledGAN", "MinibatchDiscriminationGAN", "WGANGP", "MGAN", "MDGAN", "InfoGAN"])
 def test_variants_train_under_bf16_mixed(name):
     import models
 
     L.seed_everything(0)
     disc = MLPDiscriminator(hidden_dim=16, minibatch_kernels=3 if name == "MinibatchDiscriminationGAN" else 0)
-    kwargs = {"unrolled_steps": 2} if name == "UnrolledGAN" else {}
-    model = getattr(models, name)(MLPGenerator(latent_dim=8, hidden_dim=16), disc, **kwargs)
+    kwargs = {"UnrolledGAN": {"unrolled_steps": 2}, "MDGAN": {"num_discriminators": 3},
+              "InfoGAN": {"categorical_codes": [8], "continuous_codes": 2}}.get(name, {})
+    gen = MLPGenerator(latent_dim=8 + (10 if name == "InfoGAN" else 0), hidden_dim=16,
+                       num_generators=4 if name == "MGAN" else 1)
+    model = getattr(models, name)(gen, disc, **kwargs)
     quiet_trainer(max_epochs=1, precision="bf16-mixed").fit(model, datamodule=tiny_ring(batches_per_epoch=10))
     assert model.g_steps == 10 // model.n_critic
     assert all(torch.isfinite(p).all() for p in model.parameters())
