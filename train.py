@@ -8,6 +8,8 @@ resolved config. Models and datamodules are given by class path (`models.GAN`,
 
 from __future__ import annotations
 
+import json
+import os
 import warnings
 
 import lightning as L
@@ -32,11 +34,18 @@ class GANCLI(LightningCLI):
         if figures:
             text = ", ".join(f"{k} {v:.4g}" for k, v in sorted(figures.items()))
             rank_zero_info(f"Final evaluation at generator step {getattr(model, 'g_steps', '?')}: {text}")
-        for callback in trainer.callbacks:
-            if getattr(callback, "last_path", None):
-                rank_zero_info(f"Samples plotted in {callback.last_path}")
-        if trainer.log_dir:
-            rank_zero_info(f"Run folder: {trainer.log_dir}")
+        plots = [c.last_path for c in trainer.callbacks if getattr(c, "last_path", None)]
+        for path in plots:
+            rank_zero_info(f"Samples plotted in {path}")
+        log_dir = trainer.log_dir  # a collective under DDP: every rank asks
+        if log_dir:
+            rank_zero_info(f"Run folder: {log_dir}")
+            if trainer.is_global_zero:  # machine-readable, for experiments/reproduce.py
+                record = {"metrics": figures, "g_steps": getattr(model, "g_steps", None),
+                          "d_steps": getattr(model, "d_steps", None), "plots": plots}
+                os.makedirs(log_dir, exist_ok=True)
+                with open(os.path.join(log_dir, "final_metrics.json"), "w") as f:
+                    json.dump(record, f, indent=1)
 
 
 def main(args=None, **kwargs) -> GANCLI:

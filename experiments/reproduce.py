@@ -1,0 +1,449 @@
+"""Reproduce a comparison table: every model of a benchmark, every seed, one command.
+
+    python experiments/reproduce.py ring8 --seeds 10
+    python experiments/reproduce.py grid25 --seeds 5 --models gan,mgan --jobs 2
+    python experiments/reproduce.py ring8 --seeds 2 --set trainer.max_steps=200   # any config override
+
+For table T it trains `experiments/T/<model>.yaml` (baseline and variants, in the order of
+MODELS) with `python train.py fit` once per seed, each run in its own folder under
+`--out` (default `results/T`), and writes there
+- `T.md` and `T.csv`: one row per model, mean and sample std over the seeds of every metric
+  (modes, HQ %, KL for 2D), the number of seeds, failed runs, wall time per run, and the
+  published rows of `experiments/published.yaml` with their sources;
+- `T_samples.png`: the final scatter plot (or sample grid) of the first seeds, rows = models;
+- `T_modes.png`: a bar chart of modes captured (mean and std over seeds).
+
+Runs are cached: a run whose config file, seed and overrides did not change since it last
+finished is read back, not rerun (`--force` reruns everything), so an interrupted table resumes
+where it stopped. A failed run is retried on the next invocation and reported in the table
+(with its log) until then. Independent runs go in parallel: `--jobs` of them (default: the CPU
+cores divided by `--threads`, or the GPUs divided by `--gpus-per-run` when GPUs are present,
+each run then seeing only its own GPUs through CUDA_VISIBLE_DEVICES). Progress (generator step
+of each running run, runs done, estimated time left) is printed every `--progress-every` seconds.
+`--wandb` also logs the final table to W&B as a Table (group = the table's name; each run is
+already a W&B run grouped by table and model, seeds as members).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ROOT / "experiments"
+MODELS = ["gan", "wgan_gp", "unrolled_gan", "minibatch_gan", "mgan", "mdgan", "infogan"]
+LABELS = {
+    "gan": "GAN", "wgan_gp": "WGAN-GP", "unrolled_gan": "Unrolled GAN", "minibatch_gan": "Minibatch discrimination",
+    "mgan": "MGAN", "mdgan": "MD-GAN", "infogan": "InfoGAN",
+}
+METRIC_LABELS = {"modes": "modes", "hq": "HQ %", "kl": "KL", "fid": "FID", "inception_score": "IS"}
+
+
+# ---------------------------------------------------------------------------------- runs
+@dataclass
+class Run:
+    table: str
+    model: str
+    seed: int
+    config: Path
+    overrides: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        """Changes when the config's text, the seed or the overrides change."""
+        h = hashlib.sha256(self.config.read_bytes())
+        h.update(json.dumps([self.seed, self.overrides]).encode())
+        return h.hexdigest()[:12]
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}/seed{self.seed}"
+
+    def folder(self, out: Path) -> Path:
+        return out / "runs" / self.model / f"seed{self.seed}-{self.key}"
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(self.config),
+                "--seed_everything", str(self.seed), "--trainer.enable_progress_bar", "false", *self.overrides]
+
+    def max_steps(self) -> Optional[int]:
+        steps = (yaml.safe_load(self.config.read_text()) or {}).get("trainer", {}).get("max_steps")
+        for i, arg in enumerate(self.overrides):
+            if arg == "--trainer.max_steps" and i + 1 < len(self.overrides):
+                steps = self.overrides[i + 1]
+            elif arg.startswith("--trainer.max_steps="):
+                steps = arg.split("=", 1)[1]
+        return int(steps) if steps is not None else None
+
+
+def cli_overrides(pairs: list[str]) -> list[str]:
+    """["trainer.max_steps=200", ...] -> ["--trainer.max_steps", "200", ...]."""
+    out = []
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"--set takes key=value (e.g. trainer.max_steps=200); got {pair!r}")
+        key, value = pair.split("=", 1)
+        out += [f"--{key.lstrip('-')}", value]
+    return out
+
+
+def plan(table: str, models: list[str], seeds: list[int], overrides: list[str]) -> list[Run]:
+    folder = EXPERIMENTS / table
+    if not folder.is_dir():
+        tables = sorted(p.name for p in EXPERIMENTS.iterdir() if p.is_dir() and any(p.glob("*.yaml")))
+        raise SystemExit(f"no table {table!r}: experiments/{table}/ does not exist; tables with configs: {tables}")
+    missing = [m for m in models if not (folder / f"{m}.yaml").exists()]
+    if missing:
+        raise SystemExit(f"experiments/{table}/ has no config for {missing}; it has "
+                         f"{sorted(p.stem for p in folder.glob('*.yaml'))}")
+    return [Run(table, m, s, folder / f"{m}.yaml", overrides) for m in models for s in seeds]
+
+
+def read_result(run: Run, out: Path) -> Optional[dict]:
+    """The cached result of a finished run, or None."""
+    path = run.folder(out) / "result.json"
+    if not path.exists():
+        return None
+    result = json.loads(path.read_text())
+    return result if result.get("status") == "ok" else None
+
+
+def _current_step(folder: Path) -> Optional[int]:
+    """The latest global step in the run's metrics.csv (for progress), if any."""
+    files = sorted(folder.glob("runs/*/version_*/metrics.csv"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        return None
+    try:
+        lines = files[-1].read_text().strip().splitlines()
+        header = lines[0].split(",")
+        return int(float(lines[-1].split(",")[header.index("step")]))
+    except (ValueError, IndexError, OSError):
+        return None
+
+
+def execute(run: Run, out: Path, env: dict[str, str]) -> dict:
+    """Trains one run in its folder and returns its result (status ok or failed)."""
+    folder = run.folder(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    log_path = folder / "train.log"
+    start = time.time()
+    with open(log_path, "w") as log:
+        rc = subprocess.run(run.command(), cwd=folder, env={**os.environ, **env}, stdout=log,
+                            stderr=subprocess.STDOUT).returncode
+    wall = time.time() - start
+    finals = sorted(folder.glob("runs/*/version_*/final_metrics.json"), key=lambda p: p.stat().st_mtime)
+    result = {"table": run.table, "model": run.model, "seed": run.seed, "key": run.key, "returncode": rc,
+              "wall_s": round(wall, 1), "log": str(log_path), "command": " ".join(run.command())}
+    if rc == 0 and finals:
+        final = json.loads(finals[-1].read_text())
+        metrics = {k.removeprefix("val/"): v for k, v in final["metrics"].items()}
+        result |= {"status": "ok", "metrics": metrics, "g_steps": final.get("g_steps"), "plots": final.get("plots", [])}
+    else:
+        tail = log_path.read_text().strip().splitlines()[-1:] if log_path.exists() else []
+        result |= {"status": "failed", "error": tail[0] if tail else f"exit code {rc}"}
+    (folder / "result.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+# ---------------------------------------------------------------------------------- tables
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; 0 for a single value); NaNs are ignored."""
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return float("nan"), float("nan")
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def aggregate(results: list[dict], metrics: list[str]) -> list[dict]:
+    """One row per model (in MODELS order): per-metric mean/std over its successful seeds."""
+    rows = []
+    order = {m: i for i, m in enumerate(MODELS)}
+    for model in sorted({r["model"] for r in results}, key=lambda m: order.get(m, len(order))):
+        runs = [r for r in results if r["model"] == model]
+        ok = [r for r in runs if r["status"] == "ok"]
+        row = {"model": model, "label": LABELS.get(model, model), "seeds": len(ok),
+               "seed_list": sorted(r["seed"] for r in ok), "failed": sorted(r["seed"] for r in runs if r["status"] != "ok"),
+               "failed_logs": [r["log"] for r in runs if r["status"] != "ok"]}
+        for metric in metrics:
+            row[metric] = mean_std([r["metrics"].get(metric, float("nan")) for r in ok])
+        row["wall_s"] = mean_std([r["wall_s"] for r in ok])[0]
+        rows.append(row)
+    return rows
+
+
+def _fmt(mean: float, std: float, seeds: int, metric: str) -> str:
+    if math.isnan(mean):
+        return "–"
+    digits = {"modes": 1, "hq": 1, "kl": 3}.get(metric, 3)
+    if metric == "kl" and 0 < abs(mean) < 0.01:
+        digits = 4
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if seeds > 1 else f"{mean:.{digits}f}"
+
+
+def render_markdown(table: str, rows: list[dict], metrics: list[str], published: list[dict], header: str = "") -> str:
+    cols = ["model", "seeds", *[METRIC_LABELS.get(m, m) for m in metrics], "wall s / run", "source"]
+    lines = [f"# {table}", "", header, "", "| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    for row in rows:
+        cells = [row["label"] + " (ours)", str(row["seeds"])]
+        cells += [_fmt(*row[m], row["seeds"], m) for m in metrics]
+        cells += ["–" if math.isnan(row["wall_s"]) else f"{row['wall_s']:.0f}",
+                  "this repository, seeds " + ",".join(map(str, row["seed_list"])) if row["seeds"] else "no finished run"]
+        if row["failed"]:
+            cells[-1] += f"; failed seeds {row['failed']} (logs: {', '.join(row['failed_logs'])})"
+        lines.append("| " + " | ".join(cells) + " |")
+    for pub in published:
+        cells = [pub["method"], "", *[("–" if pub.get(m) is None else str(pub.get(m))) for m in metrics], "", pub["source"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Ours: mean ± sample standard deviation over seeds of the final evaluation. Published rows as "
+                  "their sources report them (see experiments/published.yaml)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: Path, rows: list[dict], metrics: list[str], published: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "seeds", "failed_seeds", *[f"{m}_{s}" for m in metrics for s in ("mean", "std")],
+                    "wall_s_per_run", "source"])
+        for row in rows:
+            w.writerow([row["label"], row["seeds"], " ".join(map(str, row["failed"])),
+                        *[v for m in metrics for v in row[m]], row["wall_s"], "ours"])
+        for pub in published:
+            w.writerow([pub["method"], "", "", *[x for m in metrics for x in (pub.get(m), "")], "", pub["source"]])
+
+
+def write_figures(out: Path, table: str, results: list[dict], rows: list[dict], columns: int = 3) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    written = []
+    ok = [r for r in results if r["status"] == "ok" and r.get("plots")]
+    models = [row["model"] for row in rows if any(r["model"] == row["model"] for r in ok)]
+    if models:
+        fig, axes = plt.subplots(len(models), columns, figsize=(3 * columns, 3 * len(models)), squeeze=False)
+        for i, model in enumerate(models):
+            runs = sorted((r for r in ok if r["model"] == model), key=lambda r: r["seed"])[:columns]
+            for j in range(columns):
+                ax = axes[i][j]
+                ax.axis("off")
+                if j < len(runs) and Path(runs[j]["plots"][-1]).exists():
+                    ax.imshow(mpimg.imread(runs[j]["plots"][-1]))
+                    ax.set_title(f"{LABELS.get(model, model)}, seed {runs[j]['seed']}", fontsize=8)
+        fig.tight_layout()
+        path = out / f"{table}_samples.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    with_modes = [row for row in rows if "modes" in row and not math.isnan(row["modes"][0])]
+    if with_modes:
+        fig, ax = plt.subplots(figsize=(1.2 * len(with_modes) + 2, 3.5))
+        ax.bar([r["label"] for r in with_modes], [r["modes"][0] for r in with_modes],
+               yerr=[r["modes"][1] for r in with_modes], capsize=4)
+        ax.set_ylabel("modes captured")
+        ax.set_title(f"{table}: modes captured (mean ± std over seeds)")
+        plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+        fig.tight_layout()
+        path = out / f"{table}_modes.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def log_table_to_wandb(table: str, rows: list[dict], metrics: list[str], out: Path) -> None:
+    import wandb
+
+    sys.path.insert(0, str(ROOT))
+    from callbacks.wandb_logger import resolve_wandb_mode
+
+    columns = ["model", "seeds", *[f"{m}_{s}" for m in metrics for s in ("mean", "std")], "wall_s_per_run"]
+    data = [[r["label"], r["seeds"], *[v for m in metrics for v in r[m]], r["wall_s"]] for r in rows]
+    run = wandb.init(project="gan-mode-collapse", group=table, job_type="table", name=f"{table}-table",
+                     mode=resolve_wandb_mode("auto"), dir=str(out))
+    run.log({f"{table}/table": wandb.Table(columns=columns, data=data)})
+    run.finish()
+
+
+# ---------------------------------------------------------------------------------- main
+def default_jobs(threads: int, gpus_per_run: int) -> tuple[int, list[dict[str, str]]]:
+    """Number of parallel runs and each slot's environment."""
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no torch or no driver: CPU only
+        gpus = 0
+    if gpus:
+        n = max(1, gpus // gpus_per_run)
+        return n, [{"CUDA_VISIBLE_DEVICES": ",".join(str(i * gpus_per_run + g) for g in range(gpus_per_run))}
+                   for i in range(n)]
+    n = max(1, (os.cpu_count() or 1) // threads)
+    return n, [{} for _ in range(n)]
+
+
+def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overrides: list[str], jobs: Optional[int] = None,
+              threads: int = 1, gpus_per_run: int = 1, force: bool = False, progress_every: float = 60.0,
+              use_wandb: bool = False, echo=print) -> dict:
+    runs = plan(table, models, seeds, overrides)
+    out.mkdir(parents=True, exist_ok=True)
+    n_slots, slot_envs = default_jobs(threads, gpus_per_run)
+    if jobs:
+        slot_envs = [slot_envs[i % len(slot_envs)] for i in range(jobs)]
+    slots: queue.Queue = queue.Queue()
+    for env in slot_envs:
+        slots.put({**env, "OMP_NUM_THREADS": str(threads)})
+
+    results: dict[str, dict] = {}
+    todo = []
+    for run in runs:
+        cached = None if force else read_result(run, out)
+        if cached:
+            results[run.name] = cached
+        else:
+            todo.append(run)
+    echo(f"{table}: {len(runs)} runs ({len(models)} models x {len(seeds)} seeds), {len(runs) - len(todo)} cached, "
+         f"{len(todo)} to train, {len(slot_envs)} at a time; results in {out}")
+
+    running: dict[str, tuple[Run, float]] = {}
+    lock = threading.Lock()
+    t0 = time.time()
+    done_walls: list[float] = []
+
+    def work(run: Run) -> dict:
+        env = slots.get()
+        with lock:
+            running[run.name] = (run, time.time())
+        try:
+            return execute(run, out, env)
+        finally:
+            slots.put(env)
+            with lock:
+                running.pop(run.name, None)
+
+    def report() -> None:
+        with lock:
+            current = list(running.values())
+        finished = len(results) - (len(runs) - len(todo))
+        parts = []
+        for run, started in current:
+            step, total = _current_step(run.folder(out)), run.max_steps()
+            frac = f"{step}/{total} steps" if step is not None and total else "starting"
+            parts.append(f"{run.name} {frac} ({time.time() - started:.0f} s)")
+        left = len(todo) - finished
+        if done_walls:
+            eta = sum(done_walls) / len(done_walls) * left / len(slot_envs)
+        else:
+            fracs = [(_current_step(r.folder(out)) or 0) / (r.max_steps() or 1) for r, _ in current]
+            elapsed = [time.time() - s for _, s in current]
+            per_run = [e / f for e, f in zip(elapsed, fracs) if f > 0.02]
+            eta = (sum(per_run) / len(per_run)) * left / len(slot_envs) if per_run else float("nan")
+        eta_text = "unknown" if math.isnan(eta) else f"{eta / 60:.0f} min"
+        echo(f"[{time.time() - t0:.0f} s] {finished}/{len(todo)} done, about {eta_text} left; running: "
+             + ("; ".join(parts) or "none"))
+
+    stop = threading.Event()
+
+    def reporter() -> None:
+        while not stop.wait(progress_every):
+            report()
+
+    thread = threading.Thread(target=reporter, daemon=True)
+    thread.start()
+    try:
+        with ThreadPoolExecutor(max_workers=len(slot_envs)) as pool:
+            for run, result in zip(todo, pool.map(work, todo)):
+                results[run.name] = result
+                done_walls.append(result["wall_s"])
+                status = "ok" if result["status"] == "ok" else f"FAILED ({result['error']}; log {result['log']})"
+                figures = ", ".join(f"{k} {v:.4g}" for k, v in sorted(result.get("metrics", {}).items()))
+                echo(f"finished {run.name} in {result['wall_s']:.0f} s: {status} {figures}")
+    finally:
+        stop.set()
+
+    published_all = yaml.safe_load((EXPERIMENTS / "published.yaml").read_text())
+    pub = published_all.get(table, {"metrics": ["modes", "hq", "kl"], "rows": []})
+    metrics = pub["metrics"]
+    ordered = [results[r.name] for r in runs]
+    rows = aggregate(ordered, metrics)
+    header = (f"Command: `python experiments/reproduce.py {table} --seeds {len(seeds)}"
+              + (f" --models {','.join(models)}" if models != MODELS else "")
+              + "".join(f" --set {a[2:]}={b}" for a, b in zip(overrides[::2], overrides[1::2])) + "`. "
+              + f"Commit {_commit()}, {_machine()}.")
+    (out / f"{table}.md").write_text(render_markdown(table, rows, metrics, pub["rows"], header))
+    write_csv(out / f"{table}.csv", rows, metrics, pub["rows"])
+    figures = write_figures(out, table, ordered, rows)
+    (out / f"{table}_runs.json").write_text(json.dumps(ordered, indent=1))
+    if use_wandb:
+        log_table_to_wandb(table, rows, metrics, out)
+    echo(f"wrote {out / (table + '.md')}, {out / (table + '.csv')}" + "".join(f", {p}" for p in figures))
+    return {"rows": rows, "results": ordered, "trained": len(todo)}
+
+
+def _commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                               text=True).stdout.strip()
+        return (sha + (" (with uncommitted changes)" if dirty else "")) or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _machine() -> str:
+    import platform
+
+    try:
+        import torch
+
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    except Exception:  # noqa: BLE001
+        gpu = "no GPU"
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}"
+
+
+def main(argv: Optional[list[str]] = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("table", help="benchmark folder under experiments/: ring8, grid25, ...")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
+    parser.add_argument("--seed-list", help="explicit comma-separated seeds instead of --seeds")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {MODELS}")
+    parser.add_argument("--out", type=Path, help="output folder (default results/<table>)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for every run, e.g. trainer.max_steps=200 (repeatable)")
+    parser.add_argument("--jobs", type=int, help="runs in parallel (default: cores / threads, or GPUs / gpus-per-run)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per run (OMP_NUM_THREADS; default 1)")
+    parser.add_argument("--gpus-per-run", type=int, default=1)
+    parser.add_argument("--force", action="store_true", help="rerun finished runs too")
+    parser.add_argument("--progress-every", type=float, default=60.0, help="seconds between progress lines")
+    parser.add_argument("--wandb", action="store_true", help="also log the final table to W&B")
+    args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else list(range(args.seeds))
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    out = args.out or ROOT / "results" / args.table
+    return reproduce(args.table, seeds, models, out, cli_overrides(args.set), jobs=args.jobs, threads=args.threads,
+                     gpus_per_run=args.gpus_per_run, force=args.force, progress_every=args.progress_every,
+                     use_wandb=args.wandb)
+
+
+if __name__ == "__main__":
+    main()

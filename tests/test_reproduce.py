@@ -1,0 +1,128 @@
+"""The table runner: aggregation and rendering, the run cache, and a tiny real table end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+import reproduce  # noqa: E402
+
+
+def fake_result(model, seed, status="ok", **metrics):
+    return {"model": model, "seed": seed, "status": status, "wall_s": 10.0 + seed, "log": f"{model}-{seed}.log",
+            "metrics": metrics, "error": "boom" if status != "ok" else None}
+
+
+def test_aggregate_mean_and_sample_std_over_seeds_and_failed_runs_reported():
+    results = [fake_result("gan", 0, modes=8, hq=90.0, kl=0.01), fake_result("gan", 1, modes=6, hq=80.0, kl=0.03),
+               fake_result("gan", 2, modes=7, hq=85.0, kl=float("nan")), fake_result("mgan", 0, status="failed"),
+               fake_result("mgan", 1, modes=8, hq=99.0, kl=0.001)]
+    rows = reproduce.aggregate(results, ["modes", "hq", "kl"])
+    gan, mgan = rows
+    assert gan["model"] == "gan" and gan["seeds"] == 3 and gan["failed"] == []
+    assert gan["modes"] == (7.0, 1.0) and gan["hq"] == (85.0, 5.0)
+    assert gan["kl"][0] == pytest.approx(0.02) and gan["kl"][1] == pytest.approx(math.sqrt(2) * 0.01)  # NaN ignored
+    assert gan["wall_s"] == 11.0
+    assert mgan["seeds"] == 1 and mgan["failed"] == [0] and mgan["modes"] == (8.0, 0.0)
+    text = reproduce.render_markdown("ring8", rows, ["modes", "hq", "kl"],
+                                     [{"method": "GAN", "modes": 1, "hq": 99.3, "kl": None, "source": "VEEGAN Table 1"}])
+    assert "| GAN (ours) | 3 | 7.0 ± 1.0 | 85.0 ± 5.0 | 0.020 ± 0.014 | 11 | this repository, seeds 0,1,2 |" in text
+    assert "| MGAN (ours) | 1 | 8.0 | 99.0 | 0.0010 | 11 |" in text and "failed seeds [0] (logs: mgan-0.log)" in text
+    assert "| GAN |  | 1 | 99.3 | – |  | VEEGAN Table 1 |" in text
+
+
+def test_mean_std_edge_cases():
+    assert reproduce.mean_std([3.0]) == (3.0, 0.0)
+    assert all(math.isnan(x) for x in reproduce.mean_std([float("nan")]))
+    assert reproduce.mean_std([1.0, 2.0, 3.0, 4.0]) == (2.5, pytest.approx(1.2909944))
+
+
+def test_published_numbers_are_data_with_sources():
+    import yaml
+
+    published = yaml.safe_load((ROOT / "experiments" / "published.yaml").read_text())
+    assert {"ring8", "grid25", "stacked_mnist", "cifar10"} <= set(published)
+    for table in published.values():
+        assert table["rows"] and all(row["source"] for row in table["rows"])
+    ring = {(r["method"], r["source"]): r for r in published["ring8"]["rows"]}
+    assert ring[("GAN", "VEEGAN Table 1 (5 runs)")]["modes"] == 1
+
+
+@pytest.fixture
+def fake_experiments(tmp_path, monkeypatch):
+    """A copy of the ring8 configs, and `execute` replaced by a recorder (no training)."""
+    folder = tmp_path / "experiments" / "ring8"
+    folder.mkdir(parents=True)
+    for model in ("gan", "mgan"):
+        shutil.copy(ROOT / "experiments" / "ring8" / f"{model}.yaml", folder)
+    shutil.copy(ROOT / "experiments" / "published.yaml", tmp_path / "experiments")
+    monkeypatch.setattr(reproduce, "EXPERIMENTS", tmp_path / "experiments")
+    calls, attempts = [], {}
+
+    def execute(run, out, env):
+        calls.append(run.name)
+        attempts[run.name] = attempts.get(run.name, 0) + 1
+        status = "failed" if run.name == "mgan/seed1" and attempts[run.name] == 1 else "ok"  # fails once
+        result = fake_result(run.model, run.seed, status, modes=8, hq=90.0, kl=0.01)
+        run.folder(out).mkdir(parents=True, exist_ok=True)
+        (run.folder(out) / "result.json").write_text(json.dumps(result))
+        return result
+
+    monkeypatch.setattr(reproduce, "execute", execute)
+    return folder, calls
+
+
+def test_finished_runs_are_cached_and_a_config_change_reruns(tmp_path, fake_experiments):
+    folder, calls = fake_experiments
+    kwargs = dict(table="ring8", seeds=[0, 1], models=["gan", "mgan"], out=tmp_path / "out", overrides=[],
+                  jobs=1, progress_every=1000, echo=lambda *a: None)
+    first = reproduce.reproduce(**kwargs)
+    assert sorted(calls) == ["gan/seed0", "gan/seed1", "mgan/seed0", "mgan/seed1"] and first["trained"] == 4
+    assert first["rows"][1]["failed"] == [1]  # reported, not dropped
+    assert "failed seeds [1]" in (tmp_path / "out" / "ring8.md").read_text()
+    calls.clear()
+    second = reproduce.reproduce(**kwargs)
+    assert calls == ["mgan/seed1"] and second["trained"] == 1  # only the failed run is retried
+    assert second["rows"][1]["seeds"] == 2
+    calls.clear()
+    (folder / "gan.yaml").write_text((folder / "gan.yaml").read_text().replace("g_lr: 1.0e-3", "g_lr: 5.0e-4"))
+    reproduce.reproduce(**kwargs)
+    assert sorted(calls) == ["gan/seed0", "gan/seed1"]  # the changed config reruns, the other is cached
+    calls.clear()
+    reproduce.reproduce(**{**kwargs, "overrides": ["--trainer.max_steps", "10"]})
+    assert len(calls) == 4  # so do changed overrides
+
+
+def test_unknown_table_or_model_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="no table 'ring9'"):
+        reproduce.plan("ring9", ["gan"], [0], [])
+    with pytest.raises(SystemExit, match=r"has no config for \['vae'\]"):
+        reproduce.plan("ring8", ["gan", "vae"], [0], [])
+
+
+def test_a_two_model_two_seed_ring_table_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    lines = []
+    summary = reproduce.main(["ring8", "--seeds", "2", "--models", "gan,mdgan", "--out", str(tmp_path / "out"),
+                              "--set", "trainer.max_steps=20", "--set", "data.init_args.batches_per_epoch=10",
+                              "--set", "data.init_args.batch_size=64", "--jobs", "2", "--progress-every", "1000"])
+    assert [r["status"] for r in summary["results"]] == ["ok"] * 4, summary["results"]
+    assert all(r["g_steps"] == 10 for r in summary["results"])
+    assert [(row["model"], row["seeds"]) for row in summary["rows"]] == [("gan", 2), ("mdgan", 2)]
+    out = tmp_path / "out"
+    text = (out / "ring8.md").read_text()
+    assert "| GAN (ours) | 2 |" in text and "| MD-GAN (ours) | 2 |" in text and "PacGAN Table 1" in text
+    assert (out / "ring8.csv").read_text().startswith("model,seeds,failed_seeds,modes_mean,modes_std,hq_mean")
+    assert (out / "ring8_samples.png").exists() and (out / "ring8_modes.png").exists()
+    # the same command again trains nothing
+    again = reproduce.main(["ring8", "--seeds", "2", "--models", "gan,mdgan", "--out", str(out),
+                            "--set", "trainer.max_steps=20", "--set", "data.init_args.batches_per_epoch=10",
+                            "--set", "data.init_args.batch_size=64", "--progress-every", "1000"])
+    assert again["trained"] == 0 and again["rows"][0]["modes"] == summary["rows"][0]["modes"]
