@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import copy
 import hashlib
 
@@ -281,3 +282,15 @@ def test_variants_train_under_bf16_mixed(name):
     quiet_trainer(max_epochs=1, precision="bf16-mixed").fit(model, datamodule=tiny_ring(batches_per_epoch=10))
     assert model.g_steps == 10 // model.n_critic
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_cpu_training_without_gpus_stops_adam_from_probing_nvml(monkeypatch):
+    from models.base import _skip_nvml_probe_without_gpus
+
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    _skip_nvml_probe_without_gpus(torch.device("cpu"))
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"  # a GPU machine keeps the fork-safe check
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    _skip_nvml_probe_without_gpus(torch.device("cpu"))
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "0"

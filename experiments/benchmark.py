@@ -1,0 +1,196 @@
+"""Training cost of every model: Lightning loop against a plain PyTorch loop, interleaved.
+
+    OMP_NUM_THREADS=1 python experiments/benchmark.py experiments/ring8/*.yaml --out benchmark.md
+
+For each config it builds the model and datamodule exactly as `train.py fit` does and measures,
+in one process and interleaved chunk by chunk (so a noisy machine slows both alike):
+- the Lightning loop (`GANBase.training_step` under a `Trainer`, no logger, checkpoints or
+  validation): chunks of `--chunk` batches, timed between `on_train_batch_start` of the chunk's
+  first batch and the end of its last;
+- a plain PyTorch loop written here that does the identical math: the same networks (a deep
+  copy), the model's own loss functions (`discriminator_loss`, `generator_loss`: the same
+  arithmetic), the same Adam optimisers, batches from the same DataLoader, the same order of D
+  and G steps, and `requires_grad` switched off on the network that is not stepping (what
+  `toggled_optimizer` does). Each plain chunk runs right after a Lightning chunk.
+
+Reported per config: ms per batch and per generator step (median over chunks), generator steps
+and samples per second, the Lightning/plain ratio, the cost of one evaluation by the config's
+callbacks as a percentage of the training time between two evaluations (its
+`batches_per_epoch`), and peak memory (CUDA peak allocated on GPU; the process's peak RSS on
+CPU, which only grows, so read it as an upper bound). The table is printed and written to
+`--out` (Markdown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import train  # noqa: E402
+
+
+class PlainLoop:
+    """The loop a researcher would write by hand, on a deep copy of `model`."""
+
+    def __init__(self, model, loader):
+        self.model = copy.deepcopy(model)
+        m = self.model
+        betas = tuple(m.hparams.betas)
+        self.opt_g = torch.optim.Adam(m.generator_parameters(), lr=m.hparams.g_lr, betas=betas)
+        self.opt_d = torch.optim.Adam(m.discriminator_parameters(), lr=m.hparams.d_lr, betas=betas)
+        if hasattr(m, "_unroll_optimizer"):
+            m._unroll_optimizer = self.opt_d
+        m.noise = torch.Generator(device=m.device).manual_seed(0)
+        self.loader, self.iterator, self.batches = loader, iter(loader), 0
+        self.g_params, self.d_params = list(m.generator_parameters()), list(m.discriminator_parameters())
+
+    def _next(self):
+        try:
+            return next(self.iterator)
+        except StopIteration:
+            self.iterator = iter(self.loader)
+            return next(self.iterator)
+
+    def _step(self, opt, trainable, frozen, loss_fn, *args):
+        for p in frozen:
+            p.requires_grad_(False)
+        loss, _ = loss_fn(*args)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for p in frozen:
+            p.requires_grad_(True)
+
+    def run(self, n: int) -> None:
+        m = self.model
+        for _ in range(n):
+            real = m.unpack_batch(self._next()).to(m.device)
+            g_now = (self.batches + 1) % m.n_critic == 0
+            m.latent = m.sample_latent(real.shape[0], generator=m.noise)
+            with torch.set_grad_enabled(g_now):
+                fake = m.generate(m.latent)
+            if g_now and m.generator_step_first:
+                self._step(self.opt_g, self.g_params, self.d_params, m.generator_loss, real, fake)
+            self._step(self.opt_d, self.d_params, self.g_params, m.discriminator_loss, real, fake.detach())
+            if g_now and not m.generator_step_first:
+                self._step(self.opt_g, self.g_params, self.d_params, m.generator_loss, real, fake)
+            self.batches += 1
+
+
+class _Interleave(L.Callback):
+    """Times Lightning chunks of `chunk` batches and runs a plain chunk after each one."""
+
+    def __init__(self, plain: PlainLoop, chunk: int, warmup: int):
+        self.plain, self.chunk, self.warmup = plain, chunk, warmup
+        self.lightning_ms, self.plain_ms, self._start = [], [], None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        i = pl_module.d_steps
+        if i >= self.warmup and (i - self.warmup) % self.chunk == 0:
+            self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        i = pl_module.d_steps
+        if i == self.warmup:
+            self.plain.run(self.warmup)  # the plain loop's warm-up
+        if self._start is not None and i > self.warmup and (i - self.warmup) % self.chunk == 0:
+            self.lightning_ms.append(1e3 * (time.perf_counter() - self._start) / self.chunk)
+            self._start = None
+            t = time.perf_counter()
+            self.plain.run(self.chunk)
+            self.plain_ms.append(1e3 * (time.perf_counter() - t) / self.chunk)
+
+
+def _peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def benchmark(config: str, chunks: int, chunk: int, warmup: int, accelerator: str) -> dict:
+    cli = train.main(args=["--config", config, "--trainer.accelerator", accelerator], run=False)
+    model, datamodule = cli.model, cli.datamodule
+    total = warmup + chunks * chunk
+    datamodule.batches_per_epoch = max(getattr(datamodule, "batches_per_epoch", 0), total + 1)
+    eval_every = getattr(cli.datamodule, "batches_per_epoch", None)
+    datamodule.setup("fit")
+    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    plain = PlainLoop(model.to(device), datamodule.train_dataloader())
+    timer = _Interleave(plain, chunk, warmup)
+    trainer = L.Trainer(max_steps=total + total // model.n_critic, accelerator=accelerator, devices=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, callbacks=[timer])
+    trainer.fit(model, datamodule=datamodule)
+    lightning_ms, plain_ms = statistics.median(timer.lightning_ms), statistics.median(timer.plain_ms)
+    batch_size = getattr(datamodule, "batch_size", None) or 1
+    # one evaluation by the config's own callbacks, against the training time between two
+    eval_ms = float("nan")
+    callbacks = [c for c in cli.trainer.callbacks if type(c).__module__.startswith("callbacks")]
+    if callbacks and eval_every:
+        evaluator = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
+                              enable_model_summary=False, callbacks=callbacks, limit_val_batches=1)
+        evaluator.validate(model, datamodule=datamodule, verbose=False)  # warm-up
+        t = time.perf_counter()
+        evaluator.validate(model, datamodule=datamodule, verbose=False)
+        eval_ms = 1e3 * (time.perf_counter() - t)
+    per_g = model.n_critic
+    return {
+        "config": config, "model": type(model).__name__,
+        "lightning_ms_batch": lightning_ms, "plain_ms_batch": plain_ms, "ratio": lightning_ms / plain_ms,
+        "lightning_ms_g": lightning_ms * per_g, "g_steps_per_s": 1e3 / (lightning_ms * per_g),
+        "samples_per_s": 1e3 * batch_size / lightning_ms,
+        "eval_pct": 100 * eval_ms / (eval_every * lightning_ms) if eval_every else float("nan"),
+        "peak_mib": _peak_memory_mib(device), "chunks": len(timer.lightning_ms),
+        "spread": (min(timer.lightning_ms) / lightning_ms, max(timer.lightning_ms) / lightning_ms),
+    }
+
+
+def render(rows: list[dict], baseline: str | None = None) -> str:
+    base = next((r for r in rows if r["model"] == baseline), rows[0])
+    lines = ["| config | model | Lightning ms / batch | plain ms / batch | Lightning / plain | ms / G step | "
+             "x baseline G step | G steps / s | samples / s | eval % of training | peak MiB |",
+             "|" + " --- |" * 11]
+    for r in rows:
+        lines.append(
+            f"| {r['config']} | {r['model']} | {r['lightning_ms_batch']:.2f} | {r['plain_ms_batch']:.2f} | "
+            f"{r['ratio']:.3f} | {r['lightning_ms_g']:.2f} | {r['lightning_ms_g'] / base['lightning_ms_g']:.2f} | "
+            f"{r['g_steps_per_s']:.1f} | {r['samples_per_s']:.0f} | {r['eval_pct']:.2f} | {r['peak_mib']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("configs", nargs="+")
+    parser.add_argument("--chunks", type=int, default=10, help="interleaved chunks per loop (default 10)")
+    parser.add_argument("--chunk", type=int, default=30, help="batches per chunk (default 30)")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"])
+    parser.add_argument("--out", type=Path, help="also write the table (Markdown) here")
+    args = parser.parse_args(argv)
+    rows = []
+    for config in args.configs:
+        rows.append(benchmark(config, args.chunks, args.chunk, args.warmup, args.accelerator))
+        r = rows[-1]
+        print(f"{config}: Lightning {r['lightning_ms_batch']:.2f} ms/batch, plain {r['plain_ms_batch']:.2f}, "
+              f"ratio {r['ratio']:.3f}", flush=True)
+    table = render(rows, baseline="GAN")
+    print(table)
+    if args.out:
+        args.out.write_text(f"Command: `{' '.join(['python', 'experiments/benchmark.py', *(argv or sys.argv[1:])])}`\n\n"
+                            + table)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
