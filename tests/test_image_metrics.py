@@ -1,0 +1,119 @@
+"""Image metrics on inputs whose answers are known: Stacked MNIST modes with a stub classifier,
+precision / recall / density / coverage on constructed point sets, FID and KID."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from callbacks.images import (
+    MNISTClassifier,
+    SampleGrid,
+    StackedMNISTModesMetric,
+    frechet_distance,
+    kernel_distance,
+    load_classifier,
+    precision_recall_density_coverage,
+    save_classifier,
+)
+
+
+class DigitFromBrightness(nn.Module):
+    """Stub classifier: a 28 x 28 channel whose pixels all equal d / 10 is digit d."""
+
+    def forward(self, x):
+        digit = (x.mean(dim=(1, 2, 3)) * 10).round().long()
+        return nn.functional.one_hot(digit, 10).float()
+
+
+def stacked(d0, d1, d2):
+    return torch.stack([torch.full((28, 28), d / 10) for d in (d0, d1, d2)])
+
+
+def test_stacked_mnist_modes_and_kl_exact():
+    metric = StackedMNISTModesMetric(DigitFromBrightness())
+    # 4 samples: modes 123, 123, 456, 7 -> 3 modes; p = (1/2, 1/4, 1/4)
+    metric.update(torch.stack([stacked(1, 2, 3), stacked(1, 2, 3), stacked(4, 5, 6), stacked(0, 0, 7)]))
+    values = metric.compute()
+    assert values["modes"].item() == 3 and values["num_samples"].item() == 4
+    expected_kl = 0.5 * math.log(500) + 2 * 0.25 * math.log(250)
+    assert values["kl"].item() == pytest.approx(expected_kl, rel=1e-12)
+    assert metric.counts[123] == 2 and metric.counts[7] == 1
+    # every one of the 1,000 modes once: KL 0
+    uniform = StackedMNISTModesMetric(DigitFromBrightness())
+    uniform.update(torch.stack([stacked(m // 100, m // 10 % 10, m % 10) for m in range(1000)]))
+    assert uniform.compute()["modes"].item() == 1000 and abs(uniform.compute()["kl"].item()) < 1e-12
+    with pytest.raises(ValueError, match=r"\(B, 3, 28, 28\)"):
+        metric.update(torch.zeros(2, 1, 28, 28))
+
+
+def test_precision_recall_density_coverage_on_constructed_sets():
+    torch.manual_seed(0)
+    real = torch.randn(200, 2)
+    same = precision_recall_density_coverage(real, real.clone())
+    assert same["precision"] == 1 and same["recall"] == 1 and same["coverage"] == 1
+    # identical sets: every fake lies at least in the ball of the real it copies, so density >= 1/k
+    assert same["density"] >= 0.2
+    far = real + 100.0  # no fake near any real: precision, recall, density, coverage all 0
+    zero = precision_recall_density_coverage(real, far)
+    assert all(v == 0 for v in zero.values())
+    # half the fakes are copies of reals, half far away: precision 1/2, density halves too
+    half = torch.cat([real[:100], real[100:] + 100.0])
+    mixed = precision_recall_density_coverage(real, half)
+    assert mixed["precision"] == pytest.approx(0.5)
+    assert 0 < mixed["density"] < same["density"] and mixed["recall"] < 1
+
+
+def test_density_counts_balls_exactly_on_a_line():
+    # reals at 0, 1, 2, 3, 4, 5 (k = 1 for both): 1-NN radius 1 for every real
+    real = torch.arange(6.0).unsqueeze(1)
+    fake = torch.tensor([[2.5], [10.0], [0.0], [5.0], [4.0], [3.0]])
+    out = precision_recall_density_coverage(real, fake, k_pr=1, k_dc=1)
+    # 2.5 lies in the balls of 2 and 3; 10 in none; 0 in those of 0, 1; 5 in 4, 5; 4 in 3, 4, 5; 3 in 2, 3, 4
+    assert out["density"].item() == pytest.approx((2 + 0 + 2 + 2 + 3 + 3) / 6)
+    assert out["precision"].item() == pytest.approx(5 / 6)
+    assert out["coverage"].item() == 1.0  # every real's ball holds a fake
+
+
+def test_fid_is_zero_against_itself_and_grows_with_a_shift():
+    torch.manual_seed(0)
+    x = torch.randn(2000, 8, dtype=torch.float64)
+    assert abs(frechet_distance(x, x).item()) < 1e-8
+    shifts = [frechet_distance(x, x + s).item() for s in (0.5, 1.0, 2.0)]
+    # a mean shift s in every one of 8 dimensions adds exactly 8 s^2
+    assert shifts == pytest.approx([8 * 0.25, 8 * 1.0, 8 * 4.0], rel=1e-9)
+    # Gaussian case with known answer: N(0, I) vs N(0, 4 I) in d dims: FID = d (1 + 4 - 2 * 2) = d
+    y = torch.randn(200000, 3, dtype=torch.float64)
+    assert frechet_distance(y, 2 * torch.randn(200000, 3, dtype=torch.float64)).item() == pytest.approx(3.0, abs=0.05)
+    assert abs(kernel_distance(x, x.clone(), subsets=3, subset_size=500).item()) < 0.02
+    assert kernel_distance(x, x + 1.0, subsets=3, subset_size=500).item() > 0.5
+
+
+def test_classifier_checkpoint_round_trip(tmp_path):
+    model = MNISTClassifier()
+    save_classifier(model, tmp_path / "c.pt", test_accuracy=0.5)
+    loaded = load_classifier(tmp_path / "c.pt")
+    x = torch.randn(3, 1, 28, 28)
+    model.eval()
+    assert torch.equal(model(x), loaded(x)) and loaded.features(x).shape == (3, 128)
+    with pytest.raises(FileNotFoundError, match="train_mnist_classifier.py"):
+        load_classifier(tmp_path / "missing.pt")
+
+
+def test_sample_grid_writes_the_fixed_latents_grid(tmp_path):
+    from types import SimpleNamespace
+
+    from models import GAN, DCGANDiscriminator, DCGANGenerator
+
+    model = GAN(DCGANGenerator(latent_dim=8, image_size=28, channels=1, width=4),
+                DCGANDiscriminator(image_size=28, channels=1, width=4), num_fixed_latents=16)
+    trainer = SimpleNamespace(sanity_checking=False, log_dir=str(tmp_path), default_root_dir=str(tmp_path),
+                              is_global_zero=True, loggers=[])
+    grid = SampleGrid(num_images=16, nrow=4)
+    grid.on_validation_epoch_end(trainer, model)
+    from PIL import Image
+
+    assert Image.open(grid.last_path).size == (4 * 28 + 5 * 2, 4 * 28 + 5 * 2)
