@@ -116,8 +116,21 @@ def _peak_memory_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def benchmark(config: str, chunks: int, chunk: int, warmup: int, accelerator: str) -> dict:
-    cli = train.main(args=["--config", config, "--trainer.accelerator", accelerator], run=False)
+def parse_spec(spec: str) -> tuple[str, list[str]]:
+    """"path.yaml@key=value,key=value" -> (path, ["--key", "value", ...]): a config with overrides."""
+    config, _, rest = spec.partition("@")
+    overrides = []
+    for pair in filter(None, rest.split(",")):
+        key, eq, value = pair.partition("=")
+        if not eq:
+            raise SystemExit(f"override {pair!r} in {spec!r} is not key=value")
+        overrides += [f"--{key}", value]
+    return config, overrides
+
+
+def benchmark(spec: str, chunks: int, chunk: int, warmup: int, accelerator: str, extra: list[str] = ()) -> dict:
+    config, overrides = parse_spec(spec)
+    cli = train.main(args=["--config", config, "--trainer.accelerator", accelerator, *overrides, *extra], run=False)
     model, datamodule = cli.model, cli.datamodule
     total = warmup + chunks * chunk
     datamodule.batches_per_epoch = max(getattr(datamodule, "batches_per_epoch", 0), total + 1)
@@ -146,7 +159,7 @@ def benchmark(config: str, chunks: int, chunk: int, warmup: int, accelerator: st
         eval_ms = 1e3 * (time.perf_counter() - t)
     per_g = model.n_critic
     return {
-        "config": config, "model": type(model).__name__,
+        "config": spec, "model": type(model).__name__,
         "lightning_ms_batch": lightning_ms, "plain_ms_batch": plain_ms, "ratio": lightning_ms / plain_ms,
         "lightning_ms_g": lightning_ms * per_g, "g_steps_per_s": 1e3 / (lightning_ms * per_g),
         "samples_per_s": 1e3 * batch_size / lightning_ms,
@@ -171,7 +184,10 @@ def render(rows: list[dict], baseline: str | None = None) -> str:
 
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("configs", nargs="+")
+    parser.add_argument("configs", nargs="+", help="config paths, each optionally with overrides: "
+                        "experiments/ring8/unrolled_gan.yaml@model.init_args.unrolled_steps=10")
+    parser.add_argument("--args", nargs=argparse.REMAINDER, default=[],
+                        help="train.py arguments for every config, e.g. --args --data datamodules.ImageFolder ...")
     parser.add_argument("--chunks", type=int, default=10, help="interleaved chunks per loop (default 10)")
     parser.add_argument("--chunk", type=int, default=30, help="batches per chunk (default 30)")
     parser.add_argument("--warmup", type=int, default=20)
@@ -180,7 +196,7 @@ def main(argv=None) -> list[dict]:
     args = parser.parse_args(argv)
     rows = []
     for config in args.configs:
-        rows.append(benchmark(config, args.chunks, args.chunk, args.warmup, args.accelerator))
+        rows.append(benchmark(config, args.chunks, args.chunk, args.warmup, args.accelerator, args.args))
         r = rows[-1]
         print(f"{config}: Lightning {r['lightning_ms_batch']:.2f} ms/batch, plain {r['plain_ms_batch']:.2f}, "
               f"ratio {r['ratio']:.3f}", flush=True)

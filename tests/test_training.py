@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import copy
 import hashlib
+import os
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -294,3 +295,23 @@ def test_cpu_training_without_gpus_stops_adam_from_probing_nvml(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     _skip_nvml_probe_without_gpus(torch.device("cpu"))
     assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "0"
+
+
+def test_benchmark_plain_loop_does_the_lightning_loop_s_math():
+    """The benchmark's plain loop, started from the same weights, data and noise, ends with the
+    same weights as the Lightning loop: the ratio it reports compares identical work."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    from benchmark import PlainLoop
+
+    L.seed_everything(0)
+    model = tiny_gan()
+    dm = tiny_ring(batches_per_epoch=6)
+    dm.setup("fit")
+    plain = PlainLoop(model, dm.train_dataloader())
+    plain.model.noise = model.seeded_generator(0, 0)  # the stream the base uses in epoch 0
+    plain.run(6)
+    quiet_trainer(max_epochs=1).fit(model, datamodule=dm)
+    for (name, a), b in zip(model.state_dict().items(), plain.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
