@@ -34,6 +34,9 @@ class GANCLI(LightningCLI):
         if figures:
             text = ", ".join(f"{k} {v:.4g}" for k, v in sorted(figures.items()))
             rank_zero_info(f"Final evaluation at generator step {getattr(model, 'g_steps', '?')}: {text}")
+        for callback in trainer.callbacks:
+            if getattr(callback, "protocol", None):  # e.g. which features and reference split a FID used
+                rank_zero_info(f"{type(callback).__name__}: {callback.protocol}")
         plots = [c.last_path for c in trainer.callbacks if getattr(c, "last_path", None)]
         for path in plots:
             rank_zero_info(f"Samples plotted in {path}")
@@ -42,7 +45,9 @@ class GANCLI(LightningCLI):
             rank_zero_info(f"Run folder: {log_dir}")
             if trainer.is_global_zero:  # machine-readable, for experiments/reproduce.py
                 record = {"metrics": figures, "g_steps": getattr(model, "g_steps", None),
-                          "d_steps": getattr(model, "d_steps", None), "plots": plots}
+                          "d_steps": getattr(model, "d_steps", None), "plots": plots,
+                          "protocols": {type(c).__name__: c.protocol for c in trainer.callbacks
+                                        if getattr(c, "protocol", None)}}
                 os.makedirs(log_dir, exist_ok=True)
                 with open(os.path.join(log_dir, "final_metrics.json"), "w") as f:
                     json.dump(record, f, indent=1)

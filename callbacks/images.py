@@ -247,7 +247,8 @@ class ImageQuality(L.Callback):
     Real features: the datamodule's validation split (its `val_size` images, the reference);
     fake: `num_samples` generated images split across ranks. Features from `feature_extractor`:
     "mnist_classifier" (the project's classifier at `classifier_path`, per channel; offline) or
-    "inception" (2048-d pool features; needs torch-fidelity and its weights). Logs `val/fid`,
+    "inception" (2048-d pool features; needs torch-fidelity and its weights). FID and KID use all
+    samples; precision / recall / density / coverage use as many fakes as there are reals. Logs `val/fid`,
     `val/kid`, `val/precision`, `val/recall`, `val/density`, `val/coverage`, with
     `val/quality_num_real` and `val/quality_num_fake`; `self.protocol` says which features and
     which reference split, and train.py prints it with the final figures.
@@ -286,8 +287,11 @@ class ImageQuality(L.Callback):
             metric.update(samples, real=False)
         real, fake = metric.compute()
         metric.reset()
+        # precision / recall / density / coverage compare k-NN radii within each set, which shrink
+        # as a set grows: they use as many fakes as reals (Kynkaanniemi et al. and Naeem et al. do)
+        n_pr = min(real.shape[0], fake.shape[0])
         values = {"fid": frechet_distance(real, fake), "kid": kernel_distance(real, fake, subset_size=self.kid_subset_size),
-                  **precision_recall_density_coverage(real, fake)}
+                  **precision_recall_density_coverage(real[:n_pr], fake[:n_pr])}
         values |= {"quality_num_real": torch.tensor(float(real.shape[0])), "quality_num_fake": torch.tensor(float(fake.shape[0]))}
         self.protocol = (f"{self.feature_extractor} features, {fake.shape[0]} generated vs {real.shape[0]} real images "
                          f"(the datamodule's validation split)")
