@@ -161,3 +161,28 @@ def test_latent_traversal_of_images_is_a_grid(tmp_path):
     width, height = Image.open(traversal.last_path).size
     # two panels side by side (one per continuous code), each 10 rows x 5 columns of 28 px tiles
     assert height > 10 * 28 and width > 2 * 5 * 28
+
+
+def test_code_accuracy_on_images_uses_the_classifier(tmp_path):
+    from models import DCGANDiscriminator, DCGANGenerator
+    from callbacks.images import MNISTClassifier, save_classifier
+
+    save_classifier(MNISTClassifier(), tmp_path / "c.pt")
+    model = InfoGAN(DCGANGenerator(latent_dim=8 + 10, image_size=28, channels=1, width=4),
+                    DCGANDiscriminator(image_size=28, channels=1, width=4), categorical_codes=[10], continuous_codes=0)
+    callback = CodeModeAccuracy(num_samples=200, classifier_path=str(tmp_path / "c.pt"))
+    callback.setup(None, model, "fit")
+    # stub classifier: the digit is the code itself, shifted by 3 (a permutation): accuracy 1
+    model.generate = lambda z: model.split_codes(z)[0][:, :1].float().view(-1, 1, 1, 1).expand(-1, 1, 28, 28)
+    class ShiftedDigit(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.one_hot((x[:, 0, 0, 0].long() + 3) % 10, 10).float()
+
+    callback.classifier = ShiftedDigit()
+    logged = {}
+    model.log = lambda name, value, **kw: logged.__setitem__(name, value)
+    model.evaluation_generator = lambda: torch.Generator().manual_seed(0)
+    trainer = SimpleNamespace(sanity_checking=False, world_size=1, global_rank=0, datamodule=None,
+                              strategy=SimpleNamespace(reduce=lambda t, reduce_op: t))
+    callback.on_validation_epoch_end(trainer, model)
+    assert logged["val/info/code_accuracy"] == 1.0
