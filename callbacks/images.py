@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from .mode_coverage import local_sample_count
 from .scatter import log_image_to_wandb
 
 
@@ -94,10 +95,6 @@ class StackedMNISTModesMetric(Metric):
         return {"modes": (self.counts > 0).sum().float(), "kl": kl, "num_samples": self.counts.sum().float()}
 
 
-def _local_count(total: int, trainer: L.Trainer) -> int:
-    return total // trainer.world_size + (1 if trainer.global_rank < total % trainer.world_size else 0)
-
-
 def _generate(pl_module, n: int, batch_size: int):
     stream = pl_module.evaluation_generator()
     for start in range(0, n, batch_size):
@@ -122,7 +119,7 @@ class StackedMNISTModes(L.Callback):
         if trainer.sanity_checking:
             return
         metric = self.metric.to(pl_module.device)
-        for samples in _generate(pl_module, _local_count(self.num_samples, trainer), self.batch_size):
+        for samples in _generate(pl_module, local_sample_count(self.num_samples, trainer), self.batch_size):
             metric.update(samples)
         values = metric.compute()
         metric.reset()
@@ -283,7 +280,7 @@ class ImageQuality(L.Callback):
         for i, batch in enumerate(trainer.datamodule.val_dataloader()):
             if i % trainer.world_size == trainer.global_rank:  # each real image on one rank only
                 metric.update(pl_module.unpack_batch(batch).to(pl_module.device), real=True)
-        for samples in _generate(pl_module, _local_count(self.num_samples, trainer), self.batch_size):
+        for samples in _generate(pl_module, local_sample_count(self.num_samples, trainer), self.batch_size):
             metric.update(samples, real=False)
         real, fake = metric.compute()
         metric.reset()

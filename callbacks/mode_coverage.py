@@ -28,6 +28,12 @@ def nearest_modes(samples: Tensor, centers: Tensor, radius: float) -> tuple[Tens
     return nearest, dist <= radius
 
 
+def local_sample_count(total: int, trainer: L.Trainer) -> int:
+    """This rank's share of `total` evaluation samples: the shares over all ranks sum to `total`."""
+    world, rank = trainer.world_size, trainer.global_rank
+    return total // world + (1 if rank < total % world else 0)
+
+
 class ModeCoverageMetric(Metric):
     """Counts HQ samples per mode; states are sums, so DDP ranks merge by addition.
 
@@ -104,8 +110,7 @@ class ModeCoverage(L.Callback):
         if trainer.sanity_checking:
             return
         metric = self.metric.to(pl_module.device)
-        world, rank = trainer.world_size, trainer.global_rank
-        n_local = self.num_samples // world + (1 if rank < self.num_samples % world else 0)
+        n_local = local_sample_count(self.num_samples, trainer)
         # per-rank latent streams: the ranks' samples are distinct, and the same for a given (seed, step)
         metric.update(pl_module.sample(n_local, generator=pl_module.evaluation_generator()))
         values = metric.compute()

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .mode_coverage import nearest_modes
+from .mode_coverage import local_sample_count, nearest_modes
 from .scatter import log_image_to_wandb
 
 
@@ -42,11 +42,6 @@ def _mixture(trainer: L.Trainer, who: str):
         raise ValueError(f"{who} needs a datamodule that describes its modes (centers, std), such as "
                          f"datamodules.Ring or Grid; got {type(dm).__name__}")
     return dm.centers, dm.std
-
-
-def _local_count(num_samples: int, trainer: L.Trainer) -> int:
-    world, rank = trainer.world_size, trainer.global_rank
-    return num_samples // world + (1 if rank < num_samples % world else 0)
 
 
 class GeneratorModeShares(L.Callback):
@@ -77,7 +72,7 @@ class GeneratorModeShares(L.Callback):
             return
         centers, std = _mixture(trainer, "GeneratorModeShares")
         centers = centers.to(pl_module.device)
-        n_local = _local_count(self.num_samples, trainer)
+        n_local = local_sample_count(self.num_samples, trainer)
         counts = torch.zeros(pl_module.num_generators, centers.shape[0], device=pl_module.device)
         stream = pl_module.evaluation_generator()
         for k in range(pl_module.num_generators):
@@ -145,7 +140,7 @@ class CodeModeAccuracy(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        z = pl_module.sample_latent(_local_count(self.num_samples, trainer), generator=pl_module.evaluation_generator())
+        z = pl_module.sample_latent(local_sample_count(self.num_samples, trainer), generator=pl_module.evaluation_generator())
         codes, _ = pl_module.split_codes(z)
         labels, counted, num_labels = self._labels(trainer, pl_module.sample(z.shape[0], z=z))
         self.last = {}

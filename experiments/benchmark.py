@@ -151,7 +151,10 @@ def benchmark(spec: str, chunks: int, chunk: int, warmup: int, accelerator: str,
     eval_ms = float("nan")
     callbacks = [c for c in cli.trainer.callbacks if type(c).__module__.startswith("callbacks")]
     if callbacks and eval_every:
+        import tempfile  # the callbacks' plots go to a throwaway folder, not the working directory
+
         evaluator = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
+                              default_root_dir=tempfile.mkdtemp(prefix="benchmark-"),
                               enable_model_summary=False, callbacks=callbacks, limit_val_batches=1)
         evaluator.validate(model, datamodule=datamodule, verbose=False)  # warm-up
         t = time.perf_counter()
