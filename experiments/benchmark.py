@@ -1,6 +1,8 @@
 """Training cost of every model: Lightning loop against a plain PyTorch loop, interleaved.
 
     OMP_NUM_THREADS=1 python experiments/benchmark.py experiments/ring8/*.yaml --out benchmark.md
+    # a 32-px image config, offline: the CIFAR-10 configs on a folder of random PNGs
+    OMP_NUM_THREADS=1 python experiments/benchmark.py experiments/cifar10/*.yaml --random-images /tmp/png32
 
 For each config it builds the model and datamodule exactly as `train.py fit` does and measures,
 in one process and interleaved chunk by chunk (so a noisy machine slows both alike):
@@ -15,8 +17,8 @@ in one process and interleaved chunk by chunk (so a noisy machine slows both ali
 
 Reported per config: ms per batch and per generator step (median over chunks), generator steps
 and samples per second, the Lightning/plain ratio, the cost of one evaluation by the config's
-callbacks as a percentage of the training time between two evaluations (its
-`batches_per_epoch`), and peak memory (CUDA peak allocated on GPU; the process's peak RSS on
+callbacks as a percentage of the training time between two evaluations (the config's
+`check_val_every_n_epoch` epochs of training batches), and peak memory (CUDA peak allocated on GPU; the process's peak RSS on
 CPU, which only grows, so read it as an upper bound). The table is printed and written to
 `--out` (Markdown).
 """
@@ -128,13 +130,44 @@ def parse_spec(spec: str) -> tuple[str, list[str]]:
     return config, overrides
 
 
-def benchmark(spec: str, chunks: int, chunk: int, warmup: int, accelerator: str, extra: list[str] = ()) -> dict:
+def random_image_folder(folder: Path, size: int = 32, count: int = 1200) -> list[str]:
+    """Writes `count` random RGB PNGs into `folder` (once) and returns the train.py arguments
+    that train on them: a 32-px image benchmark that needs no download."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        path = folder / f"{i:05d}.png"
+        if not path.exists():
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+    return ["--data", "datamodules.ImageFolder", "--data.init_args.root", str(folder),
+            "--data.init_args.image_size", str(size), "--data.init_args.val_size", "100"]
+
+
+def evaluation_interval(cli, datamodule) -> int | None:
+    """Training batches between two evaluations in the config: check_val_every_n_epoch epochs, or
+    an integer val_check_interval."""
+    trainer = cli.trainer
+    if isinstance(trainer.val_check_interval, int) and trainer.val_check_interval > 1:
+        return trainer.val_check_interval
+    per_epoch = getattr(datamodule, "batches_per_epoch", None)
+    if per_epoch is None:
+        datamodule.setup("fit")
+        per_epoch = len(datamodule.train_dataloader())
+    return (trainer.check_val_every_n_epoch or 1) * per_epoch
+
+
+def benchmark(spec: str, chunks: int, chunk: int, warmup: int, accelerator: str, extra: list[str] = (),
+              eval_every: int | None = None) -> dict:
     config, overrides = parse_spec(spec)
     cli = train.main(args=["--config", config, "--trainer.accelerator", accelerator, *overrides, *extra], run=False)
     model, datamodule = cli.model, cli.datamodule
     total = warmup + chunks * chunk
-    datamodule.batches_per_epoch = max(getattr(datamodule, "batches_per_epoch", 0), total + 1)
-    eval_every = getattr(cli.datamodule, "batches_per_epoch", None)
+    eval_every = eval_every or evaluation_interval(cli, datamodule)
+    if hasattr(datamodule, "batches_per_epoch"):
+        datamodule.batches_per_epoch = max(datamodule.batches_per_epoch, total + 1)
     datamodule.setup("fit")
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
     if device.type == "cuda":
@@ -148,7 +181,7 @@ def benchmark(spec: str, chunks: int, chunk: int, warmup: int, accelerator: str,
     lightning_ms, plain_ms = statistics.median(timer.lightning_ms), statistics.median(timer.plain_ms)
     batch_size = getattr(datamodule, "batch_size", None) or 1
     # one evaluation by the config's own callbacks, against the training time between two
-    eval_ms = float("nan")
+    eval_ms, eval_note = float("nan"), ""
     callbacks = [c for c in cli.trainer.callbacks if type(c).__module__.startswith("callbacks")]
     if callbacks and eval_every:
         import tempfile  # the callbacks' plots go to a throwaway folder, not the working directory
@@ -156,10 +189,14 @@ def benchmark(spec: str, chunks: int, chunk: int, warmup: int, accelerator: str,
         evaluator = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
                               default_root_dir=tempfile.mkdtemp(prefix="benchmark-"),
                               enable_model_summary=False, callbacks=callbacks, limit_val_batches=1)
-        evaluator.validate(model, datamodule=datamodule, verbose=False)  # warm-up
-        t = time.perf_counter()
-        evaluator.validate(model, datamodule=datamodule, verbose=False)
-        eval_ms = 1e3 * (time.perf_counter() - t)
+        try:
+            evaluator.validate(model, datamodule=datamodule, verbose=False)  # warm-up
+            t = time.perf_counter()
+            evaluator.validate(model, datamodule=datamodule, verbose=False)
+            eval_ms = 1e3 * (time.perf_counter() - t)
+        except Exception as err:  # e.g. Inception weights that cannot be downloaded here
+            eval_note = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
+            print(f"{spec}: evaluation not timed ({eval_note})", flush=True)
     per_g = model.n_critic
     return {
         "config": spec, "model": type(model).__name__,
@@ -167,6 +204,7 @@ def benchmark(spec: str, chunks: int, chunk: int, warmup: int, accelerator: str,
         "lightning_ms_g": lightning_ms * per_g, "g_steps_per_s": 1e3 / (lightning_ms * per_g),
         "samples_per_s": 1e3 * batch_size / lightning_ms,
         "eval_pct": 100 * eval_ms / (eval_every * lightning_ms) if eval_every else float("nan"),
+        "eval_note": eval_note, "eval_every": eval_every,
         "peak_mib": _peak_memory_mib(device), "chunks": len(timer.lightning_ms),
         "spread": (min(timer.lightning_ms) / lightning_ms, max(timer.lightning_ms) / lightning_ms),
     }
@@ -181,8 +219,10 @@ def render(rows: list[dict], baseline: str | None = None) -> str:
         lines.append(
             f"| {r['config']} | {r['model']} | {r['lightning_ms_batch']:.2f} | {r['plain_ms_batch']:.2f} | "
             f"{r['ratio']:.3f} | {r['lightning_ms_g']:.2f} | {r['lightning_ms_g'] / base['lightning_ms_g']:.2f} | "
-            f"{r['g_steps_per_s']:.1f} | {r['samples_per_s']:.0f} | {r['eval_pct']:.2f} | {r['peak_mib']:.0f} |")
-    return "\n".join(lines) + "\n"
+            f"{r['g_steps_per_s']:.1f} | {r['samples_per_s']:.0f} | "
+            f"{'n/a' if r['eval_pct'] != r['eval_pct'] else format(r['eval_pct'], '.2f')} | {r['peak_mib']:.0f} |")
+    notes = [f"- {r['config']}: evaluation not timed: {r['eval_note']}" for r in rows if r.get("eval_note")]
+    return "\n".join(lines) + "\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
 
 
 def main(argv=None) -> list[dict]:
@@ -191,15 +231,23 @@ def main(argv=None) -> list[dict]:
                         "experiments/ring8/unrolled_gan.yaml@model.init_args.unrolled_steps=10")
     parser.add_argument("--args", nargs=argparse.REMAINDER, default=[],
                         help="train.py arguments for every config, e.g. --args --data datamodules.ImageFolder ...")
+    parser.add_argument("--random-images", type=Path, metavar="DIR",
+                        help="train on random 32-px PNGs written to DIR (an offline image benchmark; "
+                             "use with the cifar10 configs)")
+    parser.add_argument("--eval-every", type=int, metavar="BATCHES",
+                        help="training batches between evaluations for the eval %% column (default: the config's)")
     parser.add_argument("--chunks", type=int, default=10, help="interleaved chunks per loop (default 10)")
     parser.add_argument("--chunk", type=int, default=30, help="batches per chunk (default 30)")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"])
     parser.add_argument("--out", type=Path, help="also write the table (Markdown) here")
     args = parser.parse_args(argv)
+    extra = list(args.args)
+    if args.random_images:
+        extra = random_image_folder(args.random_images) + extra
     rows = []
     for config in args.configs:
-        rows.append(benchmark(config, args.chunks, args.chunk, args.warmup, args.accelerator, args.args))
+        rows.append(benchmark(config, args.chunks, args.chunk, args.warmup, args.accelerator, extra, args.eval_every))
         r = rows[-1]
         print(f"{config}: Lightning {r['lightning_ms_batch']:.2f} ms/batch, plain {r['plain_ms_batch']:.2f}, "
               f"ratio {r['ratio']:.3f}", flush=True)

@@ -104,6 +104,7 @@ class UnrolledGAN(GAN):
     """
 
     generator_step_first = True  # G and D both update from the same theta_D (Eq. 6-7)
+    double_backward_through_discriminator = True  # unrolled D steps go through torch.func.functional_call and autograd.grad
 
     def __init__(
         self,

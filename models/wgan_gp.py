@@ -35,6 +35,8 @@ from .losses import d_wasserstein_loss, g_wasserstein_loss, gradient_penalty
 class WGANGP(GANBase):
     """WGAN-GP. Args as `GANBase`, plus `gp_weight` (lambda, the penalty's weight)."""
 
+    double_backward_through_discriminator = True  # the penalty differentiates grad_x D(x)
+
     def __init__(
         self,
         generator: nn.Module,

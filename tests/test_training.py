@@ -269,17 +269,25 @@ def test_dcgan_pair_trains_on_images():
     assert model.generator.training  # sample() restored training mode
 
 
-@pytest.mark.parametrize("name", ["UnrolledGAN", "MinibatchDiscriminationGAN", "WGANGP", "MGAN", "MDGAN", "InfoGAN"])
-def test_variants_train_under_bf16_mixed(name):
+VARIANTS = ["UnrolledGAN", "MinibatchDiscriminationGAN", "WGANGP", "MGAN", "MDGAN", "InfoGAN"]
+
+
+def tiny_model(name: str, **extra):
+    """A small 2D model of each kind (GAN or a variant), for loop-level tests."""
     import models
 
-    L.seed_everything(0)
     disc = MLPDiscriminator(hidden_dim=16, minibatch_kernels=3 if name == "MinibatchDiscriminationGAN" else 0)
     kwargs = {"UnrolledGAN": {"unrolled_steps": 2}, "MDGAN": {"num_discriminators": 3},
               "InfoGAN": {"categorical_codes": [8], "continuous_codes": 2}}.get(name, {})
     gen = MLPGenerator(latent_dim=8 + (10 if name == "InfoGAN" else 0), hidden_dim=16,
                        num_generators=4 if name == "MGAN" else 1)
-    model = getattr(models, name)(gen, disc, **kwargs)
+    return getattr(models, name)(gen, disc, **kwargs, **extra)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_variants_train_under_bf16_mixed(name):
+    L.seed_everything(0)
+    model = tiny_model(name)
     quiet_trainer(max_epochs=1, precision="bf16-mixed").fit(model, datamodule=tiny_ring(batches_per_epoch=10))
     assert model.g_steps == 10 // model.n_critic
     assert all(torch.isfinite(p).all() for p in model.parameters())
@@ -297,21 +305,76 @@ def test_cpu_training_without_gpus_stops_adam_from_probing_nvml(monkeypatch):
     assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "0"
 
 
-def test_benchmark_plain_loop_does_the_lightning_loop_s_math():
+@pytest.mark.parametrize("name", ["GAN", *VARIANTS])
+def test_benchmark_plain_loop_does_the_lightning_loop_s_math(name):
     """The benchmark's plain loop, started from the same weights, data and noise, ends with the
-    same weights as the Lightning loop: the ratio it reports compares identical work."""
+    same weights as the Lightning loop, for every model: the ratio it reports compares identical
+    work."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
     from benchmark import PlainLoop
 
     L.seed_everything(0)
-    model = tiny_gan()
-    dm = tiny_ring(batches_per_epoch=6)
+    model = tiny_model(name)
+    dm = tiny_ring(batches_per_epoch=6 * model.n_critic)
     dm.setup("fit")
     plain = PlainLoop(model, dm.train_dataloader())
     plain.model.noise = model.seeded_generator(0, 0)  # the stream the base uses in epoch 0
-    plain.run(6)
+    plain.run(6 * model.n_critic)
     quiet_trainer(max_epochs=1).fit(model, datamodule=dm)
+    assert model.g_steps == 6
     for (name, a), b in zip(model.state_dict().items(), plain.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def _train_dcgan(steps: int = 6, **kwargs) -> GAN:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from models import DCGANDiscriminator, DCGANGenerator
+
+    L.seed_everything(0)
+    model = GAN(DCGANGenerator(latent_dim=16, image_size=28, channels=3, width=8),
+                DCGANDiscriminator(image_size=28, channels=3, width=8), **kwargs)
+    images = torch.rand(96, 3, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    quiet_trainer(max_steps=steps).fit(model, train_dataloaders=DataLoader(TensorDataset(images), batch_size=16))
+    return model
+
+
+def test_channels_last_trains_to_the_same_weights():
+    eager, nhwc = _train_dcgan(), _train_dcgan(channels_last=True)
+    four_d = [p for p in nhwc.parameters() if p.ndim == 4]
+    assert four_d and all(p.is_contiguous(memory_format=torch.channels_last) for p in four_d)
+    assert not all(p.is_contiguous() for p in four_d)  # really NHWC, not only the default layout
+    for (name, a), b in zip(eager.state_dict().items(), nhwc.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_compiled_networks_train_to_the_same_weights():
+    """compile_networks goes through torch.compile (dynamo + AOT autograd; the aot_eager backend
+    skips the C++ code generation so the test stays fast on CPU) and changes no number."""
+    L.seed_everything(0)
+    eager = tiny_gan()
+    L.seed_everything(0)
+    compiled = tiny_gan(compile_networks={"backend": "aot_eager"})
+    for model in (eager, compiled):
+        quiet_trainer(max_epochs=1).fit(model, datamodule=tiny_ring(batches_per_epoch=6))
+    assert compiled.generator._compiled_call_impl is not None and compiled.discriminator._compiled_call_impl is not None
+    assert set(eager.state_dict()) == set(compiled.state_dict())  # checkpoints keep their keys
+    for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("name", ["WGANGP", "UnrolledGAN"])
+def test_compile_leaves_a_double_backward_discriminator_eager(name):
+    L.seed_everything(0)
+    model = tiny_model(name, compile_networks={"backend": "aot_eager"})
+    quiet_trainer(max_epochs=1).fit(model, datamodule=tiny_ring(batches_per_epoch=2 * model.n_critic))
+    assert model.generator._compiled_call_impl is not None
+    assert model.discriminator._compiled_call_impl is None
+    assert model.g_steps == 2 and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_compile_networks_rejects_a_non_dict():
+    with pytest.raises(ValueError, match="compile_networks must be"):
+        tiny_gan(compile_networks="max-autotune")
