@@ -15,6 +15,8 @@ for the Wasserstein loss. Generators expose `latent_dim` so a model can read it.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 
@@ -201,6 +203,17 @@ class MLPDiscriminator(nn.Module):
 _NORMS = {"batch": nn.BatchNorm2d, "layer": lambda ch: nn.GroupNorm(1, ch)}
 
 
+def _image_size_and_channels(name: str, image_size: Optional[int], channels: Optional[int]) -> tuple[int, int]:
+    """DCGAN networks take their size from the data: train.py fills image_size and channels from the
+    datamodule's image_shape when a config leaves them out; in Python, pass them."""
+    if image_size is None or channels is None:
+        raise ValueError(
+            f"{name} needs image_size and channels (got {image_size}, {channels}): pass them, or leave them out "
+            f"of the config and train with train.py, which takes them from the datamodule's image_shape"
+        )
+    return int(image_size), int(channels)
+
+
 def _dcgan_base_size(image_size: int) -> tuple[int, int]:
     """Splits image_size = base * 2**n_up with base in [4, 7]: 28 -> (7, 2), 32 -> (4, 3), 64 -> (4, 4)."""
     base, n_up = image_size, 0
@@ -237,9 +250,10 @@ class DCGANGenerator(nn.Module):
     double the size and halve the width; image_size = b * 2**n (28 = 7*4, 32 = 4*8, 64 = 4*16).
     """
 
-    def __init__(self, latent_dim: int = 100, image_size: int = 32, channels: int = 3, width: int = 64,
-                 num_generators: int = 1):
+    def __init__(self, latent_dim: int = 100, image_size: Optional[int] = None, channels: Optional[int] = None,
+                 width: int = 64, num_generators: int = 1):
         super().__init__()
+        image_size, channels = _image_size_and_channels(type(self).__name__, image_size, channels)
         self.latent_dim = latent_dim
         self.num_generators = num_generators
         self.image_shape = (channels, image_size, image_size)
@@ -282,11 +296,12 @@ class DCGANDiscriminator(nn.Module):
     variants that attach extra heads (InfoGAN's Q, MGAN's classifier, minibatch features).
     """
 
-    def __init__(self, image_size: int = 32, channels: int = 3, width: int = 64, norm: str = "batch",
-                 minibatch_kernels: int = 0, minibatch_kernel_dim: int = 5):
+    def __init__(self, image_size: Optional[int] = None, channels: Optional[int] = None, width: int = 64,
+                 norm: str = "batch", minibatch_kernels: int = 0, minibatch_kernel_dim: int = 5):
         super().__init__()
         if norm not in (*_NORMS, "none"):
             raise ValueError(f"unknown norm {norm!r}; choose one of {sorted((*_NORMS, 'none'))}")
+        image_size, channels = _image_size_and_channels(type(self).__name__, image_size, channels)
         self.image_shape = (channels, image_size, image_size)
         base, n_down = _dcgan_base_size(image_size)
         layers: list[nn.Module] = []

@@ -114,6 +114,27 @@ def test_image_yaml_callbacks_instantiate_as_written(config):
     assert ("StackedMNISTModes" in names) == ("stacked" in config)
 
 
+@pytest.mark.parametrize("channels", [3, 1])
+def test_dcgan_networks_take_their_size_from_the_data(image_data, channels):
+    """The image YAMLs leave image_size and channels out: train.py fills them from the datamodule."""
+    cli = train.main(args=["--config", str(ROOT / "experiments/cifar10/mgan.yaml"), "--trainer.logger", "false",
+                           "--data", "datamodules.ImageFolder", "--data.init_args.root", str(image_data),
+                           "--data.init_args.image_size", "64", "--data.init_args.channels", str(channels)], run=False)
+    assert cli.model.generator.image_shape == cli.model.discriminator.image_shape == (channels, 64, 64)
+    assert cli.model.sample(2).shape == (2, channels, 64, 64)
+    stacked = train.main(args=["--config", str(ROOT / "experiments/stacked_mnist/gan.yaml"), "--trainer.logger", "false"],
+                         run=False)
+    assert stacked.model.generator.image_shape == (3, 28, 28)
+
+
+def test_network_size_that_contradicts_the_data_is_a_clear_error(image_data):
+    with pytest.raises(ValueError, match=r"generator.init_args.image_size is 32 but the data's images are \(3, 64, 64\)"):
+        train.main(args=["--config", str(ROOT / "experiments/cifar10/gan.yaml"), "--trainer.logger", "false",
+                         "--data", "datamodules.ImageFolder", "--data.init_args.root", str(image_data),
+                         "--data.init_args.image_size", "64", "--model.init_args.generator.init_args.image_size", "32"],
+                   run=False)
+
+
 def test_inception_features_offline_are_a_clear_error(image_data):
     from callbacks.images import ImageQuality
 
