@@ -386,7 +386,8 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
     metrics = pub["metrics"]
     ordered = [results[r.name] for r in runs]
     rows = aggregate(ordered, metrics)
-    header = (f"Command: `python experiments/reproduce.py {table} --seeds {len(seeds)}"
+    seed_args = f"--seeds {len(seeds)}" if seeds == list(range(len(seeds))) else f"--seed-list {','.join(map(str, seeds))}"
+    header = (f"Command: `python experiments/reproduce.py {table} {seed_args}"
               + (f" --models {','.join(models)}" if models != MODELS else "")
               + "".join(f" --set {a[2:]}={b}" for a, b in zip(overrides[::2], overrides[1::2])) + "`. "
               + f"Commit {_commit()}, {_machine()}.")

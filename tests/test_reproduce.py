@@ -98,6 +98,9 @@ def test_finished_runs_are_cached_and_a_config_change_reruns(tmp_path, fake_expe
     calls.clear()
     reproduce.reproduce(**{**kwargs, "overrides": ["--trainer.max_steps", "10"]})
     assert len(calls) == 4  # so do changed overrides
+    assert "reproduce.py ring8 --seeds 2 --models gan,mgan --set trainer.max_steps=10`" in (tmp_path / "out" / "ring8.md").read_text()
+    reproduce.reproduce(**{**kwargs, "seeds": [3, 5]})
+    assert "reproduce.py ring8 --seed-list 3,5 --models gan,mgan`" in (tmp_path / "out" / "ring8.md").read_text()
 
 
 def test_unknown_table_or_model_is_a_clear_error(tmp_path):
