@@ -40,7 +40,7 @@ def test_offline_32px_image_benchmark(tmp_path, monkeypatch):
     args = random_image_folder(tmp_path / "png", count=80)
     assert len(list((tmp_path / "png").glob("*.png"))) == 80 and "datamodules.ImageFolder" in args
     rows = main([str(ROOT / "experiments/cifar10/gan.yaml"), "--random-images", str(tmp_path / "png"),
-                 "--chunks", "1", "--chunk", "2", "--warmup", "1", "--eval-every", "7810"])
+                 "--chunks", "1", "--chunk", "2", "--warmup", "1", "--eval-every", "7810", "--precision", "bf16-mixed"])
     assert rows[0]["model"] == "GAN" and rows[0]["lightning_ms_batch"] > 0 and rows[0]["eval_every"] == 7810
     # Inception FID needs weights that an offline machine cannot download: the row says so
     assert math.isfinite(rows[0]["eval_pct"]) or "Inception" in rows[0]["eval_note"]
