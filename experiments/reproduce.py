@@ -148,7 +148,7 @@ def execute(run: Run, out: Path, env: dict[str, str]) -> dict:
     wall = time.time() - start
     finals = sorted(folder.glob("runs/*/version_*/final_metrics.json"), key=lambda p: p.stat().st_mtime)
     result = {"table": run.table, "model": run.model, "seed": run.seed, "key": run.key, "returncode": rc,
-              "wall_s": round(wall, 1), "log": str(log_path), "command": " ".join(run.command())}
+              "wall_s": round(wall, 1), "log": str(log_path), "command": " ".join(run.command()), "commit": _commit()}
     if rc == 0 and finals:
         final = json.loads(finals[-1].read_text())
         metrics = {k.removeprefix("val/"): v for k, v in final["metrics"].items()}
@@ -238,6 +238,11 @@ def write_figures(out: Path, table: str, results: list[dict], rows: list[dict], 
 
     written = []
     ok = [r for r in results if r["status"] == "ok" and r.get("plots")]
+
+    def last_plot(r: dict) -> Path:  # plots are recorded relative to the run's own folder
+        plot = Path(r["plots"][-1])
+        return plot if plot.is_absolute() else out / "runs" / r["model"] / f"seed{r['seed']}-{r['key']}" / plot
+
     models = [row["model"] for row in rows if any(r["model"] == row["model"] for r in ok)]
     if models:
         fig, axes = plt.subplots(len(models), columns, figsize=(3 * columns, 3 * len(models)), squeeze=False)
@@ -246,9 +251,14 @@ def write_figures(out: Path, table: str, results: list[dict], rows: list[dict], 
             for j in range(columns):
                 ax = axes[i][j]
                 ax.axis("off")
-                if j < len(runs) and Path(runs[j]["plots"][-1]).exists():
-                    ax.imshow(mpimg.imread(runs[j]["plots"][-1]))
-                    ax.set_title(f"{LABELS.get(model, model)}, seed {runs[j]['seed']}", fontsize=8)
+                if j >= len(runs):
+                    continue
+                ax.set_title(f"{LABELS.get(model, model)}, seed {runs[j]['seed']}", fontsize=8)
+                if last_plot(runs[j]).exists():
+                    ax.imshow(mpimg.imread(last_plot(runs[j])))
+                else:  # e.g. a table rebuilt from committed results without the run folders
+                    ax.text(0.5, 0.5, f"plot not found:\n{runs[j]['plots'][-1]}", ha="center", va="center", fontsize=6,
+                            transform=ax.transAxes, wrap=True)
         fig.tight_layout()
         path = out / f"{table}_samples.png"
         fig.savefig(path, dpi=120)
@@ -390,7 +400,8 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
     header = (f"Command: `python experiments/reproduce.py {table} {seed_args}"
               + (f" --models {','.join(models)}" if models != MODELS else "")
               + "".join(f" --set {a[2:]}={b}" for a, b in zip(overrides[::2], overrides[1::2])) + "`. "
-              + f"Commit {_commit()}, {_machine()}.")
+              + f"Runs trained at commit {', '.join(sorted({r.get('commit') or 'unknown' for r in ordered}))}; "
+              + f"table written at commit {_commit()}; {_machine()}.")
     (out / f"{table}.md").write_text(render_markdown(table, rows, metrics, pub["rows"], header))
     write_csv(out / f"{table}.csv", rows, metrics, pub["rows"])
     figures = write_figures(out, table, ordered, rows)

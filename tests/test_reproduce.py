@@ -124,8 +124,17 @@ def test_a_two_model_two_seed_ring_table_end_to_end(tmp_path, monkeypatch):
     assert "| GAN (ours) | 2 |" in text and "| MD-GAN (ours) | 2 |" in text and "PacGAN Table 1" in text
     assert (out / "ring8.csv").read_text().startswith("model,seeds,failed_seeds,modes_mean,modes_std,hq_mean")
     assert (out / "ring8_samples.png").exists() and (out / "ring8_modes.png").exists()
+    # the grid really shows the runs' scatter plots (blue samples), not empty panels
+    import matplotlib.image as mpimg
+
+    grid = mpimg.imread(out / "ring8_samples.png")[..., :3]
+    blue = (grid[..., 2] > 0.5) & (grid[..., 0] < 0.35)
+    assert blue.mean() > 0.002, "the samples figure has no scatter plots in it"
     # the same command again trains nothing
     again = reproduce.main(["ring8", "--seeds", "2", "--models", "gan,mdgan", "--out", str(out),
                             "--set", "trainer.max_steps=20", "--set", "data.init_args.batches_per_epoch=10",
                             "--set", "data.init_args.batch_size=64", "--progress-every", "1000"])
     assert again["trained"] == 0 and again["rows"][0]["modes"] == summary["rows"][0]["modes"]
+    commit = reproduce._commit()
+    assert all(r["commit"] == commit for r in again["results"])  # each run records the code it was trained with
+    assert f"Runs trained at commit {commit}; table written at commit {commit}" in (out / "ring8.md").read_text()
