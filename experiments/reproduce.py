@@ -240,7 +240,8 @@ def write_figures(out: Path, table: str, results: list[dict], rows: list[dict], 
     ok = [r for r in results if r["status"] == "ok" and r.get("plots")]
 
     def last_plot(r: dict) -> Path:  # plots are recorded relative to the run's own folder
-        plot = Path(r["plots"][-1])
+        samples = [p for p in r["plots"] if "samples" in Path(p).parts]  # the sample plot, not e.g. a traversal
+        plot = Path((samples or r["plots"])[-1])
         return plot if plot.is_absolute() else out / "runs" / r["model"] / f"seed{r['seed']}-{r['key']}" / plot
 
     models = [row["model"] for row in rows if any(r["model"] == row["model"] for r in ok)]
