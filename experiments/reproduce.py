@@ -33,6 +33,7 @@ import json
 import math
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import threading
@@ -153,11 +154,40 @@ def execute(run: Run, out: Path, env: dict[str, str]) -> dict:
         final = json.loads(finals[-1].read_text())
         metrics = {k.removeprefix("val/"): v for k, v in final["metrics"].items()}
         result |= {"status": "ok", "metrics": metrics, "g_steps": final.get("g_steps"), "plots": final.get("plots", [])}
+        keep_sample_plot(result, folder)
     else:
         tail = log_path.read_text().strip().splitlines()[-1:] if log_path.exists() else []
         result |= {"status": "failed", "error": tail[0] if tail else f"exit code {rc}"}
     (folder / "result.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def _sample_plot(result: dict) -> Optional[str]:
+    """The run's final sample plot (not e.g. InfoGAN's traversal), relative to its folder, if it logged one."""
+    plots = result.get("plots") or []
+    samples = [p for p in plots if "samples" in Path(p).parts]
+    return (samples or plots)[-1] if plots else None
+
+
+def keep_sample_plot(result: dict, folder: Path) -> bool:
+    """Copies the final sample plot next to result.json as ``samples.<ext>``, a file the repository keeps.
+
+    The run's own log folder (checkpoints, metrics, every plot) is not committed, so without this copy a
+    table rebuilt from committed results, in another clone or session, has no samples to show.
+    Returns whether the copy exists afterwards.
+    """
+    if result.get("sample_plot") and (folder / result["sample_plot"]).exists():
+        return True
+    plot = _sample_plot(result)
+    if plot is None:
+        return False
+    source = Path(plot) if Path(plot).is_absolute() else folder / plot
+    if not source.exists():
+        return False
+    target = folder / f"samples{source.suffix}"
+    shutil.copyfile(source, target)
+    result["sample_plot"] = target.name
+    return True
 
 
 # ---------------------------------------------------------------------------------- tables
@@ -181,7 +211,8 @@ def aggregate(results: list[dict], metrics: list[str]) -> list[dict]:
         ok = [r for r in runs if r["status"] == "ok"]
         row = {"model": model, "label": LABELS.get(model, model), "seeds": len(ok),
                "seed_list": sorted(r["seed"] for r in ok), "failed": sorted(r["seed"] for r in runs if r["status"] != "ok"),
-               "failed_logs": [r["log"] for r in runs if r["status"] != "ok"]}
+               "failed_logs": [r["log"] for r in runs if r["status"] != "ok"],
+               "imported": sorted(r["seed"] for r in ok if r.get("imported"))}
         for metric in metrics:
             row[metric] = mean_std([r["metrics"].get(metric, float("nan")) for r in ok])
         row["wall_s"] = mean_std([r["wall_s"] for r in ok])[0]
@@ -206,6 +237,8 @@ def render_markdown(table: str, rows: list[dict], metrics: list[str], published:
         cells += [_fmt(*row[m], row["seeds"], m) for m in metrics]
         cells += ["–" if math.isnan(row["wall_s"]) else f"{row['wall_s']:.0f}",
                   "this repository, seeds " + ",".join(map(str, row["seed_list"])) if row["seeds"] else "no finished run"]
+        if row.get("imported"):
+            cells[-1] += f" (imported from train.py runs: seeds {','.join(map(str, row['imported']))}; see their result.json)"
         if row["failed"]:
             cells[-1] += f"; failed seeds {row['failed']} (logs: {', '.join(row['failed_logs'])})"
         lines.append("| " + " | ".join(cells) + " |")
@@ -240,15 +273,19 @@ def write_figures(out: Path, table: str, results: list[dict], rows: list[dict], 
     ok = [r for r in results if r["status"] == "ok" and r.get("plots")]
 
     def last_plot(r: dict) -> Path:  # plots are recorded relative to the run's own folder
-        samples = [p for p in r["plots"] if "samples" in Path(p).parts]  # the sample plot, not e.g. a traversal
-        plot = Path((samples or r["plots"])[-1])
-        return plot if plot.is_absolute() else out / "runs" / r["model"] / f"seed{r['seed']}-{r['key']}" / plot
+        folder = out / "runs" / r["model"] / f"seed{r['seed']}-{r['key']}"
+        if r.get("sample_plot") and (folder / r["sample_plot"]).exists():  # the committed copy
+            return folder / r["sample_plot"]
+        plot = Path(_sample_plot(r))
+        return plot if plot.is_absolute() else folder / plot
 
     models = [row["model"] for row in rows if any(r["model"] == row["model"] for r in ok)]
     if models:
         fig, axes = plt.subplots(len(models), columns, figsize=(3 * columns, 3 * len(models)), squeeze=False)
         for i, model in enumerate(models):
-            runs = sorted((r for r in ok if r["model"] == model), key=lambda r: r["seed"])[:columns]
+            # seeds whose plot is at hand first (imported or older runs may have none), then by seed
+            runs = sorted((r for r in ok if r["model"] == model), key=lambda r: (not last_plot(r).exists(), r["seed"]))
+            runs = sorted(runs[:columns], key=lambda r: r["seed"])
             for j in range(columns):
                 ax = axes[i][j]
                 ax.axis("off")
@@ -329,6 +366,8 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
     for run in runs:
         cached = None if force else read_result(run, out)
         if cached:
+            if not cached.get("sample_plot") and keep_sample_plot(cached, run.folder(out)):
+                (run.folder(out) / "result.json").write_text(json.dumps(cached, indent=1))
             results[run.name] = cached
         else:
             todo.append(run)

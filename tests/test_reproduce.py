@@ -138,3 +138,25 @@ def test_a_two_model_two_seed_ring_table_end_to_end(tmp_path, monkeypatch):
     commit = reproduce._commit()
     assert all(r["commit"] == commit for r in again["results"])  # each run records the code it was trained with
     assert f"Runs trained at commit {commit}; table written at commit {commit}" in (out / "ring8.md").read_text()
+    # each run keeps a copy of its final sample plot beside result.json (committable), so the figure survives
+    # the loss of the run's log folders (a fresh clone, another session)
+    for r in again["results"]:
+        folder = out / "runs" / r["model"] / f"seed{r['seed']}-{r['key']}"
+        assert r["sample_plot"] == "samples.png" and (folder / "samples.png").exists()
+        shutil.rmtree(folder / "runs")
+    (out / "ring8_samples.png").unlink()
+    reproduce.main(["ring8", "--seeds", "2", "--models", "gan,mdgan", "--out", str(out),
+                    "--set", "trainer.max_steps=20", "--set", "data.init_args.batches_per_epoch=10",
+                    "--set", "data.init_args.batch_size=64", "--progress-every", "1000"])
+    grid = mpimg.imread(out / "ring8_samples.png")[..., :3]
+    assert ((grid[..., 2] > 0.5) & (grid[..., 0] < 0.35)).mean() > 0.002, "the rebuilt figure lost the scatter plots"
+
+
+def test_imported_seeds_are_labelled_in_the_table():
+    results = [fake_result("gan", 0, modes=8, hq=90.0, kl=0.01), fake_result("gan", 1, modes=8, hq=92.0, kl=0.01)]
+    results[0]["imported"] = "trained with train.py at commit abc"
+    results[0]["wall_s"] = None
+    rows = reproduce.aggregate(results, ["modes", "hq", "kl"])
+    assert rows[0]["imported"] == [0] and rows[0]["wall_s"] == 11.0  # unknown wall time ignored, not zero
+    text = reproduce.render_markdown("ring8", rows, ["modes", "hq", "kl"], [])
+    assert "this repository, seeds 0,1 (imported from train.py runs: seeds 0; see their result.json)" in text
