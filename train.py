@@ -28,6 +28,14 @@ class GANCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         fill_image_shape(config)
 
+    def instantiate_trainer(self, **kwargs) -> L.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        if os.environ.get("GAN_PROGRESS_FILE"):  # set by experiments/reproduce.py to follow each run
+            from callbacks import ProgressFile
+
+            trainer.callbacks.append(ProgressFile(os.environ["GAN_PROGRESS_FILE"]))
+        return trainer
+
     def after_fit(self) -> None:
         """Evaluates the final weights (unless the last validation already did) and prints the figures."""
         trainer, model = self.trainer, self.model

@@ -9,6 +9,7 @@ from .images import (
     load_classifier,
 )
 from .mode_coverage import ModeCoverage, ModeCoverageMetric
+from .progress import ProgressFile, read_progress
 from .scatter import SampleScatter
 from .structure import CodeModeAccuracy, GeneratorModeShares, LatentTraversal, matched_accuracy
 from .wandb_logger import WandbLogger
@@ -17,6 +18,8 @@ __all__ = [
     "ModeCoverage",
     "ModeCoverageMetric",
     "SampleScatter",
+    "ProgressFile",
+    "read_progress",
     "WandbLogger",
     "GeneratorModeShares",
     "CodeModeAccuracy",

@@ -47,6 +47,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
+PROGRESS_FILE = "progress.json"  # written by callbacks.ProgressFile while the run trains (GAN_PROGRESS_FILE)
 MODELS = ["gan", "wgan_gp", "unrolled_gan", "minibatch_gan", "mgan", "mdgan", "infogan"]
 LABELS = {
     "gan": "GAN", "wgan_gp": "WGAN-GP", "unrolled_gan": "Unrolled GAN", "minibatch_gan": "Minibatch discrimination",
@@ -125,7 +126,11 @@ def read_result(run: Run, out: Path) -> Optional[dict]:
 
 
 def _current_step(folder: Path) -> Optional[int]:
-    """The latest global step in the run's metrics.csv (for progress), if any."""
+    """The run's latest global step (for progress): from its progress file, else its metrics.csv, if any."""
+    try:
+        return int(json.loads((folder / PROGRESS_FILE).read_text())["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     files = sorted(folder.glob("runs/*/version_*/metrics.csv"), key=lambda p: p.stat().st_mtime)
     if not files:
         return None
@@ -144,7 +149,9 @@ def execute(run: Run, out: Path, env: dict[str, str]) -> dict:
     log_path = folder / "train.log"
     start = time.time()
     with open(log_path, "w") as log:
-        rc = subprocess.run(run.command(), cwd=folder, env={**os.environ, **env}, stdout=log,
+        (folder / PROGRESS_FILE).unlink(missing_ok=True)
+        env = {**os.environ, **env, "GAN_PROGRESS_FILE": str(folder / PROGRESS_FILE)}
+        rc = subprocess.run(run.command(), cwd=folder, env=env, stdout=log,
                             stderr=subprocess.STDOUT).returncode
     wall = time.time() - start
     finals = sorted(folder.glob("runs/*/version_*/final_metrics.json"), key=lambda p: p.stat().st_mtime)

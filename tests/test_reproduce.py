@@ -118,6 +118,10 @@ def test_a_two_model_two_seed_ring_table_end_to_end(tmp_path, monkeypatch):
                               "--set", "data.init_args.batch_size=64", "--jobs", "2", "--progress-every", "1000"])
     assert [r["status"] for r in summary["results"]] == ["ok"] * 4, summary["results"]
     assert all(r["g_steps"] == 10 for r in summary["results"])
+    for r in summary["results"]:  # progress comes from the file train.py's ProgressFile callback writes
+        folder = tmp_path / "out" / "runs" / r["model"] / f"seed{r['seed']}-{r['key']}"
+        record = json.loads((folder / "progress.json").read_text())
+        assert record["global_step"] == record["max_steps"] == 20 and reproduce._current_step(folder) == 20
     assert [(row["model"], row["seeds"]) for row in summary["rows"]] == [("gan", 2), ("mdgan", 2)]
     out = tmp_path / "out"
     text = (out / "ring8.md").read_text()
