@@ -201,7 +201,7 @@ def test_two_process_ddp_on_cpu_trains_in_sync(tmp_path, config, extra):
            "--trainer.max_steps", "40", "--data.init_args.batches_per_epoch", "10",
            "--data.init_args.batch_size", "64", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
            *extra, "--trainer.callbacks+=tests.ddp_helpers.DumpRankState"]
-    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     ranks = [torch.load(dump / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     assert all(r["world_size"] == 2 for r in ranks)

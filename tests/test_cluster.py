@@ -38,7 +38,7 @@ def test_two_node_torchrun_job_on_the_loopback_trains_in_sync(tmp_path):
     nodes = [subprocess.Popen(["bash", str(ROOT / "experiments/cluster/torchrun.sh"), *args], cwd=tmp_path,
                               env={**env, "NODE_RANK": str(r)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for r in (0, 1)]
-    outputs = [p.communicate(timeout=300)[0] for p in nodes]
+    outputs = [p.communicate(timeout=900)[0] for p in nodes]
     assert all(p.returncode == 0 for p in nodes), "\n".join(o[-3000:] for o in outputs)
     ranks = [torch.load(dump / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]

@@ -293,6 +293,23 @@ def test_variants_train_under_bf16_mixed(name):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@pytest.mark.parametrize("name", ["GAN", *VARIANTS])
+def test_every_model_trains_under_16_mixed_with_gradient_scaling(name):
+    """float16 autocast with a GradScaler (the GPU recipe), on CPU: the scaled double backward of
+    WGAN-GP's penalty and Unrolled GAN's look-ahead included."""
+    from lightning.pytorch.plugins import MixedPrecision
+
+    L.seed_everything(0)
+    model = tiny_model(name)
+    before = [p.detach().clone() for p in model.generator.parameters()]
+    plugin = MixedPrecision("16-mixed", device="cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**10))
+    quiet_trainer(max_epochs=1, plugins=[plugin]).fit(model, datamodule=tiny_ring(batches_per_epoch=10))
+    assert model.g_steps == 10 // model.n_critic
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert any(not torch.equal(b, a) for b, a in zip(before, model.generator.parameters()))  # G stepped
+    assert plugin.scaler.get_scale() > 0
+
+
 def test_cpu_training_without_gpus_stops_adam_from_probing_nvml(monkeypatch):
     from models.base import _skip_nvml_probe_without_gpus
 
