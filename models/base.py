@@ -30,7 +30,9 @@ What the base takes care of, so variants do not have to:
   that the GradScaler skips (inf/NaN gradients) still counts, as it does in Lightning's own
   step counts; the scaler lowers its scale and the next step goes through;
 - a non-finite loss stops training with an error naming the step and the loss, before the
-  backward pass, so no weights and no checkpoint are touched by it;
+  update, so no weights and no checkpoint are touched by it. On one process it is checked before
+  the backward; under DDP every rank's flag rides in the gradient all-reduce (no extra
+  collective per step), so all ranks stop together at the same step;
 - a noise stream (`self.noise`) reseeded from (seed, rank, epoch) at every epoch start, so that
   ranks draw different latents and a run resumed from an end-of-epoch checkpoint continues
   exactly as the uninterrupted run would. Variants draw all training randomness from it.
@@ -230,16 +232,23 @@ class GANBase(L.LightningModule):
     def optimize(self, optimizer, loss_fn, *args, name: str) -> dict[str, Tensor]:
         """One optimiser step on `loss_fn(*args)`, with only `optimizer`'s parameters trainable.
 
-        `loss_fn` returns (loss, logs). The loss is checked for NaN/inf before the backward;
-        under DDP the gradients are averaged across ranks before the step.
+        `loss_fn` returns (loss, logs). A NaN/inf loss stops training before the update: on one
+        process it is checked before the backward; under DDP the gradients are averaged across
+        ranks before the step, and each rank's "loss is finite" flag travels in that same
+        all-reduce, so every rank learns of a non-finite loss anywhere without a collective of its own.
         """
         self._disable_ddp_reducer()
         with self.toggled_optimizer(optimizer):
             loss, logs = loss_fn(*args)
-            self._check_finite(loss, name)
+            distributed = GANBase._distributed()
+            if not distributed:
+                self._check_finite(loss, name)
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
-            self._all_reduce_gradients(optimizer)
+            if distributed:
+                bad_ranks = self._all_reduce_gradients(optimizer, finite=torch.isfinite(loss.detach()).all())
+                if bad_ranks:
+                    self._raise_non_finite(loss, name, bad_ranks)
             optimizer.step()  # clipping happens in on_before_optimizer_step
         return {name: loss.detach(), **logs}
 
@@ -341,16 +350,18 @@ class GANBase(L.LightningModule):
                 ) from err
 
     def _check_finite(self, loss: Tensor, name: str) -> None:
-        finite = bool(torch.isfinite(loss).all())
-        if self.trainer.world_size > 1:  # every rank must stop together, or the others hang
-            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
-        if not finite:
-            raise NonFiniteLossError(
-                f"{name} is {loss.item() if loss.numel() == 1 else loss} at generator step {self.g_steps}, "
-                f"discriminator step {self.d_steps} (trainer.global_step {self.trainer.global_step}, "
-                f"epoch {self.current_epoch}); training stopped before this update, the last checkpoint is "
-                f"untouched. Lower the learning rates, enable gradient_clip_val, or check the data."
-            )
+        if not bool(torch.isfinite(loss).all()):
+            self._raise_non_finite(loss, name)
+
+    def _raise_non_finite(self, loss: Tensor, name: str, bad_ranks: int = 0) -> None:
+        value = loss.item() if loss.numel() == 1 else loss
+        where = f" on {bad_ranks} of {dist.get_world_size()} ranks (this rank's: {value})" if bad_ranks else f" {value}"
+        raise NonFiniteLossError(
+            f"{name} is{' non-finite' if bad_ranks else ''}{where} at generator step {self.g_steps}, "
+            f"discriminator step {self.d_steps} (trainer.global_step {self.trainer.global_step}, "
+            f"epoch {self.current_epoch}); training stopped before this update, the last checkpoint is "
+            f"untouched. Lower the learning rates, enable gradient_clip_val, or check the data."
+        )
 
     def _disable_ddp_reducer(self) -> None:
         # See the module docstring: gradients are synchronised by _all_reduce_gradients instead.
@@ -362,28 +373,39 @@ class GANBase(L.LightningModule):
     def _distributed() -> bool:
         return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
-    def _all_reduce_gradients(self, optimizer) -> None:
-        """Averages the gradients of `optimizer`'s parameters across ranks, as DDP would.
+    def _all_reduce_gradients(self, optimizer, finite: Optional[Tensor] = None) -> int:
+        """Averages the gradients of `optimizer`'s parameters across ranks, as DDP would, and
+        returns on how many ranks `finite` (this rank's "loss is finite" flag) was false.
 
         One flat all-reduce per step. A parameter without a gradient on some rank counts as
         zero there; one without a gradient on every rank keeps `grad = None` (DDP semantics).
-        The per-parameter "has a gradient" flags travel in the same buffer, so ranks that
-        disagree on which parameters got gradients cannot desynchronise the collective.
+        The per-parameter "has a gradient" flags and the finite flag travel in the same buffer,
+        so ranks that disagree on which parameters got gradients cannot desynchronise the
+        collective, and a non-finite loss on any rank stops every rank at the same step.
         """
         if not GANBase._distributed():
-            return
+            return 0 if finite is None else int(not bool(finite))
         params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
-        if not params:
-            return
+        if not params:  # nothing to average: the flag alone
+            flag = torch.zeros(1) if finite is None else (~finite).reshape(1).float().cpu()
+            dist.all_reduce(flag)
+            return int(flag.item())
+        dtype, device = params[0].dtype, params[0].device
+        not_finite = torch.zeros(1, dtype=dtype, device=device) if finite is None else (~finite).reshape(1).to(dtype)
         flat = torch.cat(
             [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
-            + [torch.tensor([p.grad is not None for p in params], dtype=params[0].dtype, device=params[0].device)]
+            + [torch.tensor([p.grad is not None for p in params], dtype=dtype, device=device), not_finite]
         )
         dist.all_reduce(flat)
+        flags = flat[-len(params) - 1:].tolist()
+        bad_ranks = int(round(flags[-1]))
+        if bad_ranks:  # the caller stops before the update; leave the gradients as they are
+            return bad_ranks
+        flat = flat[:-1]
         flat[: -len(params)] /= dist.get_world_size()
-        has_grad = flat[-len(params):] > 0
+        has_grad = [f > 0 for f in flags[:-1]]
         offset = 0
-        for p, used in zip(params, has_grad.tolist()):
+        for p, used in zip(params, has_grad):
             chunk = flat[offset : offset + p.numel()].view_as(p)
             offset += p.numel()
             if not used:
@@ -392,6 +414,7 @@ class GANBase(L.LightningModule):
                 p.grad = chunk.clone()
             else:
                 p.grad.copy_(chunk)
+        return 0
 
     def on_validation_epoch_start(self) -> None:
         self._broadcast_buffers()

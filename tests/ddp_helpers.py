@@ -88,3 +88,14 @@ def mdgan_shard_worker(rank: int, world: int, store_path: str, out_path: str) ->
                    f"{out_path}.{rank}")
     finally:
         dist.destroy_process_group()
+
+
+class PoisonRankOne(L.Callback):
+    """From the third batch on, rank 1's discriminator weights become NaN (rank 0 stays finite), so
+    only rank 1 has a non-finite loss: both ranks must still stop, at the same step."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 2 and trainer.global_rank == 1:
+            with torch.no_grad():
+                for p in pl_module.discriminator.parameters():
+                    p.fill_(float("nan"))

@@ -219,6 +219,24 @@ def test_two_process_ddp_on_cpu_trains_in_sync(tmp_path, config, extra):
     assert 0 <= ranks[0]["metrics"]["val/modes"] <= 8
 
 
+def test_a_non_finite_loss_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(ROOT / "experiments/ring8/gan.yaml"),
+           "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+           "--trainer.max_steps", "40", "--data.init_args.batches_per_epoch", "10",
+           "--data.init_args.batch_size", "64", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+           "--trainer.callbacks+=tests.ddp_helpers.PoisonRankOne"]
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    # rank 1's D loss is NaN at its third batch (D step 3); rank 0, finite itself, learns it from the all-reduce
+    assert "NonFiniteLossError: d_loss is non-finite on 1 of 2 ranks" in output, output[-3000:]
+    assert "at generator step 2, discriminator step 2" in output, output[-3000:]
+    messages = [line for line in output.splitlines() if "NonFiniteLossError: d_loss is non-finite" in line]
+    assert any(line.startswith("[rank0]") and "this rank's: nan" not in line for line in messages), messages
+    assert any(line.startswith("[rank1]") and "this rank's: nan" in line for line in messages), messages
+
+
 def test_gradient_all_reduce_averages_and_keeps_ddp_semantics_for_missing_gradients(tmp_path):
     import torch.multiprocessing as mp
 
