@@ -358,7 +358,7 @@ def default_jobs(threads: int, gpus_per_run: int) -> tuple[int, list[dict[str, s
 
 def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overrides: list[str], jobs: Optional[int] = None,
               threads: int = 1, gpus_per_run: int = 1, force: bool = False, progress_every: float = 60.0,
-              use_wandb: bool = False, echo=print) -> dict:
+              use_wandb: bool = False, report_only: bool = False, echo=print) -> dict:
     runs = plan(table, models, seeds, overrides)
     out.mkdir(parents=True, exist_ok=True)
     n_slots, slot_envs = default_jobs(threads, gpus_per_run)
@@ -378,8 +378,12 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
             results[run.name] = cached
         else:
             todo.append(run)
-    echo(f"{table}: {len(runs)} runs ({len(models)} models x {len(seeds)} seeds), {len(runs) - len(todo)} cached, "
-         f"{len(todo)} to train, {len(slot_envs)} at a time; results in {out}")
+    missing = []
+    if report_only:  # a table of what has finished, e.g. while the rest trains elsewhere
+        missing, todo = [run.name for run in todo], []
+    echo(f"{table}: {len(runs)} runs ({len(models)} models x {len(seeds)} seeds), {len(results)} cached, "
+         f"{len(todo)} to train, {len(slot_envs)} at a time; results in {out}"
+         + (f"; report only, {len(missing)} not run yet" if report_only else ""))
 
     running: dict[str, tuple[Run, float]] = {}
     lock = threading.Lock()
@@ -441,14 +445,16 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
     # the CPU-sized protocol of a benchmark is compared with that benchmark's published rows
     pub = published_all.get(table) or published_all.get(table.removesuffix("_cpu")) or {"metrics": ["modes", "hq", "kl"], "rows": []}
     metrics = pub["metrics"]
-    ordered = [results[r.name] for r in runs]
+    ordered = [results[r.name] for r in runs if r.name in results]
     rows = aggregate(ordered, metrics)
     seed_args = f"--seeds {len(seeds)}" if seeds == list(range(len(seeds))) else f"--seed-list {','.join(map(str, seeds))}"
     header = (f"Command: `python experiments/reproduce.py {table} {seed_args}"
               + (f" --models {','.join(models)}" if models != MODELS else "")
-              + "".join(f" --set {a[2:]}={b}" for a, b in zip(overrides[::2], overrides[1::2])) + "`. "
+              + "".join(f" --set {a[2:]}={b}" for a, b in zip(overrides[::2], overrides[1::2]))
+              + (" --report-only" if report_only else "") + "`. "
               + f"Runs trained at commit {', '.join(sorted({r.get('commit') or 'unknown' for r in ordered}))}; "
-              + f"table written at commit {_commit()}; {_machine()}.")
+              + f"table written at commit {_commit()}; {_machine()}."
+              + (f" Not run yet ({len(missing)}): {', '.join(missing)}." if missing else ""))
     (out / f"{table}.md").write_text(render_markdown(table, rows, metrics, pub["rows"], header))
     write_csv(out / f"{table}.csv", rows, metrics, pub["rows"])
     figures = write_figures(out, table, ordered, rows)
@@ -496,13 +502,15 @@ def main(argv: Optional[list[str]] = None) -> dict:
     parser.add_argument("--force", action="store_true", help="rerun finished runs too")
     parser.add_argument("--progress-every", type=float, default=60.0, help="seconds between progress lines")
     parser.add_argument("--wandb", action="store_true", help="also log the final table to W&B")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: write the table from the finished runs and list the missing ones")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else list(range(args.seeds))
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     out = args.out or ROOT / "results" / args.table
     return reproduce(args.table, seeds, models, out, cli_overrides(args.set), jobs=args.jobs, threads=args.threads,
                      gpus_per_run=args.gpus_per_run, force=args.force, progress_every=args.progress_every,
-                     use_wandb=args.wandb)
+                     use_wandb=args.wandb, report_only=args.report_only)
 
 
 if __name__ == "__main__":

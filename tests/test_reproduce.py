@@ -103,6 +103,20 @@ def test_finished_runs_are_cached_and_a_config_change_reruns(tmp_path, fake_expe
     assert "reproduce.py ring8 --seed-list 3,5 --models gan,mgan`" in (tmp_path / "out" / "ring8.md").read_text()
 
 
+def test_report_only_trains_nothing_and_lists_the_missing_runs(tmp_path, fake_experiments):
+    folder, calls = fake_experiments
+    kwargs = dict(table="ring8", models=["gan", "mgan"], out=tmp_path / "out", overrides=[], jobs=1,
+                  progress_every=1000, echo=lambda *a: None)
+    reproduce.reproduce(**kwargs, seeds=[0])  # trains gan/seed0 and mgan/seed0
+    calls.clear()
+    summary = reproduce.reproduce(**kwargs, seeds=[0, 1], report_only=True)
+    assert calls == [] and summary["trained"] == 0
+    assert sorted((r["model"], r["seed"]) for r in summary["results"]) == [("gan", 0), ("mgan", 0)]
+    text = (tmp_path / "out" / "ring8.md").read_text()
+    assert "--seeds 2 --models gan,mgan --report-only`" in text
+    assert "Not run yet (2): gan/seed1, mgan/seed1." in text and "| GAN (ours) | 1 | 8.0 | 90.0 |" in text
+
+
 def test_unknown_table_or_model_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no table 'ring9'"):
         reproduce.plan("ring9", ["gan"], [0], [])
