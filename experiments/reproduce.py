@@ -302,7 +302,7 @@ def write_figures(out: Path, table: str, results: list[dict], rows: list[dict], 
                 if last_plot(runs[j]).exists():
                     ax.imshow(mpimg.imread(last_plot(runs[j])))
                 else:  # e.g. a table rebuilt from committed results without the run folders
-                    ax.text(0.5, 0.5, f"plot not found:\n{runs[j]['plots'][-1]}", ha="center", va="center", fontsize=6,
+                    ax.text(0.5, 0.5, f"plot not found:\n{_sample_plot(runs[j])}", ha="center", va="center", fontsize=6,
                             transform=ax.transAxes, wrap=True)
         fig.tight_layout()
         path = out / f"{table}_samples.png"
