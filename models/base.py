@@ -386,8 +386,8 @@ class GANBase(L.LightningModule):
         if not GANBase._distributed():
             return 0 if finite is None else int(not bool(finite))
         params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
-        if not params:  # nothing to average: the flag alone
-            flag = torch.zeros(1) if finite is None else (~finite).reshape(1).float().cpu()
+        if not params:  # nothing to average: the flag alone, on the loss's device (NCCL takes no CPU tensors)
+            flag = torch.zeros(1) if finite is None else (~finite).reshape(1).float()
             dist.all_reduce(flag)
             return int(flag.item())
         dtype, device = params[0].dtype, params[0].device
