@@ -142,6 +142,51 @@ def _current_step(folder: Path) -> Optional[int]:
         return None
 
 
+def seconds_left(running: list[tuple[str, float, Optional[float]]], pending: list[str],
+                 finished: list[tuple[str, float]], slots: int, known: Optional[dict[str, list[float]]] = None) -> float:
+    """Estimated wall seconds until every run is done; NaN when there is nothing to estimate from.
+
+    `running`: (model, seconds elapsed, fraction of its steps done or None); `pending`: models of the
+    runs not started; `finished`: (model, wall seconds) of the runs done in this invocation; `known`:
+    wall seconds of earlier runs per model (cached results), used only where nothing newer exists.
+    Models differ by 10x in cost, so a run's duration is estimated from its own model: this
+    invocation's finished runs, else the extrapolation of its running runs, else `known`, else the
+    mean over all models; a running run past 2 % of its steps is extrapolated from its own pace.
+    The work left is spread over the slots, but never finishes before the longest single run left.
+    """
+    if not running and not pending:
+        return 0.0
+
+    def far_enough(frac: Optional[float]) -> bool:
+        return frac is not None and frac > 0.02  # below that, start-up time dominates
+
+    per_model: dict[str, list[float]] = {}
+    for model, wall in finished:
+        per_model.setdefault(model, []).append(wall)
+    for model, elapsed, frac in running:
+        if model not in {m for m, _ in finished} and far_enough(frac):
+            per_model.setdefault(model, []).append(elapsed / frac)
+    for model, walls in (known or {}).items():
+        if model not in per_model and walls:
+            per_model[model] = list(walls)
+    if not per_model:
+        return float("nan")
+    overall = sum(sum(w) / len(w) for w in per_model.values()) / len(per_model)
+
+    def duration(model: str) -> float:
+        walls = per_model.get(model)
+        return sum(walls) / len(walls) if walls else overall
+
+    left = []
+    for model, elapsed, frac in running:
+        if far_enough(frac):
+            left.append(elapsed / frac - elapsed)  # its own pace is the best guess for it
+        else:
+            left.append(max(duration(model) - elapsed, 0.0))
+    left += [duration(model) for model in pending]
+    return max(sum(left) / max(slots, 1), max(left))
+
+
 def execute(run: Run, out: Path, env: dict[str, str]) -> dict:
     """Trains one run in its folder and returns its result (status ok or failed)."""
     folder = run.folder(out)
@@ -386,40 +431,43 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
          + (f"; report only, {len(missing)} not run yet" if report_only else ""))
 
     running: dict[str, tuple[Run, float]] = {}
+    started_names: set[str] = set()
+    done: list[tuple[str, float]] = []  # (model, wall s) of the runs finished in this invocation
+    known: dict[str, list[float]] = {}  # wall s of cached runs, a first guess for their models
+    for cached in results.values():
+        if cached.get("wall_s"):
+            known.setdefault(cached["model"], []).append(cached["wall_s"])
     lock = threading.Lock()
     t0 = time.time()
-    done_walls: list[float] = []
 
     def work(run: Run) -> dict:
         env = slots.get()
         with lock:
             running[run.name] = (run, time.time())
+            started_names.add(run.name)
         try:
-            return execute(run, out, env)
+            result = execute(run, out, env)
         finally:
             slots.put(env)
             with lock:
-                running.pop(run.name, None)
+                started = running.pop(run.name)[1]
+                done.append((run.model, time.time() - started))
+        return result
 
     def report() -> None:
+        now = time.time()
         with lock:
-            current = list(running.values())
-        finished = len(results) - (len(runs) - len(todo))
-        parts = []
+            current, finished = list(running.values()), list(done)
+            pending = [run.model for run in todo if run.name not in started_names]
+        parts, progress = [], []
         for run, started in current:
             step, total = _current_step(run.folder(out)), run.max_steps()
             frac = f"{step}/{total} steps" if step is not None and total else "starting"
-            parts.append(f"{run.name} {frac} ({time.time() - started:.0f} s)")
-        left = len(todo) - finished
-        if done_walls:
-            eta = sum(done_walls) / len(done_walls) * left / len(slot_envs)
-        else:
-            fracs = [(_current_step(r.folder(out)) or 0) / (r.max_steps() or 1) for r, _ in current]
-            elapsed = [time.time() - s for _, s in current]
-            per_run = [e / f for e, f in zip(elapsed, fracs) if f > 0.02]
-            eta = (sum(per_run) / len(per_run)) * left / len(slot_envs) if per_run else float("nan")
+            parts.append(f"{run.name} {frac} ({now - started:.0f} s)")
+            progress.append((run.model, now - started, step / total if step is not None and total else None))
+        eta = seconds_left(progress, pending, finished, len(slot_envs), known)
         eta_text = "unknown" if math.isnan(eta) else f"{eta / 60:.0f} min"
-        echo(f"[{time.time() - t0:.0f} s] {finished}/{len(todo)} done, about {eta_text} left; running: "
+        echo(f"[{now - t0:.0f} s] {len(finished)}/{len(todo)} done, about {eta_text} left; running: "
              + ("; ".join(parts) or "none"))
 
     stop = threading.Event()
@@ -434,7 +482,6 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
         with ThreadPoolExecutor(max_workers=len(slot_envs)) as pool:
             for run, result in zip(todo, pool.map(work, todo)):
                 results[run.name] = result
-                done_walls.append(result["wall_s"])
                 status = "ok" if result["status"] == "ok" else f"FAILED ({result['error']}; log {result['log']})"
                 figures = ", ".join(f"{k} {v:.4g}" for k, v in sorted(result.get("metrics", {}).items()))
                 echo(f"finished {run.name} in {result['wall_s']:.0f} s: {status} {figures}")

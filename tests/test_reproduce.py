@@ -117,6 +117,47 @@ def test_report_only_trains_nothing_and_lists_the_missing_runs(tmp_path, fake_ex
     assert "Not run yet (2): gan/seed1, mgan/seed1." in text and "| GAN (ours) | 1 | 8.0 | 90.0 |" in text
 
 
+def test_time_left_is_estimated_per_model_and_shrinks_as_runs_progress():
+    left = reproduce.seconds_left
+    assert math.isnan(left([("gan", 5.0, None)], ["gan"], [], slots=2))  # nothing to go on yet
+    assert left([], [], [("gan", 100.0)], slots=2) == 0.0
+    # models differ 10x in cost: each pending run is costed by its own model's finished runs
+    assert left([], ["gan", "wgan_gp"], [("gan", 100.0), ("wgan_gp", 1000.0)], slots=2) == 1000.0  # the longest bounds it
+    assert left([], ["gan"] * 4, [("gan", 100.0), ("gan", 300.0)], slots=2) == 400.0  # 4 x 200 s over 2 slots
+    # a running run is extrapolated from its own pace, and the estimate shrinks as it advances
+    assert left([("mbd", 300.0, 0.25)], [], [], slots=2) == pytest.approx(900.0)
+    finished = [("unrolled", 1200.0)]
+    early = left([("unrolled", 300.0, 0.25)], ["unrolled"], finished, slots=1)
+    late = left([("unrolled", 900.0, 0.75)], ["unrolled"], finished, slots=1)
+    assert early == pytest.approx(900.0 + 1200.0) and late == pytest.approx(300.0 + 1200.0)
+    # the extrapolation also costs the same model's pending runs, when none has finished
+    assert left([("mbd", 300.0, 0.25)], ["mbd"], [], slots=2) == pytest.approx(1200.0)
+    # without progress, a run is costed by cached walls of its model (minus its elapsed time), then by the mean
+    assert left([("unrolled", 100.0, None)], [], [], slots=2, known={"unrolled": [1500.0]}) == pytest.approx(1400.0)
+    assert left([], ["infogan"], [("gan", 100.0), ("wgan_gp", 500.0)], slots=1) == pytest.approx(300.0)
+
+
+def test_progress_lines_count_finished_runs_and_estimate_time_left(tmp_path, fake_experiments, monkeypatch):
+    import time as time_module
+
+    inner = reproduce.execute
+
+    def slow(run, out, env):
+        time_module.sleep(0.4)
+        return inner(run, out, env)
+
+    monkeypatch.setattr(reproduce, "execute", slow)
+    lines = []
+    reproduce.reproduce(table="ring8", seeds=[0, 1], models=["gan"], out=tmp_path / "out", overrides=[], jobs=1,
+                        progress_every=0.1, echo=lines.append)
+    progress = [line for line in lines if " done, about " in line]
+    counts = [int(line.split("] ")[1].split("/")[0]) for line in progress]
+    assert counts == sorted(counts) and counts[0] == 0 and 1 in counts, lines
+    after_first = [line for line, n in zip(progress, counts) if n == 1]
+    assert all("about unknown left" not in line for line in after_first), after_first  # one finished run costs the next
+    assert all("/2 done" in line for line in progress)
+
+
 def test_unknown_table_or_model_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no table 'ring9'"):
         reproduce.plan("ring9", ["gan"], [0], [])
