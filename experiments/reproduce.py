@@ -314,6 +314,15 @@ def write_csv(path: Path, rows: list[dict], metrics: list[str], published: list[
             w.writerow([pub["method"], "", "", *[x for m in metrics for x in (pub.get(m), "")], "", pub["source"]])
 
 
+def figure_runs(runs: list[dict], columns: int, has_plot) -> list[dict]:
+    """The runs of one model shown in the samples figure, by seed: those whose plot is at hand (imported
+    or older runs may have none), up to `columns`; only when no plot is at hand, the first seeds (their
+    panels then say the plot was not found)."""
+    by_seed = sorted(runs, key=lambda r: r["seed"])
+    plotted = [r for r in by_seed if has_plot(r)]
+    return (plotted or by_seed)[:columns]
+
+
 def write_figures(out: Path, table: str, results: list[dict], rows: list[dict], columns: int = 3) -> list[Path]:
     import matplotlib
 
@@ -335,9 +344,7 @@ def write_figures(out: Path, table: str, results: list[dict], rows: list[dict], 
     if models:
         fig, axes = plt.subplots(len(models), columns, figsize=(3 * columns, 3 * len(models)), squeeze=False)
         for i, model in enumerate(models):
-            # seeds whose plot is at hand first (imported or older runs may have none), then by seed
-            runs = sorted((r for r in ok if r["model"] == model), key=lambda r: (not last_plot(r).exists(), r["seed"]))
-            runs = sorted(runs[:columns], key=lambda r: r["seed"])
+            runs = figure_runs([r for r in ok if r["model"] == model], columns, lambda r: last_plot(r).exists())
             for j in range(columns):
                 ax = axes[i][j]
                 ax.axis("off")

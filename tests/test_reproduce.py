@@ -211,6 +211,15 @@ def test_a_two_model_two_seed_ring_table_end_to_end(tmp_path, monkeypatch):
     assert ((grid[..., 2] > 0.5) & (grid[..., 0] < 0.35)).mean() > 0.002, "the rebuilt figure lost the scatter plots"
 
 
+def test_samples_figure_shows_the_seeds_whose_plots_exist_and_only_those():
+    runs = [fake_result("mgan", seed) for seed in (4, 0, 3, 1, 2)]
+    kept = {3, 4}  # e.g. seeds 0-2 trained before plots were kept beside result.json
+    chosen = reproduce.figure_runs(runs, 3, lambda r: r["seed"] in kept)
+    assert [r["seed"] for r in chosen] == [3, 4]  # no "plot not found" panel beside real ones
+    assert [r["seed"] for r in reproduce.figure_runs(runs, 3, lambda r: True)] == [0, 1, 2]
+    assert [r["seed"] for r in reproduce.figure_runs(runs, 2, lambda r: False)] == [0, 1]  # none at hand: say so
+
+
 def test_imported_seeds_are_labelled_in_the_table():
     results = [fake_result("gan", 0, modes=8, hq=90.0, kl=0.01), fake_result("gan", 1, modes=8, hq=92.0, kl=0.01)]
     results[0]["imported"] = "trained with train.py at commit abc"
