@@ -342,9 +342,11 @@ def write_figures(out: Path, table: str, results: list[dict], rows: list[dict], 
 
     models = [row["model"] for row in rows if any(r["model"] == row["model"] for r in ok)]
     if models:
+        shown = {m: figure_runs([r for r in ok if r["model"] == m], columns, lambda r: last_plot(r).exists()) for m in models}
+        columns = max(len(runs) for runs in shown.values())  # no empty column when fewer plots are at hand
         fig, axes = plt.subplots(len(models), columns, figsize=(3 * columns, 3 * len(models)), squeeze=False)
         for i, model in enumerate(models):
-            runs = figure_runs([r for r in ok if r["model"] == model], columns, lambda r: last_plot(r).exists())
+            runs = shown[model]
             for j in range(columns):
                 ax = axes[i][j]
                 ax.axis("off")
