@@ -33,6 +33,7 @@ import json
 import math
 import os
 import queue
+import re
 import shutil
 import subprocess
 import sys
@@ -208,10 +209,26 @@ def execute(run: Run, out: Path, env: dict[str, str]) -> dict:
         result |= {"status": "ok", "metrics": metrics, "g_steps": final.get("g_steps"), "plots": final.get("plots", [])}
         keep_sample_plot(result, folder)
     else:
-        tail = log_path.read_text().strip().splitlines()[-1:] if log_path.exists() else []
-        result |= {"status": "failed", "error": tail[0] if tail else f"exit code {rc}"}
+        reason = failure_reason(log_path.read_text(errors="replace")) if log_path.exists() else None
+        result |= {"status": "failed", "error": reason or f"exit code {rc}"}
     (folder / "result.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b|: error: ")
+
+
+def failure_reason(log: str) -> Optional[str]:
+    """The line of a failed run's log that says why: its last exception (or argument error) line, else its
+    last line. Loggers print after the exception (e.g. W&B's offline sync hint), so the last line alone
+    often says nothing."""
+    lines = [_ANSI.sub("", line).strip() for line in log.splitlines()]
+    lines = [line for line in lines if line]
+    for line in reversed(lines):
+        if _EXCEPTION.search(line):
+            return line
+    return lines[-1] if lines else None
 
 
 def _sample_plot(result: dict) -> Optional[str]:
@@ -414,6 +431,7 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
               threads: int = 1, gpus_per_run: int = 1, force: bool = False, progress_every: float = 60.0,
               use_wandb: bool = False, report_only: bool = False, echo=print) -> dict:
     runs = plan(table, models, seeds, overrides)
+    out = Path(out).resolve()  # each run trains inside its own folder, so relative paths would break
     out.mkdir(parents=True, exist_ok=True)
     n_slots, slot_envs = default_jobs(threads, gpus_per_run)
     if jobs:

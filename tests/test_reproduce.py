@@ -167,8 +167,9 @@ def test_unknown_table_or_model_is_a_clear_error(tmp_path):
 
 def test_a_two_model_two_seed_ring_table_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.chdir(tmp_path)  # a relative --out: each run trains inside its own folder, paths must still hold
     lines = []
-    summary = reproduce.main(["ring8", "--seeds", "2", "--models", "gan,mdgan", "--out", str(tmp_path / "out"),
+    summary = reproduce.main(["ring8", "--seeds", "2", "--models", "gan,mdgan", "--out", "out",
                               "--set", "trainer.max_steps=20", "--set", "data.init_args.batches_per_epoch=10",
                               "--set", "data.init_args.batch_size=64", "--jobs", "2", "--progress-every", "1000"])
     assert [r["status"] for r in summary["results"]] == ["ok"] * 4, summary["results"]
@@ -218,6 +219,22 @@ def test_samples_figure_shows_the_seeds_whose_plots_exist_and_only_those():
     assert [r["seed"] for r in chosen] == [3, 4]  # no "plot not found" panel beside real ones
     assert [r["seed"] for r in reproduce.figure_runs(runs, 3, lambda r: True)] == [0, 1, 2]
     assert [r["seed"] for r in reproduce.figure_runs(runs, 2, lambda r: False)] == [0, 1]  # none at hand: say so
+
+
+def test_a_failed_run_is_reported_with_its_exception_not_the_loggers_last_words():
+    log = """Traceback (most recent call last):
+  File "train.py", line 3, in <module>
+    open("x/progress.json.tmp", "w")
+FileNotFoundError: [Errno 2] No such file or directory: 'x/progress.json.tmp'
+\x1b[1;34mwandb\x1b[0m: You can sync this run to the cloud by running:
+\x1b[1;34mwandb\x1b[0m: \x1b[1mwandb sync runs/wandb/offline-run-1\x1b[0m
+"""
+    assert reproduce.failure_reason(log) == "FileNotFoundError: [Errno 2] No such file or directory: 'x/progress.json.tmp'"
+    chained = "ValueError: inner\n\nThe above exception was the direct cause of:\nmodels.base.NonFiniteLossError: g_loss is nan\n"
+    assert reproduce.failure_reason(chained) == "models.base.NonFiniteLossError: g_loss is nan"  # the last one
+    usage = "usage: train.py [-h] ...\ntrain.py: error: Parser key \"model\": unexpected option 'foo'\n"
+    assert reproduce.failure_reason(usage).startswith("train.py: error: Parser key")
+    assert reproduce.failure_reason("Killed\n\n") == "Killed" and reproduce.failure_reason("") is None
 
 
 def test_imported_seeds_are_labelled_in_the_table():
