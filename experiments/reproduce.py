@@ -524,6 +524,7 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
     seed_args = f"--seeds {len(seeds)}" if seeds == list(range(len(seeds))) else f"--seed-list {','.join(map(str, seeds))}"
     header = (f"Command: `python experiments/reproduce.py {table} {seed_args}"
               + (f" --models {','.join(models)}" if models != MODELS else "")
+              + (f" --out {_shown_path(out)}" if out != (ROOT / "results" / table).resolve() else "")
               + "".join(f" --set {a[2:]}={b}" for a, b in zip(overrides[::2], overrides[1::2]))
               + (" --report-only" if report_only else "") + "`. "
               + f"Runs trained at commit {', '.join(sorted({r.get('commit') or 'unknown' for r in ordered}))}; "
@@ -537,6 +538,14 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
         log_table_to_wandb(table, rows, metrics, out)
     echo(f"wrote {out / (table + '.md')}, {out / (table + '.csv')}" + "".join(f", {p}" for p in figures))
     return {"rows": rows, "results": ordered, "trained": len(todo)}
+
+
+def _shown_path(path: Path) -> str:
+    """A path as a command in the table's header shows it: relative to the project root when inside it."""
+    try:
+        return str(path.relative_to(ROOT.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _commit() -> str:

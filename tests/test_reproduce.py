@@ -98,9 +98,10 @@ def test_finished_runs_are_cached_and_a_config_change_reruns(tmp_path, fake_expe
     calls.clear()
     reproduce.reproduce(**{**kwargs, "overrides": ["--trainer.max_steps", "10"]})
     assert len(calls) == 4  # so do changed overrides
-    assert "reproduce.py ring8 --seeds 2 --models gan,mgan --set trainer.max_steps=10`" in (tmp_path / "out" / "ring8.md").read_text()
+    out = tmp_path / "out"  # not the default folder, so the header's command names it
+    assert f"reproduce.py ring8 --seeds 2 --models gan,mgan --out {out.resolve()} --set trainer.max_steps=10`" in (out / "ring8.md").read_text()
     reproduce.reproduce(**{**kwargs, "seeds": [3, 5]})
-    assert "reproduce.py ring8 --seed-list 3,5 --models gan,mgan`" in (tmp_path / "out" / "ring8.md").read_text()
+    assert f"reproduce.py ring8 --seed-list 3,5 --models gan,mgan --out {out.resolve()}`" in (out / "ring8.md").read_text()
 
 
 def test_report_only_trains_nothing_and_lists_the_missing_runs(tmp_path, fake_experiments):
@@ -113,7 +114,7 @@ def test_report_only_trains_nothing_and_lists_the_missing_runs(tmp_path, fake_ex
     assert calls == [] and summary["trained"] == 0
     assert sorted((r["model"], r["seed"]) for r in summary["results"]) == [("gan", 0), ("mgan", 0)]
     text = (tmp_path / "out" / "ring8.md").read_text()
-    assert "--seeds 2 --models gan,mgan --report-only`" in text
+    assert f"--seeds 2 --models gan,mgan --out {(tmp_path / 'out').resolve()} --report-only`" in text
     assert "Not run yet (2): gan/seed1, mgan/seed1." in text and "| GAN (ours) | 1 | 8.0 | 90.0 |" in text
 
 
