@@ -77,14 +77,23 @@ class PlainLoop:
         for _ in range(n):
             real = m.unpack_batch(self._next()).to(m.device)
             g_now = (self.batches + 1) % m.n_critic == 0
-            m.latent = m.sample_latent(real.shape[0], generator=m.noise)
-            with torch.set_grad_enabled(g_now):
-                fake = m.generate(m.latent)
+            fresh = g_now and m.hparams.get("fresh_generator_latents", False)
+            z_d = m.sample_latent(real.shape[0], generator=m.noise)
+            with torch.set_grad_enabled(g_now and not fresh):
+                fake = m.generate(z_d)
+            z_g = m.sample_latent(real.shape[0], generator=m.noise) if fresh else z_d
+
+            def g_step():
+                m.latent = z_g
+                self._step(self.opt_g, self.g_params, self.d_params, m.generator_loss, real,
+                           m.generate(z_g) if fresh else fake)
+
             if g_now and m.generator_step_first:
-                self._step(self.opt_g, self.g_params, self.d_params, m.generator_loss, real, fake)
+                g_step()
+            m.latent = z_d
             self._step(self.opt_d, self.d_params, self.g_params, m.discriminator_loss, real, fake.detach())
             if g_now and not m.generator_step_first:
-                self._step(self.opt_g, self.g_params, self.d_params, m.generator_loss, real, fake)
+                g_step()
             self.batches += 1
 
 

@@ -4,10 +4,14 @@ One training batch is one discriminator step; every `n_critic`-th batch also has
 generator step. Per batch:
 
     z ~ p(z)                          (the module's own noise stream, see below)
-    fake = G(z)                       generated once; with a graph only if G steps this batch
+    fake = G(z)                       generated once; with a graph only if G steps on it
     D step:  minimise discriminator_loss(real, fake.detach())
     G step:  minimise generator_loss(real, fake)      (every n_critic batches; after the D step,
                                                        or before it if generator_step_first)
+             with fresh_generator_latents, on fake = G(z') for a new z' instead
+
+The variant can choose the order: `generator_step_first = True` gives a simultaneous update
+(both gradients at the same D), the default lets G answer the updated D.
 
 A variant overrides the small hooks (`discriminator_loss`, `generator_loss`, `sample_latent`,
 `generate`, `configure_networks`) and rewrites `training_step` only where its algorithm really
@@ -85,6 +89,9 @@ class GANBase(L.LightningModule):
             keys. The discriminators of models that differentiate through D's gradient (the
             WGAN-GP penalty, Unrolled GAN's second-order unrolling) stay eager: compiled
             graphs do not support double backward. A GPU option; on CPU it needs a C++ compiler.
+        fresh_generator_latents: on batches with a generator step, draw a new z for it instead of
+            reusing the discriminator step's fakes (WGAN-GP's Algorithm 1, line 11; the InfoGAN
+            authors' code). Draws from the same noise stream, after the discriminator's z.
         channels_last: store 4-D weights and image batches in channels-last memory format (NHWC),
             the layout GPU convolution kernels prefer under mixed precision. Same results.
     """
@@ -113,6 +120,7 @@ class GANBase(L.LightningModule):
         num_fixed_latents: int = 64,
         compile_networks: bool | dict[str, Any] = False,
         channels_last: bool = False,
+        fresh_generator_latents: bool = False,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -193,23 +201,36 @@ class GANBase(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         real = self.unpack_batch(batch)
         g_step_now = self.generator_steps_this_batch()
-        self.latent = self.sample_latent(real.shape[0], generator=self.noise)  # losses may read it (codes)
-        with torch.set_grad_enabled(g_step_now):  # no G graph on discriminator-only batches
-            fake = self.generate(self.latent)
+        fresh = g_step_now and self.hparams.get("fresh_generator_latents", False)
+        d_latent = self.sample_latent(real.shape[0], generator=self.noise)
+        with torch.set_grad_enabled(g_step_now and not fresh):  # G's graph only where its step uses these fakes
+            d_fake = self.generate(d_latent)
+        g_latent, g_fake = d_latent, d_fake
+        if fresh:  # the generator step's own z, drawn after the discriminator's
+            g_latent = self.sample_latent(real.shape[0], generator=self.noise)
         opt_g, opt_d = self.optimizers()
 
         logs: dict[str, Tensor] = {}
         if g_step_now and self.generator_step_first:
-            logs |= self.generator_step(opt_g, real, fake)
-        logs |= self.optimize(opt_d, self.discriminator_loss, real, fake.detach(), name="d_loss")
+            logs |= self._generator_step_on(opt_g, real, g_latent, g_fake if not fresh else None)
+        self.latent = d_latent  # losses may read it (codes)
+        logs |= self.optimize(opt_d, self.discriminator_loss, real, d_fake.detach(), name="d_loss")
         self.d_steps += 1
         if g_step_now and not self.generator_step_first:
-            logs |= self.generator_step(opt_g, real, fake)
+            logs |= self._generator_step_on(opt_g, real, g_latent, g_fake if not fresh else None)
         if self.d_steps % self.trainer.log_every_n_steps == 0:
             # Lightning writes to the loggers only every log_every_n_steps batches, but each
             # self.log call costs ~0.3 ms whether written or not: skip the ones never written.
             self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=False)
             self.log("train/g_step", float(self.g_steps), prog_bar=True)
+
+    def _generator_step_on(self, optimizer, real: Tensor, latent: Tensor, fake: Optional[Tensor]) -> dict[str, Tensor]:
+        # fake is None for fresh latents: generated here, after any D step, so G's graph is
+        # built by the generator that steps (the same weights either way: D steps leave G alone)
+        self.latent = latent
+        if fake is None:
+            fake = self.generate(latent)
+        return self.generator_step(optimizer, real, fake)
 
     def generator_step(self, optimizer, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
         """One generator step, counted, with the LR schedulers stepped."""

@@ -6,18 +6,29 @@ Learning by Information Maximizing Generative Adversarial Nets", NeurIPS 2016, E
     min_{G, Q} max_D  V(D, G) - lambda * L_I(G, Q),
     L_I = E_{c ~ p(c), x ~ G(z, c)}[log Q(c | x)] + H(c)   (a lower bound on I(c; G(z, c))).
 
-The latent is [noise, one_hot(c_1), ..., one_hot(c_m), c_cont]: categorical codes drawn
-uniformly, continuous codes uniform in [-range, range] (MNIST: 62-d noise, one Cat(10), two
-U(-1, 1); Section 7.1). Q is a head on the discriminator's trunk (`discriminator.features`):
-one hidden layer (the paper's FC 128 with leaky ReLU 0.1), then logits for each categorical
-code and a mean and log-std per continuous code (a factored Gaussian, Section 6). The
-information loss we minimise is -L_I up to the constant H(c):
+The latent is [noise, one_hot(c_1), ..., one_hot(c_m), c_cont]: noise N(0, I) or U(-1, 1)
+(`noise`), categorical codes drawn uniformly, continuous codes uniform in [-range, range]
+(MNIST: 62-d noise, one Cat(10), two U(-1, 1); Section 7.1). Q is a head on the
+discriminator's trunk (`discriminator.features`): one hidden layer (the paper's FC 128 with
+leaky ReLU 0.1), then logits for each categorical code and a Gaussian per continuous code
+(Section 6). The information loss we minimise is -L_I up to the constant H(c):
 
-    info = categorical_weight * sum_j CE(logits_j, c_j) + continuous_weight * NLL_Gaussian(c_cont),
+    info = categorical_weight * sum_j CE(logits_j, c_j) + continuous_weight * NLL_Gaussian(c_cont).
 
-with lambda = 1 for categorical codes and a smaller weight for continuous ones (Section 6 says
-"smaller"; 0.1 by default). Both steps minimise it, as the authors' code does: the D step adds
-it for Q (Q's head and D's shared trunk, on the detached fakes), the G step adds it for G.
+The paper (Section 6) puts lambda = 1 on categorical codes and a smaller one on continuous
+codes (0.1 by default here); the authors' MNIST code uses 1 for both, with sigma fixed.
+
+The Gaussian's standard deviation is fixed at 1 by default, as in the authors' code for MNIST
+(openai/InfoGAN: `Uniform(1, fix_std=True)`): Q predicts only the means, and the continuous
+term is 0.5 * ||c - mu||^2 + const. With a learned sigma, G's effective weight on the squared
+error is continuous_weight / sigma^2, and an unbounded log sigma lets Q shrink sigma and scale
+that weight up by orders of magnitude while training; so `learn_continuous_std=True` bounds it,
+log sigma = b * tanh(raw / b) with b = `log_std_bound`.
+
+Both steps minimise the information loss, as the authors' code does: the D step adds it for Q
+(Q's head and D's shared trunk, on the detached fakes), the G step adds it for G. The G step
+draws its own latents (`fresh_generator_latents`, True here), as the authors' code does (its
+generator update samples the prior anew).
 """
 
 from __future__ import annotations
@@ -46,6 +57,10 @@ class InfoGAN(GANBase):
         continuous_range: continuous codes are drawn from U(-range, range).
         categorical_weight, continuous_weight: lambda of the two parts of the information loss.
         q_hidden_dim: width of Q's hidden layer.
+        learn_continuous_std: Q also predicts log sigma of each continuous code (bounded);
+            False (default) fixes sigma = 1, as the authors' code.
+        log_std_bound: b, the bound |log sigma| <= b of a learned sigma.
+        noise: "normal" (N(0, I), default) or "uniform" (U(-1, 1), the authors' MNIST code).
     """
 
     def __init__(
@@ -58,15 +73,23 @@ class InfoGAN(GANBase):
         categorical_weight: float = 1.0,
         continuous_weight: float = 0.1,
         q_hidden_dim: int = 128,
+        learn_continuous_std: bool = False,
+        log_std_bound: float = 1.0,
+        noise: str = "normal",
         g_lr: float = 1e-3,
         d_lr: float = 2e-4,
         betas: tuple[float, float] = (0.5, 0.999),
+        fresh_generator_latents: bool = True,
         **kwargs,
     ):
         categorical_codes = [int(k) for k in categorical_codes]
         if any(k < 2 for k in categorical_codes) or continuous_codes < 0 or continuous_range <= 0:
             raise ValueError(f"need categorical codes with >= 2 values, continuous_codes >= 0 and "
                              f"continuous_range > 0; got {categorical_codes}, {continuous_codes}, {continuous_range}")
+        if noise not in ("normal", "uniform"):
+            raise ValueError(f"noise must be 'normal' (N(0, I)) or 'uniform' (U(-1, 1)); got {noise!r}")
+        if not log_std_bound > 0:
+            raise ValueError(f"log_std_bound must be > 0 (|log sigma| <= log_std_bound); got {log_std_bound}")
         if not categorical_codes and continuous_codes == 0:
             raise ValueError("InfoGAN needs at least one code (categorical_codes or continuous_codes)")
         for attr in ("features", "score", "feature_dim"):
@@ -86,12 +109,17 @@ class InfoGAN(GANBase):
         self.continuous_range = float(continuous_range)
         self.noise_dim = latent_dim - code_dim
         self.q_hidden_dim = q_hidden_dim
-        super().__init__(generator, discriminator, latent_dim=latent_dim, g_lr=g_lr, d_lr=d_lr, betas=betas, **kwargs)
+        self.learn_continuous_std = bool(learn_continuous_std)
+        self.log_std_bound = float(log_std_bound)
+        self.noise_distribution = noise
+        super().__init__(generator, discriminator, latent_dim=latent_dim, g_lr=g_lr, d_lr=d_lr, betas=betas,
+                         fresh_generator_latents=fresh_generator_latents, **kwargs)
         self.categorical_weight = categorical_weight
         self.continuous_weight = continuous_weight
 
     def configure_networks(self) -> None:
-        out = sum(self.categorical_codes) + 2 * self.continuous_codes  # logits; mean and log-std per code
+        # logits; a mean per continuous code, and a log-std per code where sigma is learned
+        out = sum(self.categorical_codes) + (2 if self.learn_continuous_std else 1) * self.continuous_codes
         self.q_head = nn.Sequential(
             nn.Linear(self.discriminator.feature_dim, self.q_hidden_dim), nn.LeakyReLU(0.1),
             nn.Linear(self.q_hidden_dim, out),
@@ -112,7 +140,10 @@ class InfoGAN(GANBase):
         (n, m) integer tensor. `continuous`: one value per continuous code, or (n, J).
         """
         dev = self.device
-        noise = torch.randn(n, self.noise_dim, device=dev, generator=generator)
+        if self.noise_distribution == "uniform":
+            noise = torch.rand(n, self.noise_dim, device=dev, generator=generator) * 2 - 1
+        else:
+            noise = torch.randn(n, self.noise_dim, device=dev, generator=generator)
         m, J = len(self.categorical_codes), self.continuous_codes
         if categorical is None:
             cats = torch.stack([torch.randint(k, (n,), device=dev, generator=generator) for k in self.categorical_codes], 1) \
@@ -147,13 +178,19 @@ class InfoGAN(GANBase):
         return super().sample(n, z=z)
 
     def q(self, features: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
-        """Q's outputs from D's features: per-code logits, and continuous means and log-stds."""
+        """Q's outputs from D's features: per-code logits, and continuous means and log-stds
+        (zeros, i.e. sigma = 1, unless sigma is learned)."""
         out = self.q_head(features)
         logits, offset = [], 0
         for k in self.categorical_codes:
             logits.append(out[:, offset : offset + k])
             offset += k
-        mean, log_std = out[:, offset : offset + self.continuous_codes], out[:, offset + self.continuous_codes :]
+        mean = out[:, offset : offset + self.continuous_codes]
+        if self.learn_continuous_std:
+            b = self.log_std_bound
+            log_std = b * torch.tanh(out[:, offset + self.continuous_codes :] / b)
+        else:
+            log_std = torch.zeros_like(mean)
         return logits, mean, log_std
 
     @torch.no_grad()
@@ -177,6 +214,8 @@ class InfoGAN(GANBase):
             nll = gaussian_nll(mean, log_std, cont)
             loss = loss + self.continuous_weight * nll
             logs["info_cont_nll"] = nll.detach()
+            if self.learn_continuous_std:
+                logs["q_sigma_min"] = log_std.detach().exp().min()
         return loss, logs
 
     # ------------------------------------------------------------------ losses

@@ -144,19 +144,48 @@ def aggregate_losses(losses: Tensor, mode: str = "mean", temperature: Tensor | f
 
 
 class GANLoss(NamedTuple):
-    """A discriminator loss and the generator loss it is paired with."""
+    """A discriminator loss, the generator loss it is paired with, and the discriminator loss's
+    real-data part.
+
+    Every discriminator loss here is a sum of a real part and a fake part,
+    discriminator(r, f) = discriminator_real(r) + (a function of f alone); `discriminator_real`
+    is the first. Losses that look at the discriminator's response to real data from the
+    generator's side (Unrolled GAN: the real term of the value function at the unrolled
+    discriminator depends on G) need it.
+    """
 
     discriminator: Callable[[Tensor, Tensor], Tensor]
     generator: Callable[[Tensor], Tensor]
+    discriminator_real: Callable[[Tensor], Tensor]
+
+
+def d_logistic_real(real_logits: Tensor) -> Tensor:
+    """The real part of `d_logistic_loss`: -E[log D(x)]."""
+    return F.softplus(-_upcast(real_logits)).mean()
+
+
+def d_wasserstein_real(real_scores: Tensor) -> Tensor:
+    """The real part of `d_wasserstein_loss`: -E[D(x)]."""
+    return -_upcast(real_scores).mean()
+
+
+def d_hinge_real(real_scores: Tensor) -> Tensor:
+    """The real part of `d_hinge_loss`: E[relu(1 - D(x))]."""
+    return F.relu(1.0 - _upcast(real_scores)).mean()
+
+
+def d_least_squares_real(real_scores: Tensor) -> Tensor:
+    """The real part of `d_least_squares_loss`: E[(D(x) - 1)^2] / 2."""
+    return 0.5 * (_upcast(real_scores) - 1.0).pow(2).mean()
 
 
 # The adversarial objectives a model can select by name (e.g. `GAN(loss="minimax")`).
 GAN_LOSSES: dict[str, GANLoss] = {
-    "nonsaturating": GANLoss(d_logistic_loss, g_nonsaturating_loss),
-    "minimax": GANLoss(d_logistic_loss, g_minimax_loss),
-    "wasserstein": GANLoss(d_wasserstein_loss, g_wasserstein_loss),
-    "hinge": GANLoss(d_hinge_loss, g_hinge_loss),
-    "least_squares": GANLoss(d_least_squares_loss, g_least_squares_loss),
+    "nonsaturating": GANLoss(d_logistic_loss, g_nonsaturating_loss, d_logistic_real),
+    "minimax": GANLoss(d_logistic_loss, g_minimax_loss, d_logistic_real),
+    "wasserstein": GANLoss(d_wasserstein_loss, g_wasserstein_loss, d_wasserstein_real),
+    "hinge": GANLoss(d_hinge_loss, g_hinge_loss, d_hinge_real),
+    "least_squares": GANLoss(d_least_squares_loss, g_least_squares_loss, d_least_squares_real),
 }
 
 

@@ -28,9 +28,20 @@ the averaged ones), so the look-ahead is a per-rank estimate, as with any per-de
 BatchNorm / spectral norm in D: the unrolled forwards run on copies of D's buffers, so running
 statistics and power-iteration vectors of the real discriminator are not touched.
 
-Loss: the authors' notebook trains G on the minimax loss (-f); we keep the baseline's
-non-saturating default so that a comparison with `GAN` changes one thing, the unrolling;
-`loss="minimax"` gives theirs.
+Generator objective. f is the full value function, real and fake terms:
+f(theta_G, theta_D) = E_x[log D(x)] + E_z[log(1 - D(G(z)))]. Through theta_D^K, the real term
+depends on theta_G too, and Eq. 7's second term carries its gradient. With D_K the discriminator
+at theta_D^K:
+
+    loss="minimax":        L_G = E_x[log D_K(x)] + E_z[log(1 - D_K(G(z)))]  = f_K = -L_D(theta_D^K)
+    loss="nonsaturating":  L_G = E_x[log D_K(x)] - E_z[log D_K(G(z))]      (the default)
+
+i.e. the loss's own generator term at theta_D^K minus the real part of the discriminator's loss
+at theta_D^K (`GANLoss.discriminator_real`); the same rule holds for the other named losses.
+The authors' notebook minimises -(unrolled D loss), the minimax line; the non-saturating default
+keeps the baseline's generator term, so that a comparison with `GAN` changes one thing, the
+unrolling. At K = 0 the real term has no gradient with respect to theta_G and the loss is the
+plain GAN's.
 """
 
 from __future__ import annotations
@@ -161,5 +172,7 @@ class UnrolledGAN(GAN):
         if self.unrolled_steps == 0:
             return super().generator_loss(real, fake)
         theta = self.unrolled_discriminator(real, fake)
-        scores = functional_call(self.discriminator, theta, (fake,))
-        return self.loss_fns.generator(scores), {}
+        fake_term = self.loss_fns.generator(functional_call(self.discriminator, theta, (fake,)))
+        # -(real part of L_D) at theta_D^K: E_x[log D_K(x)] for the logistic losses
+        real_term = -self.loss_fns.discriminator_real(functional_call(self.discriminator, theta, (real,)))
+        return fake_term + real_term, {"g_fake_term": fake_term.detach(), "g_real_term": real_term.detach()}

@@ -17,8 +17,8 @@ underflow or overflow in half precision, and no loss scale enters `autograd.grad
 loss is then scaled by Lightning's GradScaler in `manual_backward` as usual. Under bf16-mixed
 the same code runs unchanged.
 
-Known difference from Algorithm 1: the generator step reuses the fakes of the batch's critic
-step (the shared loop generates once per batch) where line 11 draws a fresh z.
+The generator step draws its own z (Algorithm 1, line 11: a fresh batch of latents, not the
+critic step's fakes): `fresh_generator_latents` defaults to True here.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class WGANGP(GANBase):
         g_lr: float = 1e-4,
         d_lr: float = 1e-4,
         betas: tuple[float, float] = (0.0, 0.9),
+        fresh_generator_latents: bool = True,
         **kwargs,
     ):
         if gp_weight < 0:
@@ -59,7 +60,7 @@ class WGANGP(GANBase):
                 "DCGANDiscriminator(norm='layer') or norm='none'"
             )
         super().__init__(generator, discriminator, latent_dim=latent_dim, n_critic=n_critic, g_lr=g_lr,
-                         d_lr=d_lr, betas=betas, **kwargs)
+                         d_lr=d_lr, betas=betas, fresh_generator_latents=fresh_generator_latents, **kwargs)
         self.gp_weight = gp_weight
 
     def discriminator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

@@ -58,11 +58,12 @@ def test_gaussian_nll_exact_value():
 
 def test_information_loss_exact_value_on_a_known_q():
     model = tiny_infogan(cats=(2,), cont=1, categorical_weight=1.0, continuous_weight=0.1)
-    # Q's last layer outputs constants: logits (0, log 3), mean 0.5, log-std 0
+    # Q's last layer outputs constants: logits (0, log 3), mean 0.5; sigma is fixed at 1
     last = model.q_head[-1]
+    assert last.out_features == 3
     with torch.no_grad():
         last.weight.zero_()
-        last.bias.copy_(torch.tensor([0.0, math.log(3.0), 0.5, 0.0]))
+        last.bias.copy_(torch.tensor([0.0, math.log(3.0), 0.5]))
     z = model.make_latent(2, categorical=1, continuous=[1.5])
     loss, logs = model.information_loss(torch.randn(2, model.discriminator.feature_dim), z)
     ce = -math.log(3 / 4)
@@ -186,3 +187,48 @@ def test_code_accuracy_on_images_uses_the_classifier(tmp_path):
                               strategy=SimpleNamespace(reduce=lambda t, reduce_op: t))
     callback.on_validation_epoch_end(trainer, model)
     assert logged["val/info/code_accuracy"] == 1.0
+
+
+def test_learned_sigma_is_bounded_and_enters_the_loss_exactly():
+    """A learned log sigma is b * tanh(raw / b): even a raw output of -100 gives sigma = e^-b, so
+    G's weight on the squared error is at most continuous_weight * e^(2b)."""
+    model = tiny_infogan(cats=(2,), cont=1, continuous_weight=0.1, learn_continuous_std=True, log_std_bound=1.0)
+    last = model.q_head[-1]
+    assert last.out_features == 4
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([0.0, 0.0, 0.5, -100.0]))  # logits, mean, raw log-std
+    z = model.make_latent(2, categorical=0, continuous=[1.5])
+    loss, _ = model.information_loss(torch.randn(2, model.discriminator.feature_dim), z)
+    sigma = math.exp(-1.0)
+    nll = math.log(sigma) + 0.5 * (1.0 / sigma) ** 2 + 0.5 * math.log(2 * math.pi)
+    assert loss.item() == pytest.approx(math.log(2.0) + 0.1 * nll, abs=1e-5)
+    with pytest.raises(ValueError, match="log_std_bound must be > 0"):
+        tiny_infogan(learn_continuous_std=True, log_std_bound=0.0)
+
+
+def test_fixed_sigma_weight_on_codes_does_not_drift_in_training():
+    """With sigma fixed (the default), the continuous term is 0.5 * (c - mu)^2 + const per code at
+    every step: its gradient with respect to Q's mean is (mu - c) / B whatever Q has learned."""
+    L.seed_everything(0)
+    model = tiny_infogan(cats=(8,), cont=2)
+    quiet_trainer(max_steps=20, limit_val_batches=0).fit(model, datamodule=tiny_ring())
+    z = model.sample_latent(16, generator=torch.Generator().manual_seed(1))
+    features = model.discriminator.features(model.generate(z)).detach()
+    _, mean, log_std = model.q(features)
+    assert torch.equal(log_std, torch.zeros_like(mean))
+    _, cont = model.split_codes(z)
+    mean = mean.detach().requires_grad_(True)
+    nll = gaussian_nll(mean, torch.zeros_like(mean), cont)
+    (grad,) = torch.autograd.grad(nll, mean)
+    assert_close(grad, (mean - cont).detach() / 16)
+
+
+def test_uniform_noise_and_fresh_generator_latents_follow_the_authors_code():
+    model = tiny_infogan(noise="uniform")
+    z = model.sample_latent(20000, generator=torch.Generator().manual_seed(0))
+    noise = z[:, : model.noise_dim]
+    assert noise.min() >= -1 and noise.max() <= 1 and noise.var().item() == pytest.approx(1 / 3, rel=0.02)
+    assert tiny_infogan().hparams.fresh_generator_latents is True
+    with pytest.raises(ValueError, match="noise must be 'normal'"):
+        tiny_infogan(noise="gauss")

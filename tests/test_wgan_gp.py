@@ -140,3 +140,43 @@ def test_batchnorm_critic_is_rejected_and_layer_norm_accepted():
 def test_negative_lambda_is_rejected():
     with pytest.raises(ValueError, match="gp_weight"):
         tiny_wgan(gp_weight=-1.0)
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_generator_step_draws_fresh_latents(fresh):
+    """Algorithm 1, line 11: G's update uses new z, not the critic step's fakes. The gradient G
+    receives is recomputed by hand from the z the module drew second and the critic after its step."""
+    import copy
+
+    L.seed_everything(0)
+    model = tiny_wgan(n_critic=1, fresh_generator_latents=fresh)
+    drawn, g_grads, critic_at_g = [], [], []
+    sample_latent = model.sample_latent
+
+    def recording_sample_latent(n, generator=None):
+        z = sample_latent(n, generator=generator)
+        if generator is not None and generator is model.noise:  # training draws only
+            drawn.append(z.clone())
+        return z
+
+    model.sample_latent = recording_sample_latent
+
+    class Spy(L.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            if optimizer is pl_module.optimizers()[0].optimizer:
+                g_grads.append([p.grad.clone() for p in pl_module.generator.parameters()])
+                critic_at_g.append(copy.deepcopy(pl_module.discriminator))
+
+    generator_before = copy.deepcopy(model.generator)
+    quiet_trainer(max_steps=2, limit_val_batches=0, callbacks=[Spy()]).fit(model, datamodule=tiny_ring())
+    assert len(drawn) == (2 if fresh else 1) and len(g_grads) == 1
+    if fresh:
+        assert not torch.equal(drawn[0], drawn[1])
+    z_g = drawn[-1]
+    expected = torch.autograd.grad(-critic_at_g[0](generator_before(z_g)).mean(), list(generator_before.parameters()))
+    for got, want in zip(g_grads[0], expected):
+        assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_wgan_gp_draws_fresh_generator_latents_by_default():
+    assert tiny_wgan().hparams.fresh_generator_latents is True
