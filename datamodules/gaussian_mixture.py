@@ -9,6 +9,11 @@ by (seed, k), where k = (epoch * batches_per_epoch + i) * world_size + rank. So 
 different data, every epoch is new data, and a run resumed at an epoch boundary sees exactly the
 batches the uninterrupted run would have seen. An "epoch" is only the interval between
 validation/checkpoint points (`batches_per_epoch` batches).
+
+With `train_size` set, the training data are instead a fixed sample of that many points (drawn
+once from (seed, 2)), batches drawn from it without replacement, pass after pass; with
+`num_parts = P` too, that sample is cut into P fixed, disjoint parts and each batch holds one
+contiguous share per part (`datamodules.parts`): the per-worker datasets of MD-GAN.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 
+from . import parts
+
 
 class GaussianMixture2D(L.LightningDataModule):
     """A mixture of isotropic Gaussians with given centres, weights and one std.
@@ -34,6 +41,11 @@ class GaussianMixture2D(L.LightningDataModule):
         batches_per_epoch: training batches between two validation/checkpoint points.
         val_size: real samples in the validation set (the metrics use generated samples).
         seed: seed of the data stream; None follows `seed_everything`.
+        train_size: None (default) draws fresh points for every batch; an integer trains on a
+            fixed sample of that many points.
+        num_parts: cut the fixed sample into this many disjoint parts, one batch share each;
+            None (default) takes the model's `data_parts` (MD-GAN: one per discriminator;
+            every other model: 1). Parts > 1 need train_size.
     """
 
     def __init__(
@@ -45,6 +57,8 @@ class GaussianMixture2D(L.LightningDataModule):
         batches_per_epoch: int = 1000,
         val_size: int = 2500,
         seed: Optional[int] = None,
+        train_size: Optional[int] = None,
+        num_parts: Optional[int] = None,
     ):
         super().__init__()
         centers_t = torch.as_tensor(centers, dtype=torch.float32)
@@ -65,6 +79,10 @@ class GaussianMixture2D(L.LightningDataModule):
         for name, value in (("batch_size", batch_size), ("batches_per_epoch", batches_per_epoch), ("val_size", val_size)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1; got {value}")
+        parts.check_num_parts(num_parts)
+        if train_size is not None and train_size < 1:
+            raise ValueError(f"train_size must be >= 1 (or null for fresh points every batch); got {train_size}")
+        self.train_size, self.num_parts = train_size, num_parts
         self.centers = centers_t  # (K, D)
         self.weights = weights_t  # (K,), sums to 1
         self._centers_np = centers_t.double().numpy()
@@ -91,13 +109,40 @@ class GaussianMixture2D(L.LightningDataModule):
         points = self._centers_np[modes] + self.std * noise
         return torch.from_numpy(points.astype(np.float32)), torch.from_numpy(modes)
 
+    def train_points(self) -> tuple[Tensor, Tensor]:
+        """The fixed training sample (train_size points) and the mode of each point."""
+        if self.train_size is None:
+            raise ValueError("this datamodule draws fresh training points; set train_size for a fixed sample")
+        return self.sample(self.train_size, np.random.default_rng([self._seed(), 2]))
+
+    def parts_for(self, model) -> int:
+        """The number of data parts to train `model` on, checked against this datamodule (see
+        `datamodules.parts.resolve_num_parts`); parts > 1 need a fixed training set."""
+        num_parts = parts.resolve_num_parts(self.num_parts, model, self.batch_size)
+        if num_parts > 1 and self.train_size is None:
+            raise ValueError(f"{type(model).__name__} trains on {num_parts} fixed, disjoint parts of a finite training "
+                             f"set, but this datamodule draws fresh points for every batch: set "
+                             f"data.init_args.train_size (e.g. 100000)")
+        if self.train_size is not None and self.train_size < num_parts:
+            raise ValueError(f"train_size {self.train_size} cannot be cut into {num_parts} parts; raise it")
+        return num_parts
+
+    def train_parts(self, num_parts: Optional[int] = None) -> list[np.ndarray]:
+        """Indices into `train_points()` of each part (disjoint, covering the sample)."""
+        return parts.partition(self.train_size, num_parts or self.num_parts or 1, self._seed())
+
     def _seed(self) -> int:
         return int(self.seed if self.seed is not None else torch.initial_seed())
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        dataset = _MixtureBatches(self, self._seed(), self.batch_size, self.batches_per_epoch)
+        num_parts = self.parts_for(trainer.lightning_module if trainer is not None else None)
+        if self.train_size is None:
+            dataset = _MixtureBatches(self, self._seed(), self.batch_size, self.batches_per_epoch)
+        else:
+            points, _ = self.train_points()
+            dataset = _PartBatches(points, self.train_parts(num_parts), self._seed(), self.batch_size, world)
         sampler = _BatchIndexSampler(dataset, self.batches_per_epoch, num_replicas=world, rank=rank, trainer=trainer)
         return DataLoader(dataset, batch_size=None, sampler=sampler)
 
@@ -140,6 +185,21 @@ class _MixtureBatches(Dataset):
     def __getitem__(self, k: int) -> Tensor:
         points, _ = self.mixture.sample(self.batch_size, np.random.default_rng([self.seed, 0, k]))
         return points
+
+
+class _PartBatches(Dataset):
+    """Item (k * world + rank) is rank `rank`'s batch k of a fixed set, one share per local part."""
+
+    def __init__(self, points: Tensor, parts_: list[np.ndarray], seed: int, batch_size: int, world: int):
+        self.points, self.parts, self.seed, self.batch_size, self.world = points, parts_, seed, batch_size, world
+        parts.local_parts(len(parts_), world, 0)  # fails early on parts that do not spread over the ranks
+
+    def __len__(self) -> int:
+        return 2**62  # batches are numbered without end; the sampler chooses which
+
+    def __getitem__(self, j: int) -> Tensor:
+        k, rank = divmod(j, self.world)
+        return self.points[parts.batch_indices(self.parts, k, self.batch_size, self.seed, self.world, rank)]
 
 
 class _BatchIndexSampler(DistributedSampler):

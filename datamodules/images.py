@@ -13,13 +13,16 @@ from __future__ import annotations
 import gzip
 import struct
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
+
+from . import parts
+from .gaussian_mixture import _BatchIndexSampler
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -64,6 +67,9 @@ class _ImageDataModule(L.LightningDataModule):
     """Shared plumbing: a (train, val) split of in-memory or lazy datasets, seeded shuffling."""
 
     classes: Optional[list[str]] = None
+    # Parts of the training set (datamodules.parts): None takes the model's `data_parts`
+    # (MD-GAN: one per discriminator); with more than one, each batch holds one share per part.
+    num_parts: Optional[int] = None
 
     def __init__(self, batch_size: int = 64, val_size: int = 1000, num_workers: int = 0, seed: int = 0):
         super().__init__()
@@ -94,13 +100,56 @@ class _ImageDataModule(L.LightningDataModule):
         self.val_set = torch.utils.data.Subset(dataset, order[: self.val_size].tolist())
         self.train_set = torch.utils.data.Subset(dataset, order[self.val_size :].tolist())
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
-                          num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed),
+    def collate(self, items: list) -> Any:
+        """A batch from dataset items."""
+        return default_collate(items)
+
+    def parts_for(self, model) -> int:
+        """The number of fixed, disjoint parts of the training set to train `model` on."""
+        return parts.resolve_num_parts(self.num_parts, model, self.batch_size)
+
+    def _part_train_dataloader(self, num_parts: int) -> DataLoader:
+        # one share per part in every batch; an epoch is about one pass over the smallest part
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        cut = parts.partition(len(self.train_set), num_parts, self.seed)
+        local = parts.local_parts(num_parts, world, rank)
+        rows = np.diff(parts.share_bounds(self.batch_size, len(local)))
+        batches = min(len(cut[p]) // int(r) for p, r in zip(local, rows))
+        if batches < 1:
+            raise ValueError(f"{type(self).__name__}: parts of {min(len(c) for c in cut)} images cannot fill a batch "
+                             f"share of {int(rows.max())}; lower batch_size")
+        dataset = _ImagePartBatches(self.train_set, cut, self.seed, self.batch_size, world, self.collate)
+        sampler = _BatchIndexSampler(dataset, batches, num_replicas=world, rank=rank, trainer=trainer)
+        return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
+    def train_dataloader(self) -> DataLoader:
+        num_parts = self.parts_for(self.trainer.lightning_module if self.trainer is not None else None)
+        if num_parts > 1:
+            return self._part_train_dataloader(num_parts)
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
+                          num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed),
+                          collate_fn=self.collate, persistent_workers=self.num_workers > 0)
+
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers)
+        return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=self.collate)
+
+
+class _ImagePartBatches(Dataset):
+    """Item (k * world + rank) is rank `rank`'s batch k, one share per local part, collated."""
+
+    def __init__(self, dataset: Dataset, cut: list[np.ndarray], seed: int, batch_size: int, world: int, collate):
+        self.dataset, self.cut, self.seed, self.batch_size, self.world = dataset, cut, seed, batch_size, world
+        self.collate = collate
+
+    def __len__(self) -> int:
+        return 2**62  # batches are numbered without end; the sampler chooses which
+
+    def __getitem__(self, j: int):
+        k, rank = divmod(j, self.world)
+        indices = parts.batch_indices(self.cut, k, self.batch_size, self.seed, self.world, rank)
+        return self.collate([self.dataset[int(i)] for i in indices])
 
 
 def _mnist_arrays(source: str, root: str, split: str, download: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -248,15 +297,7 @@ class StackedMNIST(_ImageDataModule):
         self.val_set = torch.utils.data.Subset(dataset, range(self.val_size))
         self.train_set = torch.utils.data.Subset(dataset, range(self.val_size, self.num_images))
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
-                          num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed),
-                          collate_fn=self._collate, persistent_workers=self.num_workers > 0)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=self._collate)
-
-    def _collate(self, items):
+    def collate(self, items: list) -> tuple[Tensor, Tensor]:
         images = torch.stack([x for x, _ in items])
         picks = torch.stack([p for _, p in items])
         return images, self.mnist.labels[picks]  # (B, 3, 28, 28), (B, 3) digit labels

@@ -105,6 +105,10 @@ class GANBase(L.LightningModule):
     # simultaneous update (Unrolled GAN, Metz et al. 2017, Eq. 6-7).
     generator_step_first: bool = False
 
+    # Fixed, disjoint parts of the training set the model trains on, one batch share each
+    # (`datamodules.parts`): 1 for every model but those that give each network its own data (MD-GAN).
+    data_parts: int = 1
+
     def __init__(
         self,
         generator: nn.Module,

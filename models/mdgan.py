@@ -6,13 +6,15 @@ feedback from GMAN (Durugkar, Gemp, Mahadevan, "Generative Multi-Adversarial Net
 2017, Section 3). Not Che et al.'s mode-regularised "MDGAN", a different method.
 
 - K discriminators, copies of the one passed in, each re-initialised with its own weights.
-- Data: the K discriminators own disjoint shares of the real data. On one process the batch
-  (real and fake) is split into K disjoint contiguous shares; under DDP with W processes each
-  rank's batch is split into K / W shares (K must be a multiple of W), so a discriminator
-  trains only on data of one rank: Hardy's workers, each with its local dataset. Share s goes to
-  discriminator `assignment[s]`; every `swap_every_epochs` epochs the assignment is permuted at
-  random (the same permutation on every rank), Hardy's exchange of discriminators between
-  workers (Section 4.3), so no discriminator overfits its share.
+- Data: Hardy's workers each hold a fixed local dataset. The datamodule cuts a finite training
+  set into K fixed, disjoint parts (`num_parts = K`; for the 2D mixtures also `train_size`; see
+  `datamodules.parts`), and every batch is K contiguous shares, share s drawn from part s only.
+  Under DDP with W processes rank r holds parts [r K / W, (r + 1) K / W) (K must be a multiple
+  of W), so a part never leaves its rank. Share s goes to discriminator `assignment[s]`: within
+  a swap period each discriminator sees only its own part's samples; every `swap_every_epochs`
+  epochs the assignment is permuted at random (the same permutation on every rank), Hardy's
+  exchange of discriminators between workers (Section 4.3), after which each discriminator
+  trains on another part, so none overfits its local data. The fakes are split the same way.
 - D step: each discriminator minimises its own logistic loss on its share; the total is the
   sum, so each discriminator's gradient is exactly that of its own loss.
 - G step: every discriminator scores the whole fake batch, giving K non-saturating losses
@@ -20,6 +22,9 @@ feedback from GMAN (Durugkar, Gemp, Mahadevan, "Generative Multi-Adversarial Net
   "softmax" (GMAN's soft-mean, w_i proportional to exp(lambda V_i)); lambda fixed, or learned as
   softplus(theta) by the generator's optimiser, with GMAN*'s penalty -lambda_penalty * lambda in
   the generator's loss (without it, minimising over lambda would drive it to 0, the mean).
+
+Gradient clipping (`gradient_clip_val`) clips each discriminator's gradient on its own, as each
+worker would clip its own discriminator.
 
 Logged: each discriminator's loss (`train/d_loss_<i>`), its generator loss and its weight in
 the aggregation (`train/g_loss_<i>`, `train/weight_<i>`), lambda.
@@ -38,6 +43,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import GANBase
+from datamodules.parts import share_bounds
+
 from .losses import AGGREGATIONS, aggregate_losses, d_logistic_loss, g_nonsaturating_loss
 
 _SWAP_STREAM = 2  # key of the share-permutation stream (same on every rank)
@@ -98,6 +105,7 @@ class MDGAN(GANBase):
         else:
             self.register_buffer("lambda_raw", torch.tensor(float(softmax_lambda)), persistent=False)
         self.assignment = list(range(num_discriminators))  # share s -> discriminator assignment[s]
+        self.data_parts = num_discriminators  # the datamodule cuts its training set into one part each
 
     def configure_networks(self) -> None:
         copies = []
@@ -126,6 +134,15 @@ class MDGAN(GANBase):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         world = self.trainer.world_size
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if stage == "fit":
+            if not hasattr(datamodule, "parts_for"):
+                raise ValueError(
+                    f"MDGAN's {self.num_discriminators} discriminators each train on a fixed part of the data; the "
+                    f"datamodule {type(datamodule).__name__} cannot cut its training set into parts (use "
+                    f"datamodules.Ring / Grid with train_size, or an image datamodule)"
+                )
+            datamodule.parts_for(self)  # its errors name the setting to change, before training starts
         if self.num_discriminators % world:
             raise ValueError(
                 f"MDGAN's {self.num_discriminators} discriminators cannot own whole shares of {world} processes' "
@@ -152,11 +169,20 @@ class MDGAN(GANBase):
         """(discriminator, rows of this rank's batch) for the shares that live on rank `rank` of
         `world`: the batch split into K / world contiguous shares of near-equal size."""
         per_rank = self.num_discriminators // world
-        if batch_size < per_rank:
-            raise ValueError(f"a batch of {batch_size} cannot be split into {per_rank} non-empty shares; "
-                             f"raise the batch size or lower num_discriminators")
-        bounds = np.linspace(0, batch_size, per_rank + 1).round().astype(int)
+        bounds = share_bounds(batch_size, per_rank)  # the datamodule's shares, part by part
         return [(self.assignment[rank * per_rank + c], slice(bounds[c], bounds[c + 1])) for c in range(per_rank)]
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        clip = self.hparams.gradient_clip_val
+        if clip is None or optimizer is not self.optimizers()[1].optimizer:
+            return super().on_before_optimizer_step(optimizer)
+        # each discriminator on its own (gradients are unscaled here, see GANBase)
+        for d in self.discriminators:
+            params = [p for p in d.parameters() if p.grad is not None]
+            if self.hparams.gradient_clip_algorithm == "norm":
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            else:
+                torch.nn.utils.clip_grad_value_(params, clip)
 
     # ------------------------------------------------------------------ losses
     def discriminator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

@@ -120,7 +120,7 @@ def test_trains_every_discriminator():
     L.seed_everything(0)
     model = tiny_mdgan(k=3, aggregation="max", swap_every_epochs=1)
     before = [d.net[0].weight.clone() for d in model.discriminators]
-    quiet_trainer(max_epochs=2).fit(model, datamodule=tiny_ring(batches_per_epoch=4))
+    quiet_trainer(max_epochs=2).fit(model, datamodule=tiny_ring(batches_per_epoch=4, train_size=300))
     assert model.g_steps == 8
     assert all(not torch.equal(b, d.net[0].weight) for b, d in zip(before, model.discriminators))
     assert model.assignment == model.share_assignment(1)

@@ -284,11 +284,16 @@ def tiny_model(name: str, **extra):
     return getattr(models, name)(gen, disc, **kwargs, **extra)
 
 
+def tiny_data(name: str, **kwargs):
+    """tiny_ring, with the fixed training set MD-GAN's per-discriminator parts are cut from."""
+    return tiny_ring(**({"train_size": 480} if name == "MDGAN" else {}), **kwargs)
+
+
 @pytest.mark.parametrize("name", VARIANTS)
 def test_variants_train_under_bf16_mixed(name):
     L.seed_everything(0)
     model = tiny_model(name)
-    quiet_trainer(max_epochs=1, precision="bf16-mixed").fit(model, datamodule=tiny_ring(batches_per_epoch=10))
+    quiet_trainer(max_epochs=1, precision="bf16-mixed").fit(model, datamodule=tiny_data(name, batches_per_epoch=10))
     assert model.g_steps == 10 // model.n_critic
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
@@ -303,7 +308,7 @@ def test_every_model_trains_under_16_mixed_with_gradient_scaling(name):
     model = tiny_model(name)
     before = [p.detach().clone() for p in model.generator.parameters()]
     plugin = MixedPrecision("16-mixed", device="cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**10))
-    quiet_trainer(max_epochs=1, plugins=[plugin]).fit(model, datamodule=tiny_ring(batches_per_epoch=10))
+    quiet_trainer(max_epochs=1, plugins=[plugin]).fit(model, datamodule=tiny_data(name, batches_per_epoch=10))
     assert model.g_steps == 10 // model.n_critic
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert any(not torch.equal(b, a) for b, a in zip(before, model.generator.parameters()))  # G stepped
@@ -334,7 +339,7 @@ def test_benchmark_plain_loop_does_the_lightning_loop_s_math(name):
 
     L.seed_everything(0)
     model = tiny_model(name)
-    dm = tiny_ring(batches_per_epoch=6 * model.n_critic)
+    dm = tiny_data(name, batches_per_epoch=6 * model.n_critic, num_parts=model.data_parts)
     dm.setup("fit")
     plain = PlainLoop(model, dm.train_dataloader())
     plain.model.noise = model.seeded_generator(0, 0)  # the stream the base uses in epoch 0
@@ -415,7 +420,18 @@ def test_every_model_trains_compiled_and_channels_last_on_images(name):
               "InfoGAN": {"categorical_codes": [8], "continuous_codes": 2}, "WGANGP": {"n_critic": 2}}.get(name, {})
     model = getattr(models, name)(gen, disc, compile_networks={"backend": "aot_eager"}, channels_last=True, **kwargs)
     images = torch.rand(32, 3, 28, 28) * 2 - 1
-    quiet_trainer(max_epochs=1).fit(model, train_dataloaders=DataLoader(TensorDataset(images), batch_size=8))
+    if name == "MDGAN":  # its discriminators need a datamodule that cuts the data into parts
+        from datamodules.images import _ImageDataModule
+
+        class Images(_ImageDataModule):
+            image_shape = (3, 28, 28)
+
+            def setup(self, stage):
+                self._split(TensorDataset(images, torch.zeros(32)))
+
+        quiet_trainer(max_epochs=1, limit_val_batches=0).fit(model, datamodule=Images(batch_size=8, val_size=0))
+    else:
+        quiet_trainer(max_epochs=1).fit(model, train_dataloaders=DataLoader(TensorDataset(images), batch_size=8))
     assert model.d_steps == 4 and model.g_steps == 4 // model.n_critic
     assert model.generator._compiled_call_impl is not None
     assert all(torch.isfinite(p).all() for p in model.parameters())
