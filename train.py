@@ -4,29 +4,49 @@ Any value in a config can be overridden on the command line (`--trainer.max_step
 `--seed_everything 3`, `--model.init_args.g_lr 1e-4`); `--print_config` prints the fully
 resolved config. Models and datamodules are given by class path (`models.GAN`,
 `datamodules.Ring`), so a new variant needs no change here.
+
+`--ckpt_path PATH` resumes (fit) or evaluates (validate, test) a checkpoint with the model the
+config describes, which must be the checkpoint's: another class or other arguments are an error
+that lists them (LightningCLI would silently put the checkpoint's values over the config's).
+`--ckpt_path last` is the newest run folder's last.ckpt of this config. A resumed fit continues
+the checkpoint's run folder: the same version folder (metrics.csv continued from the checkpoint's
+step) and the same W&B run.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import warnings
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
 import lightning as L
+import torch
+import yaml
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from models import GANBase
+from models.base import _plain, resume_at_epoch_end
 
 # The 2D mixtures are generated in the main process on purpose (microseconds per batch).
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
 
 class GANCLI(LightningCLI):
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI's version puts the checkpoint's saved model hyperparameters over the parsed
+        config: the user's values (and even the model class) silently give way to the checkpoint's.
+        Here the config stays as given; `before_instantiate_classes` checks it against the checkpoint."""
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         fill_image_shape(config)
+        self.resume_step: Optional[int] = None
+        if self.subcommand and config.get("ckpt_path"):
+            self.resume_step = prepare_checkpoint(self.parser, self.config, self.subcommand)
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -34,6 +54,11 @@ class GANCLI(LightningCLI):
             from callbacks import ProgressFile
 
             trainer.callbacks.append(ProgressFile(os.environ["GAN_PROGRESS_FILE"]))
+        if self.subcommand == "fit":
+            resume_step = getattr(self, "resume_step", None)
+            if resume_step is not None:
+                continue_metrics_file(trainer, resume_step)
+            trainer.callbacks.append(RecordWandbRun())
         return trainer
 
     def after_fit(self) -> None:
@@ -64,6 +89,244 @@ class GANCLI(LightningCLI):
                 os.makedirs(log_dir, exist_ok=True)
                 with open(os.path.join(log_dir, "final_metrics.json"), "w") as f:
                     json.dump(record, f, indent=1)
+
+
+# ---------------------------------------------------------------------------- checkpoints and run folders
+WANDB_ID_FILE = "wandb_run_id"  # in the run folder: the W&B run a resumed fit continues
+LIGHTNING_CKPT_NAMES = ("best", "hpc", "registry")  # resolved by Lightning itself
+# Model arguments that change how the model runs, not what it computes: a resume may change them.
+RUNTIME_ARGUMENTS = ("compile_networks", "channels_last")
+
+
+def prepare_checkpoint(parser, root_config, subcommand: str) -> Optional[int]:
+    """Resolves `--ckpt_path last`, checks the checkpoint's model against the config's, and for a
+    fit from a run folder's checkpoint points the loggers at that folder and W&B run. Returns the
+    logging step the resumed fit continues from (None when it does not continue a run folder)."""
+    config = root_config[subcommand]
+    run_root = run_folder_root(config)
+    # the config as the run folders' config.yaml files hold it (after fill_image_shape)
+    dump = yaml.safe_load(parser.dump(root_config, skip_link_targets=False, skip_none=False, format="yaml"))[subcommand]
+    if config.ckpt_path == "last":
+        found, others = latest_run_checkpoint(run_root, config, dump)
+        where = run_root if run_root is not None else Path(config.trainer.get("default_root_dir") or ".") / "checkpoints"
+        if found is None:
+            skipped = ""
+            if others:
+                folder, differences = others[0]
+                shown = "; ".join(f"{key}: {_show(old)} there, {_show(new)} here" for key, old, new in differences[:3])
+                skipped = (f" ({len(others)} with another seed, model or data skipped; the newest, {folder}, has "
+                           f"{shown}{'; ...' if len(differences) > 3 else ''})")
+            if subcommand != "fit":
+                raise FileNotFoundError(f"--ckpt_path last: no run of this config with a last.ckpt under {where}"
+                                        f"{skipped}; nothing to {subcommand}")
+            rank_zero_info(f"--ckpt_path last: no run of this config with a last.ckpt under {where} yet{skipped}; "
+                           f"starting a new run")
+            config.ckpt_path = None
+            return None
+        rank_zero_info(f"--ckpt_path last: {found}")
+        config.ckpt_path = str(found)
+    path = config.ckpt_path
+    if path in LIGHTNING_CKPT_NAMES or not Path(path).is_file():
+        return None  # Lightning's own names, or a missing file (Lightning says so)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    check_checkpoint_model(dump["model"], path, checkpoint.get("hyper_parameters") or {})
+    if subcommand != "fit":
+        return None
+    fit_loop = (checkpoint.get("loops") or {}).get("fit_loop")
+    if fit_loop:  # a mid-epoch checkpoint fails here, before anything is built
+        resume_at_epoch_end(fit_loop, source=path)
+    return continue_run_folder(config, path, run_root, fit_loop)
+
+
+def check_checkpoint_model(model: dict[str, Any], path: str, saved: dict[str, Any]) -> None:
+    """Raises ValueError if the config's model (its dumped {class_path, init_args}) is not the
+    checkpoint's: another class, or other arguments (networks included). Runtime-only arguments
+    (RUNTIME_ARGUMENTS) take the config's values, said in one line. Arguments only one side knows
+    (added or removed since) are skipped."""
+    saved = _plain(dict(saved))
+    saved.pop("_instantiator", None)
+    saved_class = saved.pop("_class_path", None)
+    current = {**(model.get("init_args") or {}), **(model.get("dict_kwargs") or {})}
+    config_file = Path(path).resolve().parent.parent / "config.yaml"
+    use_config = f" (its run's config: --config {config_file})" if config_file.is_file() else ""
+    if saved_class is not None and not _same_class(saved_class, model["class_path"]):
+        raise ValueError(
+            f"the checkpoint {path} holds a {saved_class}, but the config builds a {model['class_path']}: use the "
+            f"config the checkpoint was trained with{use_config}, or a checkpoint of a {model['class_path']}"
+        )
+    differences = []
+    for key in sorted(set(saved) & set(current)):
+        differences += _differences(key, saved[key], current[key])
+    runtime = [d for d in differences if d[0] in RUNTIME_ARGUMENTS]
+    if runtime:
+        rank_zero_info("Checkpoint model options changed by the config: "
+                       + "; ".join(f"{key} {_show(new)} (was {_show(old)})" for key, old, new in runtime))
+    differences = [d for d in differences if d[0] not in RUNTIME_ARGUMENTS]
+    if differences:
+        listed = "; ".join(f"{key}: {_show(old)} in the checkpoint, {_show(new)} in the config" for key, old, new in differences)
+        flags = " ".join(f"--model.init_args.{key} {_show(old)}" for key, old, _ in differences)
+        raise ValueError(
+            f"the config's {model['class_path']} differs from the checkpoint's ({path}): {listed}. Its weights and "
+            f"optimiser states belong to the checkpoint's values: use them{use_config}, e.g. {flags}; or train a new "
+            f"run without --ckpt_path"
+        )
+
+
+def _same_class(a: str, b: str) -> bool:
+    from jsonargparse.typing import import_object
+
+    if a == b:
+        return True
+    try:
+        return import_object(a) is import_object(b)
+    except (ImportError, AttributeError, ValueError):
+        return False
+
+
+def _differences(key: str, old: Any, new: Any) -> list[tuple[str, Any, Any]]:
+    """(key, old, new) for each leaf that differs; class configs compared by class, then argument."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        if "class_path" in old and "class_path" in new:
+            if not _same_class(old["class_path"], new["class_path"]):
+                return [(f"{key}.class_path", old["class_path"], new["class_path"])]
+            old, new = old.get("init_args") or {}, new.get("init_args") or {}
+            key, keys = f"{key}.init_args", set(old) & set(new)
+        else:
+            keys = set(old) | set(new)
+        return [d for k in sorted(keys) for d in _differences(f"{key}.{k}", old.get(k), new.get(k))]
+    return [] if old == new else [(key, old, new)]
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, float) else repr(value)
+
+
+def _logger_configs(config) -> list:
+    loggers = config.trainer.get("logger")
+    if loggers is None or isinstance(loggers, bool):
+        return []
+    return [c for c in (loggers if isinstance(loggers, list) else [loggers]) if c is not None and c.get("class_path")]
+
+
+def _logger_class(logger_config):
+    from jsonargparse.typing import import_object
+
+    return import_object(logger_config.class_path)
+
+
+def run_folder_root(config) -> Optional[Path]:
+    """The folder whose version_N subfolders are this config's runs: the first logger's
+    save_dir/name when it is a CSV or TensorBoard logger (it names the run folder), else None."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    loggers = _logger_configs(config)
+    if not loggers or not issubclass(_logger_class(loggers[0]), (CSVLogger, TensorBoardLogger)):
+        return None
+    args = loggers[0].get("init_args") or {}
+    root = Path(args.get("save_dir") or config.trainer.get("default_root_dir") or ".")
+    return root / args["name"] if args.get("name") else root
+
+
+def latest_run_checkpoint(run_root: Optional[Path], config, dump: dict[str, Any]) -> tuple[Optional[Path], list]:
+    """The newest last.ckpt of the newest run folder (highest version) whose config.yaml has this
+    config's seed, model and data (runs of other seeds share the folder), and the run folders with
+    a checkpoint skipped for another config, newest first, each with its differences. Without a
+    run logger, the last.ckpt that ModelCheckpoint writes under default_root_dir/checkpoints."""
+    if run_root is None:
+        if _logger_configs(config) or config.trainer.get("logger") is True:
+            raise ValueError("--ckpt_path last finds a config's runs through its first logger, which must be a "
+                             "CSVLogger or TensorBoardLogger (as in the shipped configs), or trainer.logger false; "
+                             "pass the checkpoint's path instead")
+        last = Path(config.trainer.get("default_root_dir") or ".") / "checkpoints" / "last.ckpt"
+        return (last if last.is_file() else None), []
+    runs, others = [], []
+    for folder in run_root.glob("version_*"):
+        number = folder.name[len("version_"):]
+        # last.ckpt, or last-v1.ckpt... where a run resumed from an older checkpoint left last.ckpt alone
+        lasts = sorted((folder / "checkpoints").glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not number.isdigit() or not lasts:
+            continue
+        if (folder / "config.yaml").is_file():
+            saved = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+            differences = [d for key in ("seed_everything", "model", "data")
+                           for d in _differences(key, saved.get(key), dump.get(key))]
+            if differences:
+                others.append((int(number), folder, differences))
+                continue
+        runs.append((int(number), lasts[-1]))
+    others = [(folder, differences) for _, folder, differences in sorted(others, key=lambda o: -o[0])]
+    return (max(runs)[1] if runs else None), others
+
+
+def continue_run_folder(config, path: str, run_root: Optional[Path], fit_loop: Optional[dict]) -> Optional[int]:
+    """For a checkpoint in <run_root>/version_N/checkpoints: logs into version_N and its W&B run.
+    Returns the logging step to continue metrics.csv from (the checkpoint's), else None."""
+    checkpoint = Path(path).resolve()
+    folder = checkpoint.parent.parent
+    if run_root is None or checkpoint.parent.name != "checkpoints" or folder.parent != run_root.resolve():
+        return None
+    from lightning.pytorch.loggers import WandbLogger
+
+    loggers = _logger_configs(config)
+    loggers[0].init_args.version = folder.name  # a str is the folder's name itself
+    wandb_note = ""
+    for logger in loggers[1:]:
+        if not issubclass(_logger_class(logger), WandbLogger) or logger.init_args.get("id"):
+            continue
+        id_file = folder / WANDB_ID_FILE
+        if id_file.is_file():
+            logger.init_args.id = id_file.read_text().strip()
+            wandb_note = f" and W&B run {logger.init_args.id}"
+        else:
+            wandb_note = f"; no W&B run recorded there ({WANDB_ID_FILE}), so W&B logs to a new run"
+    rank_zero_info(f"Resuming {path}: logging into {folder}{wandb_note}")
+    return int(fit_loop["epoch_loop.state_dict"]["_batches_that_stepped"]) if fit_loop else None
+
+
+@rank_zero_only
+def continue_metrics_file(trainer: L.Trainer, resume_step: int) -> None:
+    """A resumed run appends to its run folder's metrics.csv: the rows logged before the checkpoint's
+    logging step stay (those the interrupted run logged after it go), and the CSV logger continues
+    with their columns. Lightning's CSV logger deletes an existing metrics.csv when it starts, so
+    it is started here and the rows are written back before anything is logged."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    logger = trainer.loggers[0] if trainer.loggers else None
+    if not isinstance(logger, CSVLogger):
+        return
+    metrics_file = Path(logger.log_dir) / "metrics.csv"
+    header, rows = [], []
+    if metrics_file.is_file():
+        with open(metrics_file, newline="") as f:
+            reader = csv.DictReader(f)
+            header = list(reader.fieldnames or [])
+            rows = [row for row in reader if float(row["step"]) < resume_step]
+    with warnings.catch_warnings():  # "previous log files will be deleted": they are written back below
+        warnings.filterwarnings("ignore", ".*exists and is not empty.*")
+        writer = logger.experiment
+    if header:
+        with open(metrics_file, "w", newline="") as f:
+            out = csv.DictWriter(f, fieldnames=header)
+            out.writeheader()
+            out.writerows(rows)
+        writer.metrics_keys = list(header)
+
+
+class RecordWandbRun(L.Callback):
+    """Writes the W&B run's id into the run folder (WANDB_ID_FILE), where a resumed fit finds it."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+
+        if stage != "fit" or not trainer.is_global_zero or not trainer.loggers:
+            return
+        if not isinstance(trainer.loggers[0], (CSVLogger, TensorBoardLogger)):
+            return
+        folder = Path(trainer.loggers[0].log_dir)
+        for logger in trainer.loggers[1:]:
+            if isinstance(logger, WandbLogger) and getattr(logger, "mode", None) != "disabled":
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / WANDB_ID_FILE).write_text(logger.experiment.id + "\n")
 
 
 def data_image_shape(data) -> Optional[tuple[int, int, int]]:

@@ -205,11 +205,12 @@ class _PartBatches(Dataset):
 class _BatchIndexSampler(DistributedSampler):
     """Yields batch indices (epoch * n + i) * world + rank for i < n.
 
-    The epoch is the fit loop's count of processed epochs when the iterator is made (on a
-    resumed run Lightning makes the iterator before it calls `set_epoch`, and before
-    `current_epoch` moves past a checkpoint written at validation end), else the last `set_epoch`. A
-    DistributedSampler subclass so that Lightning keeps it as it is under DDP instead of
-    wrapping it (the wrapper would not forward the epoch).
+    The epoch is the trainer's `current_epoch` when the iterator is made, the counter the model
+    seeds its noise stream from at the epoch's start (`GANBase.on_train_epoch_start`), so data and
+    noise stay paired, on a resumed run too (a resumed run makes its first iterator before Lightning
+    calls `set_epoch`); without a trainer, the last `set_epoch`. A DistributedSampler subclass so
+    that Lightning keeps it as it is under DDP instead of wrapping it (the wrapper would not forward
+    the epoch).
     """
 
     def __init__(self, dataset: Dataset, batches_per_epoch: int, num_replicas: int, rank: int, trainer=None):
@@ -218,7 +219,7 @@ class _BatchIndexSampler(DistributedSampler):
         self.trainer = trainer
 
     def __iter__(self):
-        epoch = self.trainer.fit_loop.epoch_progress.current.processed if self.trainer is not None else self.epoch
+        epoch = self.trainer.current_epoch if self.trainer is not None else self.epoch
         start = epoch * self.batches_per_epoch
         return iter([(start + i) * self.num_replicas + self.rank for i in range(self.batches_per_epoch)])
 

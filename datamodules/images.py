@@ -6,6 +6,12 @@ tanh range), and exposes `image_shape` / `data_shape` (C, H, W), `classes` (None
 and `num_classes`. A held-out split (`val_size` images) feeds validation and the metric
 callbacks' real statistics. Datasets that are not on disk fail with an error naming the folder
 and the download option; nothing is downloaded unless `download=True`.
+
+`seed` fixes the data set itself (the train/validation split, Stacked MNIST's stacks, MD-GAN's
+parts), the same for every run. The order of the training batches follows the run's seed
+(`seed_everything`) as well, and the epoch: epoch e's order is drawn from (seed, run seed, e)
+alone, so runs with other seeds see other orders and a run resumed at an epoch end continues
+with the order the uninterrupted run had.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset, default_collate
 
 from . import parts
 from .gaussian_mixture import _BatchIndexSampler
@@ -119,7 +125,7 @@ class _ImageDataModule(L.LightningDataModule):
         if batches < 1:
             raise ValueError(f"{type(self).__name__}: parts of {min(len(c) for c in cut)} images cannot fill a batch "
                              f"share of {int(rows.max())}; lower batch_size")
-        dataset = _ImagePartBatches(self.train_set, cut, self.seed, self.batch_size, world, self.collate)
+        dataset = _ImagePartBatches(self.train_set, cut, self.order_seed(), self.batch_size, world, self.collate)
         sampler = _BatchIndexSampler(dataset, batches, num_replicas=world, rank=rank, trainer=trainer)
         return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
@@ -128,12 +134,39 @@ class _ImageDataModule(L.LightningDataModule):
         num_parts = self.parts_for(self.trainer.lightning_module if self.trainer is not None else None)
         if num_parts > 1:
             return self._part_train_dataloader(num_parts)
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
-                          num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed),
-                          collate_fn=self.collate, persistent_workers=self.num_workers > 0)
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = _EpochShuffleSampler(self.train_set, self.order_seed(), num_replicas=world, rank=rank, trainer=trainer)
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=True,
+                          num_workers=self.num_workers, collate_fn=self.collate, persistent_workers=self.num_workers > 0)
+
+    def order_seed(self) -> int:
+        """The seed of the training batches' order: the data set's `seed` and the run's seed
+        (`seed_everything`, read when the training dataloader is made)."""
+        return int(np.random.SeedSequence([self.seed, torch.initial_seed()]).generate_state(1, np.uint64)[0])
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=self.collate)
+
+
+class _EpochShuffleSampler(DistributedSampler):
+    """This rank's share of a permutation of the data set drawn from (seed, epoch) alone: every
+    world-th index from `rank` of it, cut to a multiple of world (the shares are disjoint).
+
+    The epoch is the trainer's `current_epoch` when the iterator is made (as `_BatchIndexSampler`),
+    so a run resumed at an epoch end draws the order the uninterrupted run drew; without a trainer,
+    the last `set_epoch`. A DistributedSampler so that Lightning keeps it under DDP.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int, num_replicas: int, rank: int, trainer=None):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.trainer = trainer
+
+    def __iter__(self):
+        epoch = self.trainer.current_epoch if self.trainer is not None else self.epoch
+        seed = np.random.SeedSequence([self.seed, epoch]).generate_state(1, np.uint64)[0]
+        order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(int(seed)))
+        return iter(order[: self.num_samples * self.num_replicas][self.rank :: self.num_replicas].tolist())
 
 
 class _ImagePartBatches(Dataset):

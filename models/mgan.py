@@ -71,7 +71,8 @@ class MGAN(GANBase):
             raise ValueError(f"beta must be >= 0; got {beta}")
         self.num_generators = num_generators
         self.noise_dim = generator.latent_dim
-        if "latent_dim" in kwargs:
+        # latent_dim is noise + K; a checkpoint's hyperparameters hold that value, which is accepted
+        if kwargs.pop("latent_dim", None) not in (None, self.noise_dim + num_generators):
             raise ValueError("MGAN's latent is the generator's noise plus a one-hot generator index; set the "
                              "generator's latent_dim (the noise size) instead of the model's latent_dim")
         super().__init__(generator, discriminator, latent_dim=self.noise_dim + num_generators, g_lr=g_lr,

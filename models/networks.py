@@ -10,17 +10,41 @@ Two pairs:
 
 Both discriminators take `minibatch_kernels > 0` to add a minibatch-discrimination layer
 before their output (Salimans et al. 2016). Discriminators return raw scores of shape (B,): logits for the logistic losses, critic values
-for the Wasserstein loss. Generators expose `latent_dim` so a model can read it.
+for the Wasserstein loss. Generators expose `latent_dim` so a model can read it. Each network
+keeps `init_config` ({class_path, init_args}: what rebuilds it), which a model saves in its
+checkpoints, so that a model built in Python loads from its checkpoint alone.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "elu": nn.ELU}
+
+
+def _records_init_config(cls: type) -> type:
+    """Class decorator: an instance of exactly `cls` keeps `init_config`, its class path and the
+    arguments it was built with (defaults filled in). A subclass records nothing: its own
+    arguments may differ (give it to the model from a config, or pass it when loading)."""
+    init = cls.__init__
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        if type(self) is cls:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            arguments = {k: v for k, v in list(bound.arguments.items())[1:]}  # without self
+            self.init_config = {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": arguments}
+
+    cls.__init__ = __init__
+    return cls
 
 
 def _activation(name: str) -> nn.Module:
@@ -130,6 +154,7 @@ class PerGeneratorLinear(nn.Module):
         return out
 
 
+@_records_init_config
 class MLPGenerator(nn.Module):
     """z (B, latent_dim) -> x (B, out_dim), linear output.
 
@@ -159,6 +184,7 @@ class MLPGenerator(nn.Module):
         return h
 
 
+@_records_init_config
 class MLPDiscriminator(nn.Module):
     """x (B, in_dim) -> score (B,).
 
@@ -243,6 +269,7 @@ def dcgan_init(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+@_records_init_config
 class DCGANGenerator(nn.Module):
     """z (B, latent_dim) -> image (B, channels, image_size, image_size) in [-1, 1].
 
@@ -288,6 +315,7 @@ class DCGANGenerator(nn.Module):
         return self.upsample(self.project(h))
 
 
+@_records_init_config
 class DCGANDiscriminator(nn.Module):
     """image (B, channels, image_size, image_size) -> score (B,).
 
