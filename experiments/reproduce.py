@@ -22,6 +22,27 @@ each run then seeing only its own GPUs through CUDA_VISIBLE_DEVICES). Progress (
 of each running run, runs done, estimated time left) is printed every `--progress-every` seconds.
 `--wandb` also logs the final table to W&B as a Table (group = the table's name; each run is
 already a W&B run grouped by table and model, seeds as members).
+
+Code: each run's result.json records `code_hash`, a hash of the code that trains and evaluates
+it, taken when the run starts: every *.py file under models/, datamodules/ and callbacks/, and
+train.py (it builds the trainer and adds callbacks), by path relative to the project root, in
+sorted order (see `code_hash`). Not included: the configs (already in the cache key), this
+runner, tests, documentation, and the installed libraries. A cached run whose hash differs from
+the current tree's is *stale*; one without a hash (written before hashes were recorded) is
+*code unknown* and counts as stale too. A plain invocation still reuses stale runs but the table's
+"code" column marks them; `--rerun-stale` retrains exactly the stale runs (and any not yet
+trained); `--restamp 0` (seeds) is for a refactor that should change no figure. It trains nothing
+else: it groups the stale runs by model and old code (the recorded hash; for runs without one, the
+commit they record, or the run alone when that commit is not clean), reruns the runs of the given
+seeds in each group (into `<run folder>-check-<hash>`, leaving the cached run as it is), and only
+if every rerun records exactly the cached metrics and generator steps, stamps the current hash on
+every run of each group that had a check, recording how in its result.json (`restamped`: old hash
+and commit, the check runs and their figures). Groups without a run of those seeds stay stale and
+are listed. If any figure differs, nothing is re-stamped and the command names the metric.
+
+Threads: results on CPU depend on the thread count. Each run gets OMP_NUM_THREADS=`--threads`
+(default 1); result.json records it and torch.get_num_threads() of a Python process started with
+the run's environment; the table's header says which thread counts its runs used.
 """
 
 from __future__ import annotations
@@ -55,6 +76,72 @@ LABELS = {
     "mgan": "MGAN", "mdgan": "MD-GAN", "infogan": "InfoGAN",
 }
 METRIC_LABELS = {"modes": "modes", "hq": "HQ %", "kl": "KL", "fid": "FID", "inception_score": "IS"}
+# The code a run's figures depend on (besides its config and the installed libraries); see code_hash.
+CODE_DIRS = ("models", "datamodules", "callbacks")
+CODE_FILES = ("train.py",)
+CODE_ROOT = ROOT  # the tree whose code is hashed (tests point it at a copy)
+
+
+# ---------------------------------------------------------------------------------- code
+def code_files(root: Optional[Path] = None) -> list[Path]:
+    """The files whose contents make the code hash: *.py under CODE_DIRS (recursively) and CODE_FILES."""
+    root = Path(root or CODE_ROOT)
+    missing = [name for name in (*CODE_DIRS, *CODE_FILES) if not (root / name).exists()]
+    if missing:
+        raise SystemExit(f"cannot hash the training code: {', '.join(missing)} not found under {root}")
+    files = [p for d in CODE_DIRS for p in (root / d).rglob("*.py") if p.is_file()]
+    files += [root / name for name in CODE_FILES]
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def code_hash(root: Optional[Path] = None) -> str:
+    """12 hex digits of SHA-256 over (relative path, size, bytes) of each of `code_files`, in path order.
+
+    Paths are part of the hash, so renaming or adding a module changes it; files elsewhere
+    (README, tests, configs, this runner) do not. It hashes the working tree as it is, uncommitted
+    edits included, which is what a run started now would import."""
+    root = Path(root or CODE_ROOT)
+    h = hashlib.sha256()
+    for path in code_files(root):
+        data = path.read_bytes()
+        h.update(f"{path.relative_to(root).as_posix()}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()[:12]
+
+
+def code_state(result: dict, current: str) -> str:
+    """'current', 'stale' (trained by other code) or 'unknown' (no hash recorded: counts as stale)."""
+    recorded = result.get("code_hash")
+    if not recorded:
+        return "unknown"
+    return "current" if recorded == current else "stale"
+
+
+_OMP_IN_COMMAND = re.compile(r"(?:^|\s)OMP_NUM_THREADS=(\d+)\s")
+
+
+def run_threads(result: dict) -> Optional[str]:
+    """The thread count a run used, as recorded: "OMP_NUM_THREADS=1, torch 1"; from the recorded
+    command when only that names it (runs imported from train.py commands); None if not recorded."""
+    threads = result.get("threads")
+    if threads:
+        return f"OMP_NUM_THREADS={threads.get('OMP_NUM_THREADS') or 'unset'}, torch {threads.get('torch_num_threads', '?')}"
+    match = _OMP_IN_COMMAND.search(" " + (result.get("command") or ""))
+    return f"OMP_NUM_THREADS={match.group(1)} (in its recorded command)" if match else None
+
+
+_TORCH_THREADS: dict[tuple, Optional[int]] = {}
+
+
+def torch_threads(env: dict[str, str]) -> Optional[int]:
+    """torch.get_num_threads() in a fresh Python process with environment `env` (what a run started with it
+    gets: torch reads OMP_NUM_THREADS at start-up); cached per thread-related environment."""
+    key = tuple(sorted((k, v) for k, v in env.items() if k.endswith("_NUM_THREADS")))
+    if key not in _TORCH_THREADS:
+        probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], env=env,
+                               capture_output=True, text=True)
+        _TORCH_THREADS[key] = int(probe.stdout.strip()) if probe.returncode == 0 and probe.stdout.strip().isdigit() else None
+    return _TORCH_THREADS[key]
 
 
 # ---------------------------------------------------------------------------------- runs
@@ -188,21 +275,24 @@ def seconds_left(running: list[tuple[str, float, Optional[float]]], pending: lis
     return max(sum(left) / max(slots, 1), max(left))
 
 
-def execute(run: Run, out: Path, env: dict[str, str]) -> dict:
-    """Trains one run in its folder and returns its result (status ok or failed)."""
-    folder = run.folder(out)
+def execute(run: Run, out: Path, env: dict[str, str], folder: Optional[Path] = None) -> dict:
+    """Trains one run in its folder (`folder`, default run.folder(out)) and returns its result (status ok or
+    failed), stamped with the code hash, commit and thread count at its start."""
+    folder = folder or run.folder(out)
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / "train.log"
+    env = {**os.environ, **env, "GAN_PROGRESS_FILE": str(folder / PROGRESS_FILE)}
+    stamp = {"code_hash": code_hash(), "commit": _commit(),
+             "threads": {"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS"), "torch_num_threads": torch_threads(env)}}
     start = time.time()
     with open(log_path, "w") as log:
         (folder / PROGRESS_FILE).unlink(missing_ok=True)
-        env = {**os.environ, **env, "GAN_PROGRESS_FILE": str(folder / PROGRESS_FILE)}
         rc = subprocess.run(run.command(), cwd=folder, env=env, stdout=log,
                             stderr=subprocess.STDOUT).returncode
     wall = time.time() - start
     finals = sorted(folder.glob("runs/*/version_*/final_metrics.json"), key=lambda p: p.stat().st_mtime)
     result = {"table": run.table, "model": run.model, "seed": run.seed, "key": run.key, "returncode": rc,
-              "wall_s": round(wall, 1), "log": str(log_path), "command": " ".join(run.command()), "commit": _commit()}
+              "wall_s": round(wall, 1), "log": str(log_path), "command": " ".join(run.command()), **stamp}
     if rc == 0 and finals:
         final = json.loads(finals[-1].read_text())
         metrics = {k.removeprefix("val/"): v for k, v in final["metrics"].items()}
@@ -281,7 +371,8 @@ def aggregate(results: list[dict], metrics: list[str]) -> list[dict]:
         row = {"model": model, "label": LABELS.get(model, model), "seeds": len(ok),
                "seed_list": sorted(r["seed"] for r in ok), "failed": sorted(r["seed"] for r in runs if r["status"] != "ok"),
                "failed_logs": [r["log"] for r in runs if r["status"] != "ok"],
-               "imported": sorted(r["seed"] for r in ok if r.get("imported"))}
+               "imported": sorted(r["seed"] for r in ok if r.get("imported")),
+               "code": [{k: r.get(k) for k in ("seed", "code_hash", "commit", "restamped")} for r in ok]}
         for metric in metrics:
             row[metric] = mean_std([r["metrics"].get(metric, float("nan")) for r in ok])
         row["wall_s"] = mean_std([r["wall_s"] for r in ok])[0]
@@ -298,37 +389,96 @@ def _fmt(mean: float, std: float, seeds: int, metric: str) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if seeds > 1 else f"{mean:.{digits}f}"
 
 
-def render_markdown(table: str, rows: list[dict], metrics: list[str], published: list[dict], header: str = "") -> str:
-    cols = ["model", "seeds", *[METRIC_LABELS.get(m, m) for m in metrics], "wall s / run", "source"]
+def restamp_note(record: dict) -> str:
+    """One sentence on how a run was re-stamped (the table's footnote)."""
+    old = f"code {record['from_code_hash']}" if record.get("from_code_hash") else \
+        f"unknown code (commit {record.get('from_commit') or 'not recorded'})"
+    checks = ", ".join(f"seed {c['seed']} ({c['folder']})" for c in record.get("checks", []))
+    return (f"re-stamped from {old} to {record['to_code_hash']} at commit {record.get('at_commit')}: rerun with that code, "
+            f"{checks} recorded metrics identical to the cached ones")
+
+
+def code_cell(code: list[dict], current: str, notes: Optional[list[str]] = None) -> str:
+    """Which code trained a row's runs, against the current tree's hash `current`: "current", "stale (code
+    <hash>)", "stale (code unknown; commit <c>)", "current, re-stamped [n]", or "mixed: ..." with the seeds of
+    each. With `notes`, re-stamp details become numbered footnotes appended to it; without, they are inline."""
+    parts: dict[str, list[int]] = {}
+    for entry in sorted(code, key=lambda e: e["seed"]):
+        state = code_state(entry, current)
+        if state == "current":
+            record = entry.get("restamped")
+            if record and record.get("to_code_hash") == current:
+                note = restamp_note(record)
+                if notes is not None:
+                    if note not in notes:
+                        notes.append(note)
+                    label = f"current, re-stamped [{notes.index(note) + 1}]"
+                else:
+                    label = "current, re-stamped from " + (f"code {record['from_code_hash']}" if record.get("from_code_hash")
+                                                           else f"unknown code (commit {record.get('from_commit')})")
+            else:
+                label = "current"
+        elif state == "stale":
+            label = f"stale (code {entry['code_hash']})"
+        else:
+            label = f"stale (code unknown; commit {entry.get('commit') or 'not recorded'})"
+        parts.setdefault(label, []).append(entry["seed"])
+    if not parts:
+        return "–"
+    if len(parts) == 1:
+        return next(iter(parts))
+    return "mixed: " + "; ".join(f"{label} seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}"
+                                 for label, seeds in parts.items())
+
+
+def render_markdown(table: str, rows: list[dict], metrics: list[str], published: list[dict], header: str = "",
+                    current_code: Optional[str] = None) -> str:
+    """The table; with `current_code` (the tree's code hash) a "code" column marks the runs trained by other code."""
+    cols = ["model", "seeds", *[METRIC_LABELS.get(m, m) for m in metrics], "wall s / run",
+            *(["code"] if current_code else []), "source"]
     lines = [f"# {table}", "", header, "", "| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    notes: list[str] = []
     for row in rows:
         cells = [row["label"] + " (ours)", str(row["seeds"])]
         cells += [_fmt(*row[m], row["seeds"], m) for m in metrics]
-        cells += ["–" if math.isnan(row["wall_s"]) else f"{row['wall_s']:.0f}",
-                  "this repository, seeds " + ",".join(map(str, row["seed_list"])) if row["seeds"] else "no finished run"]
+        cells += ["–" if math.isnan(row["wall_s"]) else f"{row['wall_s']:.0f}"]
+        if current_code:
+            cells.append(code_cell(row.get("code", []), current_code, notes))
+        cells += ["this repository, seeds " + ",".join(map(str, row["seed_list"])) if row["seeds"] else "no finished run"]
         if row.get("imported"):
             cells[-1] += f" (imported from train.py runs: seeds {','.join(map(str, row['imported']))}; see their result.json)"
         if row["failed"]:
             cells[-1] += f"; failed seeds {row['failed']} (logs: {', '.join(row['failed_logs'])})"
         lines.append("| " + " | ".join(cells) + " |")
     for pub in published:
-        cells = [pub["method"], "", *[("–" if pub.get(m) is None else str(pub.get(m))) for m in metrics], "", pub["source"]]
+        cells = [pub["method"], "", *[("–" if pub.get(m) is None else str(pub.get(m))) for m in metrics], "",
+                 *([""] if current_code else []), pub["source"]]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Ours: mean ± sample standard deviation over seeds of the final evaluation. Published rows as "
                   "their sources report them (see experiments/published.yaml)."]
+    if current_code:
+        lines += ["", f"Code: \"current\" = trained (or re-stamped) with the code of the tree that wrote this table, hash "
+                      f"{current_code} (the *.py files of {', '.join(d + '/' for d in CODE_DIRS)} and "
+                      f"{', '.join(CODE_FILES)}); \"stale\" = trained by other code (its hash shown), or by code not "
+                      "recorded (runs from before code hashes were recorded; the commit they record is shown). "
+                      "`--rerun-stale` retrains the stale runs."]
+        lines += [f"[{i}] {note}." for i, note in enumerate(notes, 1)]
     return "\n".join(lines) + "\n"
 
 
-def write_csv(path: Path, rows: list[dict], metrics: list[str], published: list[dict]) -> None:
+def write_csv(path: Path, rows: list[dict], metrics: list[str], published: list[dict],
+              current_code: Optional[str] = None) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["model", "seeds", "failed_seeds", *[f"{m}_{s}" for m in metrics for s in ("mean", "std")],
-                    "wall_s_per_run", "source"])
+                    "wall_s_per_run", "source", *(["code"] if current_code else [])])
         for row in rows:
             w.writerow([row["label"], row["seeds"], " ".join(map(str, row["failed"])),
-                        *[v for m in metrics for v in row[m]], row["wall_s"], "ours"])
+                        *[v for m in metrics for v in row[m]], row["wall_s"], "ours",
+                        *([code_cell(row.get("code", []), current_code)] if current_code else [])])
         for pub in published:
-            w.writerow([pub["method"], "", "", *[x for m in metrics for x in (pub.get(m), "")], "", pub["source"]])
+            w.writerow([pub["method"], "", "", *[x for m in metrics for x in (pub.get(m), "")], "", pub["source"],
+                        *([""] if current_code else [])])
 
 
 def figure_runs(runs: list[dict], columns: int, has_plot) -> list[dict]:
@@ -427,12 +577,66 @@ def default_jobs(threads: int, gpus_per_run: int) -> tuple[int, list[dict[str, s
     return n, [{} for _ in range(n)]
 
 
+def check_folder(run: Run, out: Path, current: str) -> Path:
+    """Where --restamp reruns a cached run to compare figures (beside it, so its folder stays as it was)."""
+    folder = run.folder(out)
+    return folder.with_name(f"{folder.name}-check-{current}")
+
+
+def old_code_group(result: dict) -> tuple[str, str]:
+    """What a stale run's code is known by, for --restamp: a check on one run vouches for the runs of the same
+    model with the same key. ("code", hash) when a hash is recorded; else ("commit", c) when the run records a
+    clean commit (runners before code hashes recorded the commit at the end of a run: an approximation, said in
+    the re-stamp record); else ("run", seed): nothing identifies its code, only its own rerun can check it."""
+    if result.get("code_hash"):
+        return "code", result["code_hash"]
+    commit = result.get("commit") or ""
+    if re.fullmatch(r"[0-9a-f]{7,40}", commit):
+        return "commit", commit
+    return "run", str(result["seed"])
+
+
+def _recorded_omp(result: dict) -> Optional[str]:
+    threads = result.get("threads") or {}
+    if threads.get("OMP_NUM_THREADS"):
+        return str(threads["OMP_NUM_THREADS"])
+    match = _OMP_IN_COMMAND.search(" " + (result.get("command") or ""))
+    return match.group(1) if match else None
+
+
+def metric_differences(cached: dict, fresh: dict) -> list[str]:
+    """Where two results' recorded figures differ (exact equality; NaN equals NaN): every metric either records,
+    and the generator steps when both record them."""
+    a, b = cached.get("metrics") or {}, fresh.get("metrics") or {}
+    pairs = [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))]
+    if cached.get("g_steps") is not None and fresh.get("g_steps") is not None:
+        pairs.append(("g_steps", cached["g_steps"], fresh["g_steps"]))
+
+    def same(x, y) -> bool:
+        both_nan = isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y)
+        return x == y or both_nan
+
+    return [f"{k}: cached {x!r}, rerun {y!r}" for k, x, y in pairs if not same(x, y)]
+
+
 def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overrides: list[str], jobs: Optional[int] = None,
               threads: int = 1, gpus_per_run: int = 1, force: bool = False, progress_every: float = 60.0,
-              use_wandb: bool = False, report_only: bool = False, echo=print) -> dict:
+              use_wandb: bool = False, report_only: bool = False, rerun_stale: bool = False,
+              restamp: Optional[list[int]] = None, echo=print) -> dict:
+    """Trains what the table needs and writes it. `rerun_stale`: also retrain the cached runs trained by other code
+    than the current tree's. `restamp` (seeds): train nothing but, for the stale runs, rerun those seeds as a check
+    and re-stamp the stale runs the check covers if every figure is identical; SystemExit (nothing re-stamped)
+    naming the differing metric otherwise."""
+    chosen = [flag for flag, on in (("--force", force), ("--rerun-stale", rerun_stale),
+                                    ("--restamp", restamp is not None), ("--report-only", report_only)) if on]
+    if len(chosen) > 1:
+        raise SystemExit(f"{' and '.join(chosen)} do not go together: choose one")
+    if restamp is not None and not restamp:
+        raise SystemExit("--restamp needs the seeds to rerun as the check, e.g. --restamp 0")
     runs = plan(table, models, seeds, overrides)
     out = Path(out).resolve()  # each run trains inside its own folder, so relative paths would break
     out.mkdir(parents=True, exist_ok=True)
+    current = code_hash()
     n_slots, slot_envs = default_jobs(threads, gpus_per_run)
     if jobs:
         slot_envs = [slot_envs[i % len(slot_envs)] for i in range(jobs)]
@@ -448,16 +652,45 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
             if not cached.get("sample_plot") and keep_sample_plot(cached, run.folder(out)):
                 (run.folder(out) / "result.json").write_text(json.dumps(cached, indent=1))
             results[run.name] = cached
+            if rerun_stale and code_state(cached, current) != "current":
+                todo.append(run)
         else:
             todo.append(run)
+    stale = [run for run in runs if run.name in results and code_state(results[run.name], current) != "current"]
     missing = []
-    if report_only:  # a table of what has finished, e.g. while the rest trains elsewhere
+    if report_only or restamp is not None:  # a table of what has finished, e.g. while the rest trains elsewhere
         missing, todo = [run.name for run in todo], []
-    echo(f"{table}: {len(runs)} runs ({len(models)} models x {len(seeds)} seeds), {len(results)} cached, "
-         f"{len(todo)} to train, {len(slot_envs)} at a time; results in {out}"
+    groups: dict[tuple, list[Run]] = {}
+    checks: list[Run] = []
+    unchecked: list[Run] = []
+    if restamp is not None:
+        for run in stale:
+            groups.setdefault((run.model, *old_code_group(results[run.name])), []).append(run)
+        for key in list(groups):
+            sample = [run for run in groups[key] if run.seed in restamp]
+            if sample:
+                checks += sample
+            else:
+                unchecked += groups.pop(key)
+        wrong_threads = [f"{run.name} (OMP_NUM_THREADS={_recorded_omp(results[run.name])})" for run in checks
+                         if _recorded_omp(results[run.name]) not in (None, str(threads))]
+        if wrong_threads:
+            raise SystemExit(f"--restamp: the check would run with --threads {threads}, but these runs were trained "
+                             f"with another thread count, so their figures need not match: {', '.join(wrong_threads)}; "
+                             "pass their --threads")
+    echo(f"{table}: {len(runs)} runs ({len(models)} models x {len(seeds)} seeds), {len(results)} cached"
+         + (f" ({len(stale)} stale: trained by other code than this tree's, hash {current}, or code not recorded)"
+            if stale else "")
+         + f", {len(todo)} to train" + (f" ({sum(run.name in results for run in todo)} of them stale)" if rerun_stale else "")
+         + (f", {len(checks)} to rerun as the re-stamp check" if restamp is not None else "")
+         + f", {len(slot_envs)} at a time; results in {out}"
          + (f"; report only, {len(missing)} not run yet" if report_only else ""))
+    if stale and not rerun_stale and restamp is None:
+        echo(f"the table marks the {len(stale)} stale runs (code column); --rerun-stale retrains them; "
+             "--restamp SEEDS re-stamps them if rerunning those seeds reproduces the cached figures exactly")
+    jobs_list = [(run, run.folder(out)) for run in todo] + [(run, check_folder(run, out, current)) for run in checks]
 
-    running: dict[str, tuple[Run, float]] = {}
+    running: dict[str, tuple[Run, Path, float]] = {}
     started_names: set[str] = set()
     done: list[tuple[str, float]] = []  # (model, wall s) of the runs finished in this invocation
     known: dict[str, list[float]] = {}  # wall s of cached runs, a first guess for their models
@@ -467,34 +700,35 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
     lock = threading.Lock()
     t0 = time.time()
 
-    def work(run: Run) -> dict:
+    def work(job: tuple[Run, Path]) -> dict:
+        run, folder = job
         env = slots.get()
         with lock:
-            running[run.name] = (run, time.time())
+            running[run.name] = (run, folder, time.time())
             started_names.add(run.name)
         try:
-            result = execute(run, out, env)
+            result = execute(run, out, env, folder=folder)
         finally:
             slots.put(env)
             with lock:
-                started = running.pop(run.name)[1]
+                started = running.pop(run.name)[2]
                 done.append((run.model, time.time() - started))
         return result
 
     def report() -> None:
         now = time.time()
         with lock:
-            current, finished = list(running.values()), list(done)
-            pending = [run.model for run in todo if run.name not in started_names]
+            current_runs, finished = list(running.values()), list(done)
+            pending = [run.model for run, _ in jobs_list if run.name not in started_names]
         parts, progress = [], []
-        for run, started in current:
-            step, total = _current_step(run.folder(out)), run.max_steps()
+        for run, folder, started in current_runs:
+            step, total = _current_step(folder), run.max_steps()
             frac = f"{step}/{total} steps" if step is not None and total else "starting"
             parts.append(f"{run.name} {frac} ({now - started:.0f} s)")
             progress.append((run.model, now - started, step / total if step is not None and total else None))
         eta = seconds_left(progress, pending, finished, len(slot_envs), known)
         eta_text = "unknown" if math.isnan(eta) else f"{eta / 60:.0f} min"
-        echo(f"[{now - t0:.0f} s] {len(finished)}/{len(todo)} done, about {eta_text} left; running: "
+        echo(f"[{now - t0:.0f} s] {len(finished)}/{len(jobs_list)} done, about {eta_text} left; running: "
              + ("; ".join(parts) or "none"))
 
     stop = threading.Event()
@@ -505,15 +739,56 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
 
     thread = threading.Thread(target=reporter, daemon=True)
     thread.start()
+    check_results: dict[str, dict] = {}
     try:
         with ThreadPoolExecutor(max_workers=len(slot_envs)) as pool:
-            for run, result in zip(todo, pool.map(work, todo)):
-                results[run.name] = result
+            for (run, folder), result in zip(jobs_list, pool.map(work, jobs_list)):
+                is_check = folder != run.folder(out)
+                (check_results if is_check else results)[run.name] = result
                 status = "ok" if result["status"] == "ok" else f"FAILED ({result['error']}; log {result['log']})"
                 figures = ", ".join(f"{k} {v:.4g}" for k, v in sorted(result.get("metrics", {}).items()))
-                echo(f"finished {run.name} in {result['wall_s']:.0f} s: {status} {figures}")
+                echo(f"finished {run.name}{' (re-stamp check)' if is_check else ''} in {result['wall_s']:.0f} s: "
+                     f"{status} {figures}")
     finally:
         stop.set()
+
+    restamped: list[str] = []
+    if restamp is not None:
+        failures = []
+        for run in checks:
+            fresh, cached = check_results[run.name], results[run.name]
+            if fresh["status"] != "ok":
+                failures.append(f"{run.name}: the check run failed ({fresh['error']}; log {fresh['log']})")
+            else:
+                failures += [f"{run.name}: {d}" for d in metric_differences(cached, fresh)]
+        if failures:
+            raise SystemExit(
+                f"--restamp: nothing re-stamped. The current code (hash {current}) does not reproduce the cached "
+                "figures exactly:\n  " + "\n  ".join(failures) + "\nThe check runs' results are in "
+                + ", ".join(_shown_path(check_folder(run, out, current)) for run in checks)
+                + "; --rerun-stale retrains the stale runs.")
+        at_commit, when = _commit(), time.strftime("%Y-%m-%d %H:%M:%S")
+        basis = {"code": "the code hash the runs record", "commit": "the commit the runs record (no code hash; "
+                 "older runners recorded the commit at the end of a run)", "run": "this run alone (no code hash, no clean commit)"}
+        for (model, kind, value), group in groups.items():
+            record_checks = [{"seed": run.seed, "folder": check_folder(run, out, current).relative_to(out).as_posix(),
+                              "metrics": check_results[run.name].get("metrics"),
+                              "g_steps": check_results[run.name].get("g_steps")}
+                             for run in checks if run in group]
+            for run in group:
+                result = results[run.name]
+                record = {"from_code_hash": result.get("code_hash"), "from_commit": result.get("commit"),
+                          "to_code_hash": current, "at_commit": at_commit, "time": when, "grouped_by": basis[kind],
+                          "rule": "every recorded metric and g_steps of each check run equal to the cached run's",
+                          "checks": record_checks}
+                if result.get("restamped"):
+                    record["previous"] = result["restamped"]
+                result |= {"code_hash": current, "restamped": record}
+                (run.folder(out) / "result.json").write_text(json.dumps(result, indent=1))
+                restamped.append(run.name)
+        echo(f"re-stamped {len(restamped)} runs with code {current}: {', '.join(restamped) or 'none'}"
+             + (f"; left stale, no run of seeds {','.join(map(str, restamp))} trained by the same code to check them "
+                f"with: {', '.join(run.name for run in unchecked)}" if unchecked else ""))
 
     published_all = yaml.safe_load((EXPERIMENTS / "published.yaml").read_text())
     # the CPU-sized protocol of a benchmark is compared with that benchmark's published rows
@@ -521,6 +796,12 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
     metrics = pub["metrics"]
     ordered = [results[r.name] for r in runs if r.name in results]
     rows = aggregate(ordered, metrics)
+    n_stale = sum(code_state(r, current) != "current" for r in ordered if r["status"] == "ok")
+    thread_counts: dict[str, int] = {}
+    for r in ordered:
+        if r["status"] == "ok":
+            label = run_threads(r) or "not recorded"
+            thread_counts[label] = thread_counts.get(label, 0) + 1
     seed_args = f"--seeds {len(seeds)}" if seeds == list(range(len(seeds))) else f"--seed-list {','.join(map(str, seeds))}"
     header = (f"Command: `python experiments/reproduce.py {table} {seed_args}"
               + (f" --models {','.join(models)}" if models != MODELS else "")
@@ -528,16 +809,21 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
               + "".join(f" --set {a[2:]}={b}" for a, b in zip(overrides[::2], overrides[1::2]))
               + (" --report-only" if report_only else "") + "`. "
               + f"Runs trained at commit {', '.join(sorted({r.get('commit') or 'unknown' for r in ordered}))}; "
-              + f"table written at commit {_commit()}; {_machine()}."
+              + f"table written at commit {_commit()}; {_machine()}. "
+              + "Threads per run: " + "; ".join(f"{label} ({n} run{'s' if n > 1 else ''})" for label, n in thread_counts.items())
+              + f". Code: hash {current}; "
+              + (f"{n_stale} of {sum(r['status'] == 'ok' for r in ordered)} runs stale (see the code column)."
+                 if n_stale else "every run trained (or re-stamped) with it.")
               + (f" Not run yet ({len(missing)}): {', '.join(missing)}." if missing else ""))
-    (out / f"{table}.md").write_text(render_markdown(table, rows, metrics, pub["rows"], header))
-    write_csv(out / f"{table}.csv", rows, metrics, pub["rows"])
+    (out / f"{table}.md").write_text(render_markdown(table, rows, metrics, pub["rows"], header, current_code=current))
+    write_csv(out / f"{table}.csv", rows, metrics, pub["rows"], current_code=current)
     figures = write_figures(out, table, ordered, rows)
     (out / f"{table}_runs.json").write_text(json.dumps(ordered, indent=1))
     if use_wandb:
         log_table_to_wandb(table, rows, metrics, out)
     echo(f"wrote {out / (table + '.md')}, {out / (table + '.csv')}" + "".join(f", {p}" for p in figures))
-    return {"rows": rows, "results": ordered, "trained": len(todo)}
+    return {"rows": rows, "results": ordered, "trained": len(todo), "code_hash": current, "stale": [r.name for r in stale],
+            "checked": [run.name for run in checks], "restamped": restamped}
 
 
 def _shown_path(path: Path) -> str:
@@ -583,6 +869,13 @@ def main(argv: Optional[list[str]] = None) -> dict:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per run (OMP_NUM_THREADS; default 1)")
     parser.add_argument("--gpus-per-run", type=int, default=1)
     parser.add_argument("--force", action="store_true", help="rerun finished runs too")
+    parser.add_argument("--rerun-stale", action="store_true",
+                        help="also retrain the cached runs trained by other code than this tree's (code hash differs "
+                             "or was not recorded); the others stay cached")
+    parser.add_argument("--restamp", metavar="SEEDS",
+                        help="train nothing else: rerun the stale runs of these seeds (e.g. 0) and, only if every "
+                             "recorded metric equals the cached one exactly, stamp the current code hash on the stale "
+                             "runs of the same model and old code, recording how in their result.json")
     parser.add_argument("--progress-every", type=float, default=60.0, help="seconds between progress lines")
     parser.add_argument("--wandb", action="store_true", help="also log the final table to W&B")
     parser.add_argument("--report-only", action="store_true",
@@ -591,9 +884,16 @@ def main(argv: Optional[list[str]] = None) -> dict:
     seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else list(range(args.seeds))
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     out = args.out or ROOT / "results" / args.table
+    restamp = None
+    if args.restamp is not None:
+        try:
+            restamp = [int(s) for s in args.restamp.split(",") if s.strip()]
+        except ValueError:
+            raise SystemExit(f"--restamp takes comma-separated seeds (e.g. 0 or 0,3); got {args.restamp!r}") from None
     return reproduce(args.table, seeds, models, out, cli_overrides(args.set), jobs=args.jobs, threads=args.threads,
                      gpus_per_run=args.gpus_per_run, force=args.force, progress_every=args.progress_every,
-                     use_wandb=args.wandb, report_only=args.report_only)
+                     use_wandb=args.wandb, report_only=args.report_only, rerun_stale=args.rerun_stale,
+                     restamp=restamp)
 
 
 if __name__ == "__main__":

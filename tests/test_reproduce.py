@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -66,7 +68,7 @@ def fake_experiments(tmp_path, monkeypatch):
     monkeypatch.setattr(reproduce, "EXPERIMENTS", tmp_path / "experiments")
     calls, attempts = [], {}
 
-    def execute(run, out, env):
+    def execute(run, out, env, folder=None):
         calls.append(run.name)
         attempts[run.name] = attempts.get(run.name, 0) + 1
         status = "failed" if run.name == "mgan/seed1" and attempts[run.name] == 1 else "ok"  # fails once
@@ -143,9 +145,9 @@ def test_progress_lines_count_finished_runs_and_estimate_time_left(tmp_path, fak
 
     inner = reproduce.execute
 
-    def slow(run, out, env):
+    def slow(run, out, env, folder=None):
         time_module.sleep(0.4)
-        return inner(run, out, env)
+        return inner(run, out, env, folder)
 
     monkeypatch.setattr(reproduce, "execute", slow)
     lines = []
@@ -199,6 +201,13 @@ def test_a_two_model_two_seed_ring_table_end_to_end(tmp_path, monkeypatch):
     commit = reproduce._commit()
     assert all(r["commit"] == commit for r in again["results"])  # each run records the code it was trained with
     assert f"Runs trained at commit {commit}; table written at commit {commit}" in (out / "ring8.md").read_text()
+    # ... and the hash of the code that trained it, and its thread count (CPU results depend on it), shown in the header
+    assert all(r["code_hash"] == again["code_hash"] for r in again["results"]) and again["stale"] == []
+    assert all(r["threads"] == {"OMP_NUM_THREADS": "1", "torch_num_threads": 1} for r in again["results"])
+    text = (out / "ring8.md").read_text()
+    assert "Threads per run: OMP_NUM_THREADS=1, torch 1 (4 runs)." in text
+    assert f"Code: hash {again['code_hash']}; every run trained (or re-stamped) with it." in text
+    assert "| current | this repository, seeds 0,1 |" in text
     # each run keeps a copy of its final sample plot beside result.json (committable), so the figure survives
     # the loss of the run's log folders (a fresh clone, another session)
     for r in again["results"]:
@@ -246,3 +255,186 @@ def test_imported_seeds_are_labelled_in_the_table():
     assert rows[0]["imported"] == [0] and rows[0]["wall_s"] == 11.0  # unknown wall time ignored, not zero
     text = reproduce.render_markdown("ring8", rows, ["modes", "hq", "kl"], [])
     assert "this repository, seeds 0,1 (imported from train.py runs: seeds 0; see their result.json)" in text
+
+
+# ------------------------------------------------------------------ which code trained a run
+def test_code_hash_follows_the_training_code_and_nothing_else(tmp_path):
+    code = ["models/gan.py", "models/sub/layers.py", "datamodules/ring.py", "callbacks/scatter.py", "train.py"]
+    other = ["README.md", "tests/test_x.py", "experiments/reproduce.py", "experiments/ring8/gan.yaml", "models/notes.txt"]
+    for rel in code + other:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(f"# {rel}\n")
+    base = reproduce.code_hash(tmp_path)
+    assert re.fullmatch(r"[0-9a-f]{12}", base)
+    for rel in other:  # documentation, tests, configs (in the run key already), this runner, non-Python files
+        (tmp_path / rel).write_text("changed\n")
+        assert reproduce.code_hash(tmp_path) == base, rel
+    (tmp_path / "models" / "__pycache__").mkdir()
+    (tmp_path / "models" / "__pycache__" / "gan.cpython-311.pyc").write_bytes(b"\0bytecode")
+    assert reproduce.code_hash(tmp_path) == base
+    for rel in code:
+        original = (tmp_path / rel).read_text()
+        (tmp_path / rel).write_text(original + "x = 1\n")
+        assert reproduce.code_hash(tmp_path) != base, rel
+        (tmp_path / rel).write_text(original)
+        assert reproduce.code_hash(tmp_path) == base
+    (tmp_path / "models" / "new.py").write_text("")  # a new module, even an empty one
+    assert reproduce.code_hash(tmp_path) != base
+    (tmp_path / "models" / "new.py").unlink()
+    (tmp_path / "models" / "gan.py").rename(tmp_path / "models" / "gan2.py")  # same bytes, other path
+    assert reproduce.code_hash(tmp_path) != base
+    # the project's own list: every model, datamodule and callback module, and train.py
+    files = {p.relative_to(ROOT).as_posix() for p in reproduce.code_files(ROOT)}
+    assert {"models/base.py", "models/gan.py", "datamodules/gaussian_mixture.py", "callbacks/mode_coverage.py",
+            "train.py"} <= files and all(f.endswith(".py") for f in files)
+    assert not any(f.startswith(("tests/", "experiments/")) for f in files)
+    with pytest.raises(SystemExit, match="cannot hash the training code: models, datamodules, callbacks, train.py"):
+        reproduce.code_hash(tmp_path / "empty")
+
+
+@pytest.fixture
+def stamped(tmp_path, fake_experiments, monkeypatch):
+    """A copy of the training code whose hash the runner takes, and a fake `execute` that stamps it as the real
+    one does. Figures are (modes 8, HQ 90 + seed, KL 0.01) unless `figures[(model, seed)]` says otherwise."""
+    tree = tmp_path / "code"
+    for name in reproduce.CODE_DIRS:
+        shutil.copytree(ROOT / name, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in reproduce.CODE_FILES:
+        shutil.copy(ROOT / name, tree / name)
+    monkeypatch.setattr(reproduce, "CODE_ROOT", tree)
+    calls, figures = [], {}
+
+    def execute(run, out, env, folder=None):
+        folder = folder or run.folder(out)
+        calls.append((run.name, folder.name))
+        metrics = figures.get((run.model, run.seed), {"modes": 8.0, "hq": 90.0 + run.seed, "kl": 0.01})
+        result = {**fake_result(run.model, run.seed, **metrics), "key": run.key, "g_steps": 10,
+                  "code_hash": reproduce.code_hash(), "commit": "abc1234",
+                  "threads": {"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS"), "torch_num_threads": 1}}
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "result.json").write_text(json.dumps(result))
+        return result
+
+    monkeypatch.setattr(reproduce, "execute", execute)
+
+    def edit_models():  # a change to the training code
+        with open(tree / "models" / "gan.py", "a") as f:
+            f.write("\n# edited\n")
+
+    def result_file(model, seed, out):
+        return next((out / "runs" / model).glob(f"seed{seed}-????????????/result.json"))
+
+    def make_legacy(model, seed, out, commit):  # as written before code hashes were recorded
+        path = result_file(model, seed, out)
+        result = json.loads(path.read_text())
+        del result["code_hash"], result["threads"]
+        path.write_text(json.dumps(result | {"commit": commit}))
+
+    return SimpleNamespace(calls=calls, figures=figures, edit_models=edit_models, result_file=result_file,
+                           make_legacy=make_legacy)
+
+
+def _row(text, label):
+    return next(line for line in text.splitlines() if line.startswith(f"| {label} (ours) |"))
+
+
+def test_cached_runs_trained_by_other_code_are_reused_and_marked_stale(tmp_path, stamped):
+    out = tmp_path / "out"
+    kwargs = dict(table="ring8", seeds=[0, 1], models=["gan", "mgan"], out=out, overrides=[], jobs=1,
+                  progress_every=1000, echo=lambda *a: None)
+    first = reproduce.reproduce(**kwargs)
+    old = first["code_hash"]
+    assert len(stamped.calls) == 4 and all(r["code_hash"] == old for r in first["results"])
+    text = (out / "ring8.md").read_text()
+    assert "| current | this repository, seeds 0,1 |" in _row(text, "GAN") and first["stale"] == []
+    stamped.make_legacy("mgan", 0, out, commit="e065e3f")  # code unknown: stale, never current
+    stamped.edit_models()
+    stamped.calls.clear()
+    lines = []
+    second = reproduce.reproduce(**{**kwargs, "echo": lines.append})
+    new = second["code_hash"]
+    assert new != old and stamped.calls == [] and second["trained"] == 0  # reused, not retrained
+    assert sorted(second["stale"]) == ["gan/seed0", "gan/seed1", "mgan/seed0", "mgan/seed1"]
+    text = (out / "ring8.md").read_text()
+    assert f"| stale (code {old}) | this repository, seeds 0,1 |" in _row(text, "GAN")
+    assert (f"| mixed: stale (code unknown; commit e065e3f) seed 0; stale (code {old}) seed 1 | this repository"
+            in _row(text, "MGAN"))  # a row of runs trained by different code says so, seed by seed
+    assert f"Code: hash {new}; 4 of 4 runs stale (see the code column)." in text
+    assert "Threads per run: OMP_NUM_THREADS=1, torch 1 (3 runs); not recorded (1 run)." in text
+    assert "4 stale: trained by other code" in lines[0] and "--rerun-stale retrains them" in lines[1]
+    csv_text = (out / "ring8.csv").read_text().splitlines()
+    assert csv_text[0].endswith(",source,code") and csv_text[1].endswith(f",ours,stale (code {old})")
+
+
+def test_rerun_stale_retrains_exactly_the_stale_runs(tmp_path, stamped):
+    out = tmp_path / "out"
+    kwargs = dict(table="ring8", models=["gan", "mgan"], out=out, overrides=[], jobs=1, progress_every=1000,
+                  echo=lambda *a: None)
+    reproduce.reproduce(**kwargs, seeds=[0, 1])
+    stamped.make_legacy("mgan", 1, out, commit="e065e3f")
+    stamped.edit_models()
+    stamped.calls.clear()
+    plain = reproduce.reproduce(**kwargs, seeds=[0, 1, 2])  # trains the new seed only; the old ones stay, stale
+    assert sorted(name for name, _ in stamped.calls) == ["gan/seed2", "mgan/seed2"] and len(plain["stale"]) == 4
+    stamped.calls.clear()
+    rerun = reproduce.reproduce(**kwargs, seeds=[0, 1, 2], rerun_stale=True)
+    assert sorted(name for name, _ in stamped.calls) == ["gan/seed0", "gan/seed1", "mgan/seed0", "mgan/seed1"]
+    assert rerun["trained"] == 4 and all(r["code_hash"] == rerun["code_hash"] for r in rerun["results"])
+    assert all(folder.startswith(f"seed{name[-1]}-") and "check" not in folder for name, folder in stamped.calls)
+    text = (out / "ring8.md").read_text()
+    assert "| current | this repository, seeds 0,1,2 |" in _row(text, "GAN")
+    assert "| current | this repository, seeds 0,1,2 |" in _row(text, "MGAN")
+    stamped.calls.clear()
+    assert reproduce.reproduce(**kwargs, seeds=[0, 1, 2], rerun_stale=True)["trained"] == 0 and stamped.calls == []
+    with pytest.raises(SystemExit, match="--force and --rerun-stale do not go together"):
+        reproduce.reproduce(**kwargs, seeds=[0], force=True, rerun_stale=True)
+
+
+def test_restamp_refuses_on_a_differing_figure_and_restamps_on_identical_ones(tmp_path, stamped):
+    out = tmp_path / "out"
+    kwargs = dict(table="ring8", seeds=[0, 1, 2], models=["gan", "mgan"], out=out, overrides=[], jobs=1,
+                  progress_every=1000, echo=lambda *a: None)
+    old = reproduce.reproduce(**kwargs)["code_hash"]
+    # no code hash and no clean commit: nothing says which code trained it, so only its own rerun could check it
+    stamped.make_legacy("mgan", 2, out, commit="19195e8 (with uncommitted changes)")
+    stamped.edit_models()
+    new = reproduce.code_hash()
+    files = {(m, s): stamped.result_file(m, s, out) for m in ("gan", "mgan") for s in (0, 1, 2)}
+    before = {k: p.read_text() for k, p in files.items()}
+    stamped.calls.clear()
+    with pytest.raises(SystemExit, match="trained with another thread count"):  # figures depend on it
+        reproduce.reproduce(**kwargs, restamp=[0], threads=2)
+    assert stamped.calls == []
+    stamped.figures[("gan", 0)] = {"modes": 8.0, "hq": 90.25, "kl": 0.01}  # the "refactor" changed one figure
+    with pytest.raises(SystemExit, match=r"nothing re-stamped[\s\S]*gan/seed0: hq: cached 90\.0, rerun 90\.25"):
+        reproduce.reproduce(**kwargs, restamp=[0])
+    assert sorted(name for name, _ in stamped.calls) == ["gan/seed0", "mgan/seed0"]  # the sample, nothing else
+    assert all(folder.endswith(f"-check-{new}") for _, folder in stamped.calls)  # beside the cached runs, not over them
+    assert {k: p.read_text() for k, p in files.items()} == before  # nothing re-stamped, not even mgan's identical one
+    stamped.figures.clear()  # the refactor changes no figure
+    stamped.calls.clear()
+    lines = []
+    summary = reproduce.reproduce(**{**kwargs, "echo": lines.append}, restamp=[0])
+    assert sorted(name for name, _ in stamped.calls) == ["gan/seed0", "mgan/seed0"] and summary["trained"] == 0
+    assert sorted(summary["restamped"]) == ["gan/seed0", "gan/seed1", "gan/seed2", "mgan/seed0", "mgan/seed1"]
+    assert "left stale, no run of seeds 0 trained by the same code to check them with: mgan/seed2" in lines[-2]
+    gan1 = json.loads(files[("gan", 1)].read_text())
+    assert gan1["code_hash"] == new and gan1["commit"] == "abc1234"  # the commit it was trained at stays
+    record = gan1["restamped"]
+    assert record["from_code_hash"] == old and record["to_code_hash"] == new
+    check = f"runs/gan/{files[('gan', 0)].parent.name}-check-{new}"  # relative to the table's folder
+    assert [c["seed"] for c in record["checks"]] == [0] and record["checks"][0]["folder"] == check
+    assert record["checks"][0]["metrics"] == {"modes": 8.0, "hq": 90.0, "kl": 0.01}
+    assert json.loads(files[("mgan", 2)].read_text()) == json.loads(before[("mgan", 2)])
+    text = (out / "ring8.md").read_text()
+    assert "| current, re-stamped [1] | this repository" in _row(text, "GAN")
+    assert ("| mixed: current, re-stamped [2] seeds 0,1; stale (code unknown; commit 19195e8 (with uncommitted "
+            "changes)) seed 2 |" in _row(text, "MGAN"))
+    assert f"[1] re-stamped from code {old} to {new} at commit " in text and f"seed 0 ({check})" in text
+    assert (out / "ring8.csv").read_text().splitlines()[1].endswith(f',ours,"current, re-stamped from code {old}"')
+    assert "recorded metrics identical to the cached ones." in text
+    stamped.calls.clear()
+    assert reproduce.reproduce(**kwargs, rerun_stale=True)["trained"] == 1  # re-stamped runs count as current
+    assert stamped.calls == [("mgan/seed2", files[("mgan", 2)].parent.name)]
+    assert reproduce.metric_differences({"metrics": {"kl": float("nan")}}, {"metrics": {"kl": float("nan")}}) == []
+    assert reproduce.metric_differences({"metrics": {"kl": 0.1}}, {"metrics": {"kl": 0.1, "x": 1}}) == ["x: cached None, rerun 1"]
