@@ -10,7 +10,7 @@ import torch
 from torch.testing import assert_close
 
 from models import MDGAN, MLPDiscriminator, MLPGenerator
-from models.losses import aggregate_losses, d_logistic_loss, g_nonsaturating_loss
+from models.losses import aggregate_losses, d_logistic_loss
 from tests.conftest import quiet_trainer, tiny_ring
 
 
@@ -95,14 +95,27 @@ def test_discriminators_are_independent_copies():
 
 
 def test_generator_loss_aggregates_every_discriminator():
-    torch.manual_seed(0)
-    model = tiny_mdgan(k=3, aggregation="softmax", softmax_lambda=3.0)
-    fake = torch.randn(7, 2)
-    loss, logs = model.generator_loss(None, fake)
-    per_d = torch.stack([g_nonsaturating_loss(d(fake)) for d in model.discriminators])
-    w = torch.softmax(3.0 * per_d, 0)
-    assert_close(loss, (w * per_d).sum())
-    assert_close(torch.stack([logs[f"weight_{i}"] for i in range(3)]), w.detach())
+    """Linear discriminators D_i(x) = a_i . x + b_i with chosen weights: each one's non-saturating
+    loss V_i = mean_n log(1 + exp(-D_i(x_n))) and GMAN's weights exp(lambda V_i) / sum_j exp(lambda V_j)
+    worked out with `math`, not with the code's own softmax."""
+    model = MDGAN(MLPGenerator(latent_dim=8, hidden_dim=16), MLPDiscriminator(n_hidden=0), num_discriminators=3,
+                  aggregation="softmax", softmax_lambda=3.0)
+    a, b = [(1.0, 0.0), (-1.0, 1.0), (0.5, -0.5)], [0.0, 0.5, -0.3]
+    with torch.no_grad():
+        for d, a_i, b_i in zip(model.discriminators, a, b):
+            d.net[-1].weight.copy_(torch.tensor([a_i]))
+            d.net[-1].bias.fill_(b_i)
+    points = [(1.0, 0.0), (0.0, 1.0), (-1.0, 2.0), (0.5, -0.5)]
+    loss, logs = model.generator_loss(None, torch.tensor(points))
+    v = [sum(math.log1p(math.exp(-(a_i[0] * x + a_i[1] * y + b_i))) for x, y in points) / len(points)
+         for a_i, b_i in zip(a, b)]
+    e = [math.exp(3.0 * v_i) for v_i in v]
+    w = [e_i / sum(e) for e_i in e]
+    # float32 forward: a few roundings of relative size 6e-8 each
+    assert [logs[f"g_loss_{i}"].item() for i in range(3)] == pytest.approx(v, rel=1e-6)
+    assert [logs[f"weight_{i}"].item() for i in range(3)] == pytest.approx(w, rel=1e-5)
+    assert loss.item() == pytest.approx(sum(w_i * v_i for w_i, v_i in zip(w, v)), rel=1e-5)
+    assert max(w) < 0.7 and min(w) > 0.1  # weights 0.21, 0.13, 0.66: neither the mean nor the max
 
 
 def test_learned_lambda_starts_at_its_value_and_gets_a_gradient():
