@@ -54,6 +54,7 @@ def test_two_node_torchrun_job_on_the_loopback_trains_in_sync(tmp_path):
 def test_slurm_template_passes_the_allocation_to_lightning():
     text = (ROOT / "experiments/cluster/train.sbatch").read_text()
     assert "srun python train.py fit" in text and "--signal=SIGUSR1@90" in text and "--requeue" in text
+    assert "--ckpt_path last" in text  # a requeued job resumes from its latest epoch-end checkpoint
     assert '--trainer.num_nodes "$SLURM_NNODES"' in text and '--trainer.devices "$SLURM_NTASKS_PER_NODE"' in text
     assert subprocess.run(["bash", "-n", str(ROOT / "experiments/cluster/train.sbatch")]).returncode == 0
 
