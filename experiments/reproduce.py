@@ -818,7 +818,6 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
     (out / f"{table}.md").write_text(render_markdown(table, rows, metrics, pub["rows"], header, current_code=current))
     write_csv(out / f"{table}.csv", rows, metrics, pub["rows"], current_code=current)
     figures = write_figures(out, table, ordered, rows)
-    (out / f"{table}_runs.json").write_text(json.dumps(ordered, indent=1))
     if use_wandb:
         log_table_to_wandb(table, rows, metrics, out)
     echo(f"wrote {out / (table + '.md')}, {out / (table + '.csv')}" + "".join(f", {p}" for p in figures))

@@ -4,15 +4,13 @@ on the offline 32-px image config (random PNGs through the CIFAR-10 configs)."""
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
+from experiments.benchmark import main, parse_spec, random_image_folder
 
-from benchmark import main, parse_spec, random_image_folder  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_ring8_table_with_overrides(tmp_path, monkeypatch):

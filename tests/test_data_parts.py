@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from datamodules import parts
-from models import MDGAN, MLPDiscriminator, MLPGenerator
-from tests.conftest import quiet_trainer, tiny_ring
+from models import MDGAN
+from tests.factories import quiet_trainer, tiny_model, tiny_ring
 
 
 def tiny_mdgan(k: int, **kwargs) -> MDGAN:
-    return MDGAN(MLPGenerator(latent_dim=4, hidden_dim=8), MLPDiscriminator(hidden_dim=8), num_discriminators=k, **kwargs)
+    return tiny_model("MDGAN", noise_dim=4, hidden_dim=8, num_discriminators=k, **kwargs)
 
 
 @pytest.mark.parametrize("n, p", [(103, 4), (12, 12), (1000, 3)])

@@ -13,12 +13,11 @@ from torch.testing import assert_close
 from callbacks import CodeModeAccuracy, LatentTraversal, matched_accuracy
 from models import InfoGAN, MLPDiscriminator, MLPGenerator
 from models.losses import classification_loss, gaussian_nll
-from tests.conftest import quiet_trainer, tiny_ring
+from tests.factories import quiet_trainer, tiny_model, tiny_ring
 
 
 def tiny_infogan(cats=(4, 3), cont: int = 2, **kwargs) -> InfoGAN:
-    return InfoGAN(MLPGenerator(latent_dim=6 + sum(cats) + cont, hidden_dim=16), MLPDiscriminator(hidden_dim=16),
-                   categorical_codes=list(cats), continuous_codes=cont, **kwargs)
+    return tiny_model("InfoGAN", noise_dim=6, categorical_codes=list(cats), continuous_codes=cont, **kwargs)
 
 
 def test_codes_are_drawn_from_their_declared_distributions():

@@ -11,12 +11,11 @@ from torch.testing import assert_close
 
 from models import MDGAN, MLPDiscriminator, MLPGenerator
 from models.losses import aggregate_losses, d_logistic_loss
-from tests.conftest import quiet_trainer, tiny_ring
+from tests.factories import quiet_trainer, tiny_model, tiny_ring
 
 
 def tiny_mdgan(k: int = 3, **kwargs) -> MDGAN:
-    return MDGAN(MLPGenerator(latent_dim=8, hidden_dim=16), MLPDiscriminator(hidden_dim=16), num_discriminators=k,
-                 **kwargs)
+    return tiny_model("MDGAN", num_discriminators=k, **kwargs)
 
 
 LOSSES = torch.tensor([0.3, 1.7, 0.9, 1.2])

@@ -13,11 +13,11 @@ from torch.testing import assert_close
 from callbacks import GeneratorModeShares
 from models import MGAN, DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, PerGeneratorLinear
 from models.losses import classification_loss, d_logistic_loss, g_nonsaturating_loss
-from tests.conftest import quiet_trainer, tiny_ring
+from tests.factories import quiet_trainer, tiny_model, tiny_ring
 
 
 def tiny_mgan(k: int = 3, **kwargs) -> MGAN:
-    return MGAN(MLPGenerator(latent_dim=8, hidden_dim=16, num_generators=k), MLPDiscriminator(hidden_dim=16), **kwargs)
+    return tiny_model("MGAN", num_generators=k, **kwargs)
 
 
 def test_generators_share_every_layer_but_the_first():

@@ -10,7 +10,7 @@ import torch
 from torch.testing import assert_close
 
 from models import DCGANDiscriminator, MinibatchDiscrimination, MinibatchDiscriminationGAN, MLPDiscriminator, MLPGenerator
-from tests.conftest import quiet_trainer, tiny_ring
+from tests.factories import quiet_trainer, tiny_ring
 
 
 def test_exact_output_on_three_samples():

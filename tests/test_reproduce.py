@@ -6,15 +6,14 @@ import json
 import math
 import re
 import shutil
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from experiments import reproduce
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-import reproduce  # noqa: E402
 
 
 def fake_result(model, seed, status="ok", **metrics):
@@ -171,7 +170,6 @@ def test_unknown_table_or_model_is_a_clear_error(tmp_path):
 def test_a_two_model_two_seed_ring_table_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.chdir(tmp_path)  # a relative --out: each run trains inside its own folder, paths must still hold
-    lines = []
     summary = reproduce.main(["ring8", "--seeds", "2", "--models", "gan,mdgan", "--out", "out",
                               "--set", "trainer.max_steps=20", "--set", "data.init_args.batches_per_epoch=10",
                               "--set", "data.init_args.batch_size=64", "--jobs", "2", "--progress-every", "1000"])

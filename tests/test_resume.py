@@ -29,7 +29,7 @@ import yaml
 
 import train
 from models import GANBase
-from tests.conftest import quiet_trainer, tiny_gan, tiny_ring
+from tests.factories import quiet_trainer, tiny_model, tiny_ring
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"GAN": "gan", "WGANGP": "wgan_gp", "UnrolledGAN": "unrolled_gan", "MinibatchDiscriminationGAN": "minibatch_gan",
@@ -146,9 +146,9 @@ def test_a_mid_epoch_checkpoint_is_refused(tmp_path):
     L.seed_everything(0)
     every_3 = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1, filename="{step}")
     quiet_trainer(max_steps=10, max_epochs=-1, enable_checkpointing=True, callbacks=[every_3]).fit(
-        tiny_gan(), datamodule=tiny_ring())
+        tiny_model(), datamodule=tiny_ring())
     mid = tmp_path / "ckpt" / "step=6.ckpt"  # 3 batches into a 5-batch epoch
-    model = tiny_gan()
+    model = tiny_model()
     weights = copy.deepcopy(model.state_dict())
     with pytest.raises(ValueError, match=r"written in the middle of epoch 0 \(after 3 of its batches\).*not resumed"):
         quiet_trainer(max_steps=20, max_epochs=-1).fit(model, datamodule=tiny_ring(), ckpt_path=str(mid))
@@ -240,22 +240,17 @@ def test_an_image_run_resumed_at_an_epoch_end_sees_the_uninterrupted_run_s_batch
 
 # ---------------------------------------------------------------------------------- loading
 def _python_model(name: str, images: bool):
-    import models
-    from models import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
+    from models import DCGANDiscriminator, DCGANGenerator
 
-    latent = 8 + (10 if name == "InfoGAN" else 0)
+    kwargs = {"UnrolledGAN": {"unrolled_steps": 1}, "MDGAN": {"num_discriminators": 2}}.get(name, {})
     k = 3 if name == "MGAN" else 1
-    mb = 3 if name == "MinibatchDiscriminationGAN" else 0
     if images:
-        gen = DCGANGenerator(latent_dim=latent, image_size=28, channels=1, width=4, num_generators=k)
-        disc = DCGANDiscriminator(image_size=28, channels=1, width=4, minibatch_kernels=mb,
-                                  norm="layer" if name == "WGANGP" else "batch")
-    else:
-        gen = MLPGenerator(latent_dim=latent, hidden_dim=16, num_generators=k)
-        disc = MLPDiscriminator(hidden_dim=16, minibatch_kernels=mb)
-    kwargs = {"UnrolledGAN": {"unrolled_steps": 1}, "MDGAN": {"num_discriminators": 2},
-              "InfoGAN": {"categorical_codes": [8], "continuous_codes": 2}}.get(name, {})
-    return getattr(models, name)(gen, disc, g_lr=1e-3, **kwargs)
+        latent = 8 + (10 if name == "InfoGAN" else 0)
+        kwargs["generator"] = DCGANGenerator(latent_dim=latent, image_size=28, channels=1, width=4, num_generators=k)
+        kwargs["discriminator"] = DCGANDiscriminator(
+            image_size=28, channels=1, width=4, minibatch_kernels=3 if name == "MinibatchDiscriminationGAN" else 0,
+            norm="layer" if name == "WGANGP" else "batch")
+    return tiny_model(name, num_generators=k, g_lr=1e-3, **kwargs)
 
 
 @pytest.mark.parametrize("images", [False, True], ids=["mlp", "dcgan"])

@@ -5,14 +5,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
-from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 
 from models import GAN, MLPDiscriminator, MLPGenerator, NonFiniteLossError
-from tests.conftest import quiet_trainer, tiny_gan, tiny_ring
+from tests.factories import VARIANTS, quiet_trainer, tiny_data, tiny_model, tiny_ring
 
 
 def adam_steps(optimizer) -> int:
@@ -26,7 +25,7 @@ def adam_steps(optimizer) -> int:
 @pytest.mark.parametrize("n_critic", [1, 5])
 def test_training_changes_both_networks_with_n_critic_d_steps_per_g_step(n_critic):
     L.seed_everything(0)
-    model = tiny_gan(n_critic=n_critic)
+    model = tiny_model(n_critic=n_critic)
     g0, d0 = copy.deepcopy(model.generator.state_dict()), copy.deepcopy(model.discriminator.state_dict())
     trainer = quiet_trainer(max_epochs=2, limit_val_batches=0)
     trainer.fit(model, datamodule=tiny_ring(batches_per_epoch=10))
@@ -43,7 +42,7 @@ def test_training_changes_both_networks_with_n_critic_d_steps_per_g_step(n_criti
 
 def test_d_step_does_not_touch_generator_and_fakes_are_generated_once(monkeypatch):
     L.seed_everything(0)
-    model = tiny_gan(n_critic=2)
+    model = tiny_model(n_critic=2)
     calls = []
     original = model.generate
     monkeypatch.setattr(model, "generate", lambda z: calls.append(z.shape) or original(z))
@@ -58,7 +57,7 @@ def test_d_step_does_not_touch_generator_and_fakes_are_generated_once(monkeypatc
 def test_each_backward_reaches_only_the_stepping_network():
     """Without toggling, the generator's backward through D would add to D's gradients."""
     L.seed_everything(0)
-    model = tiny_gan()
+    model = tiny_model()
     seen = []
 
     class Spy(L.Callback):
@@ -79,7 +78,7 @@ def test_each_backward_reaches_only_the_stepping_network():
 def test_resume_from_checkpoint_gives_exactly_the_uninterrupted_weights(tmp_path):
     def run(max_epochs, ckpt=None, save_to=None):
         L.seed_everything(7)
-        model = tiny_gan()
+        model = tiny_model()
         trainer = quiet_trainer(max_epochs=max_epochs, limit_val_batches=0)
         trainer.fit(model, datamodule=tiny_ring(seed=None), ckpt_path=ckpt)
         if save_to:
@@ -94,7 +93,7 @@ def test_resume_from_checkpoint_gives_exactly_the_uninterrupted_weights(tmp_path
         assert torch.equal(a, b), f"{name} differs after resume"
     # and the run really depended on the seed: another seed gives other weights
     L.seed_everything(8)
-    other = tiny_gan()
+    other = tiny_model()
     quiet_trainer(max_epochs=4, limit_val_batches=0).fit(other, datamodule=tiny_ring(seed=None))
     assert not torch.equal(other.generator.net[0].weight, full.generator.net[0].weight)
 
@@ -107,7 +106,7 @@ def test_resume_from_a_checkpoint_written_at_validation_end(tmp_path):
 
     def run(max_epochs, ckpt=None):
         L.seed_everything(3)
-        model = tiny_gan()
+        model = tiny_model()
         checkpoints = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, filename="{epoch}")
         trainer = quiet_trainer(max_epochs=max_epochs, enable_checkpointing=True,
                                 callbacks=[checkpoints, ModeCoverage(num_samples=100)])
@@ -123,7 +122,7 @@ def test_resume_from_a_checkpoint_written_at_validation_end(tmp_path):
 
 def test_bf16_mixed_trains():
     L.seed_everything(0)
-    model = tiny_gan()
+    model = tiny_model()
     w0 = model.generator.net[0].weight.clone()
     quiet_trainer(max_epochs=1, precision="bf16-mixed").fit(model, datamodule=tiny_ring())
     assert model.g_steps == 5
@@ -134,7 +133,7 @@ def test_bf16_mixed_trains():
 @pytest.mark.parametrize("clip", [None, 1e-3])
 def test_gradient_clipping_bounds_the_gradient_norm(clip):
     L.seed_everything(0)
-    model = tiny_gan(gradient_clip_val=clip)
+    model = tiny_model(gradient_clip_val=clip)
     norms = []
 
     class Spy(L.Callback):
@@ -152,7 +151,7 @@ def test_lr_scheduler_steps_once_per_generator_step():
     from functools import partial
 
     L.seed_everything(0)
-    model = tiny_gan(n_critic=2, g_lr=1e-3, d_lr=1e-3,
+    model = tiny_model(n_critic=2, g_lr=1e-3, d_lr=1e-3,
                      lr_scheduler=partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5))
     quiet_trainer(max_epochs=1, limit_val_batches=0).fit(model, datamodule=tiny_ring(batches_per_epoch=6))
     assert model.g_steps == 3
@@ -163,12 +162,12 @@ def test_lr_scheduler_steps_once_per_generator_step():
 # ---------------------------------------------------------------- bad input
 def test_n_critic_below_one_is_rejected():
     with pytest.raises(ValueError, match="n_critic must be an integer >= 1"):
-        tiny_gan(n_critic=0)
+        tiny_model(n_critic=0)
 
 
 def test_unknown_loss_is_rejected():
     with pytest.raises(ValueError, match="unknown loss 'wgan'"):
-        tiny_gan(loss="wgan")
+        tiny_model(loss="wgan")
 
 
 def test_generator_latent_size_mismatch_is_rejected():
@@ -193,7 +192,7 @@ def test_non_finite_loss_stops_with_step_and_loss_and_keeps_the_last_checkpoint(
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     L.seed_everything(0)
-    model = tiny_gan()
+    model = tiny_model()
     original = model.generator_loss
     at_poison = {}
 
@@ -224,7 +223,7 @@ def test_clipping_under_16_mixed_acts_on_unscaled_gradients():
 
     L.seed_everything(0)
     clip = 1e-3
-    model = tiny_gan(gradient_clip_val=clip)
+    model = tiny_model(gradient_clip_val=clip)
     norms = []
 
     class Spy(L.Callback):
@@ -242,7 +241,7 @@ def test_minimax_loss_is_selectable():
     from models import losses
 
     L.seed_everything(0)
-    model = tiny_gan(loss="minimax")
+    model = tiny_model(loss="minimax")
     fake = torch.randn(6, 2)
     loss, _ = model.generator_loss(None, fake)
     torch.testing.assert_close(loss, losses.g_minimax_loss(model.discriminator(fake)))
@@ -267,26 +266,6 @@ def test_dcgan_pair_trains_on_images():
     assert model.g_steps == 2 and not torch.equal(w0, model.generator.project[0].weight)
     assert model.sample(5).shape == (5, 1, 28, 28)
     assert model.generator.training  # sample() restored training mode
-
-
-VARIANTS = ["UnrolledGAN", "MinibatchDiscriminationGAN", "WGANGP", "MGAN", "MDGAN", "InfoGAN"]
-
-
-def tiny_model(name: str, **extra):
-    """A small 2D model of each kind (GAN or a variant), for loop-level tests."""
-    import models
-
-    disc = MLPDiscriminator(hidden_dim=16, minibatch_kernels=3 if name == "MinibatchDiscriminationGAN" else 0)
-    kwargs = {"UnrolledGAN": {"unrolled_steps": 2}, "MDGAN": {"num_discriminators": 3},
-              "InfoGAN": {"categorical_codes": [8], "continuous_codes": 2}}.get(name, {})
-    gen = MLPGenerator(latent_dim=8 + (10 if name == "InfoGAN" else 0), hidden_dim=16,
-                       num_generators=4 if name == "MGAN" else 1)
-    return getattr(models, name)(gen, disc, **kwargs, **extra)
-
-
-def tiny_data(name: str, **kwargs):
-    """tiny_ring, with the fixed training set MD-GAN's per-discriminator parts are cut from."""
-    return tiny_ring(**({"train_size": 480} if name == "MDGAN" else {}), **kwargs)
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -332,10 +311,7 @@ def test_benchmark_plain_loop_does_the_lightning_loop_s_math(name):
     """The benchmark's plain loop, started from the same weights, data and noise, ends with the
     same weights as the Lightning loop, for every model: the ratio it reports compares identical
     work."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-    from benchmark import PlainLoop
+    from experiments.benchmark import PlainLoop
 
     L.seed_everything(0)
     model = tiny_model(name)
@@ -376,9 +352,9 @@ def test_compiled_networks_train_to_the_same_weights():
     """compile_networks goes through torch.compile (dynamo + AOT autograd; the aot_eager backend
     skips the C++ code generation so the test stays fast on CPU) and changes no number."""
     L.seed_everything(0)
-    eager = tiny_gan()
+    eager = tiny_model()
     L.seed_everything(0)
-    compiled = tiny_gan(compile_networks={"backend": "aot_eager"})
+    compiled = tiny_model(compile_networks={"backend": "aot_eager"})
     for model in (eager, compiled):
         quiet_trainer(max_epochs=1).fit(model, datamodule=tiny_ring(batches_per_epoch=6))
     assert compiled.generator._compiled_call_impl is not None and compiled.discriminator._compiled_call_impl is not None
@@ -399,7 +375,7 @@ def test_compile_leaves_a_double_backward_discriminator_eager(name):
 
 def test_compile_networks_rejects_a_non_dict():
     with pytest.raises(ValueError, match="compile_networks must be"):
-        tiny_gan(compile_networks="max-autotune")
+        tiny_model(compile_networks="max-autotune")
 
 
 @pytest.mark.parametrize("name", ["GAN", *VARIANTS])

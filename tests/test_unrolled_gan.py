@@ -141,7 +141,7 @@ def test_real_discriminator_is_untouched_and_buffers_work(kind):
 def test_trains_in_lightning_and_rejects_bad_settings():
     import lightning as L
 
-    from tests.conftest import quiet_trainer, tiny_ring
+    from tests.factories import quiet_trainer, tiny_ring
     from models import MLPDiscriminator, MLPGenerator
 
     L.seed_everything(0)
@@ -169,7 +169,7 @@ def test_generator_unrolls_from_the_discriminator_before_this_batchs_update():
     import lightning as L
 
     from models import MLPDiscriminator, MLPGenerator
-    from tests.conftest import quiet_trainer, tiny_ring
+    from tests.factories import quiet_trainer, tiny_ring
 
     L.seed_everything(0)
     model = UnrolledGAN(MLPGenerator(latent_dim=8, hidden_dim=16), MLPDiscriminator(hidden_dim=16), unrolled_steps=1)

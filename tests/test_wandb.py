@@ -9,7 +9,7 @@ import pytest
 
 from callbacks import WandbLogger
 from callbacks.wandb_logger import resolve_wandb_mode
-from tests.conftest import quiet_trainer, tiny_gan, tiny_ring
+from tests.factories import quiet_trainer, tiny_model, tiny_ring
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_training_logs_offline_run_to_disk_and_says_how_to_sync(no_credentials, 
     lightning_log = logging.getLogger("lightning.pytorch")  # does not propagate to the root logger
     lightning_log.addHandler(caplog.handler)
     try:
-        trainer.fit(tiny_gan(), datamodule=tiny_ring())
+        trainer.fit(tiny_model(), datamodule=tiny_ring())
     finally:
         lightning_log.removeHandler(caplog.handler)
     run_dir = logger.experiment.dir

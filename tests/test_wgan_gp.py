@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from models import WGANGP, MLPDiscriminator, MLPGenerator
+from models import WGANGP
 from models.losses import gradient_penalty
-from tests.conftest import quiet_trainer, tiny_ring
+from tests.factories import quiet_trainer, tiny_model, tiny_ring
 
 
 class LinearCritic(nn.Module):
@@ -23,7 +23,7 @@ class LinearCritic(nn.Module):
 
 
 def tiny_wgan(critic=None, **kwargs) -> WGANGP:
-    return WGANGP(MLPGenerator(latent_dim=8, hidden_dim=16), critic or MLPDiscriminator(hidden_dim=16), **kwargs)
+    return tiny_model("WGANGP", discriminator=critic, **kwargs)
 
 
 def test_paper_defaults():
