@@ -178,7 +178,7 @@ class Run:
                 steps = self.overrides[i + 1]
             elif arg.startswith("--trainer.max_steps="):
                 steps = arg.split("=", 1)[1]
-        return int(steps) if steps is not None else None
+        return int(steps) if steps is not None and int(steps) > 0 else None  # -1: bounded by epochs instead
 
 
 def cli_overrides(pairs: list[str]) -> list[str]:
@@ -723,7 +723,10 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
         parts, progress = [], []
         for run, folder, started in current_runs:
             step, total = _current_step(folder), run.max_steps()
-            frac = f"{step}/{total} steps" if step is not None and total else "starting"
+            if step is None:
+                frac = "starting"
+            else:  # runs bounded by epochs (max_steps -1) have no total to show
+                frac = f"{step}/{total} steps" if total else f"step {step}"
             parts.append(f"{run.name} {frac} ({now - started:.0f} s)")
             progress.append((run.model, now - started, step / total if step is not None and total else None))
         eta = seconds_left(progress, pending, finished, len(slot_envs), known)

@@ -436,3 +436,13 @@ def test_restamp_refuses_on_a_differing_figure_and_restamps_on_identical_ones(tm
     assert stamped.calls == [("mgan/seed2", files[("mgan", 2)].parent.name)]
     assert reproduce.metric_differences({"metrics": {"kl": float("nan")}}, {"metrics": {"kl": float("nan")}}) == []
     assert reproduce.metric_differences({"metrics": {"kl": 0.1}}, {"metrics": {"kl": 0.1, "x": 1}}) == ["x: cached None, rerun 1"]
+
+
+def test_max_steps_of_a_run_bounded_by_epochs_is_unknown(tmp_path):
+    """Image configs stop by max_epochs: the progress line shows the step alone, not a fraction of -1."""
+    config = tmp_path / "c.yaml"
+    config.write_text("trainer:\n  max_steps: -1\n  max_epochs: 20\n")
+    assert reproduce.Run("t", "gan", 0, config).max_steps() is None
+    assert reproduce.Run("t", "gan", 0, config, ["--trainer.max_steps", "300"]).max_steps() == 300
+    config.write_text("trainer:\n  max_epochs: 20\n")
+    assert reproduce.Run("t", "gan", 0, config).max_steps() is None
