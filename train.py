@@ -29,7 +29,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from models import GANBase
-from models.base import _plain, resume_at_epoch_end
+from models.checkpoints import plain, resume_at_epoch_end
 
 # The 2D mixtures are generated in the main process on purpose (microseconds per batch).
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -143,7 +143,7 @@ def check_checkpoint_model(model: dict[str, Any], path: str, saved: dict[str, An
     checkpoint's: another class, or other arguments (networks included). Runtime-only arguments
     (RUNTIME_ARGUMENTS) take the config's values, said in one line. Arguments only one side knows
     (added or removed since) are skipped."""
-    saved = _plain(dict(saved))
+    saved = plain(dict(saved))
     saved.pop("_instantiator", None)
     saved_class = saved.pop("_class_path", None)
     current = {**(model.get("init_args") or {}), **(model.get("dict_kwargs") or {})}

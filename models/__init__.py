@@ -1,7 +1,8 @@
 """GAN variants (one file each), their shared base, pure losses and networks."""
 
 from . import losses
-from .base import GANBase, NonFiniteLossError
+from .base import GANBase
+from .runtime import NonFiniteLossError
 from .gan import GAN
 from .infogan import InfoGAN
 from .mdgan import MDGAN

@@ -28,7 +28,7 @@ What the base takes care of, so variants do not have to:
   so it fails with "parameters that were not used in producing the loss". Instead of paying
   for `find_unused_parameters`, the reducer is switched off during the training step and the
   gradients of exactly the parameters being stepped are all-reduced (averaged) after each
-  backward, one flat buffer per step (`_all_reduce_gradients`);
+  backward, one flat buffer per step (`models.runtime`);
 - counters of D and G steps, saved in checkpoints (`trainer.global_step` counts D and G
   optimizer steps together, so it is not the generator step count). Under 16-mixed a step
   that the GradScaler skips (inf/NaN gradients) still counts, as it does in Lightning's own
@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping
 from typing import Any, Optional
 
 import lightning as L
@@ -58,19 +57,13 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.cli import LRSchedulerCallable
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 
-try:  # the config LightningCLI builds a module from (Lightning >= 2.3), for its networks' configs
-    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
-except ImportError:  # pragma: no cover
-    _given_hyperparameters = None
+from .checkpoints import build_network, clear_restart_flags, import_class, is_class_config, network_configs, resume_at_epoch_end
+from .runtime import (NonFiniteLossError, all_reduce_gradients, broadcast_buffers, disable_ddp_reducer, distributed,
+                      eval_mode, skip_nvml_probe_without_gpus)
 
 
 _TRAIN_STREAM, _EVAL_STREAM = 0, 1  # keys that keep the training and evaluation noise streams apart
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Raised when a training loss is NaN or infinite; training stops before any update."""
 
 
 class GANBase(L.LightningModule):
@@ -136,7 +129,8 @@ class GANBase(L.LightningModule):
         super().__init__()
         self.automatic_optimization = False
         self.save_hyperparameters(ignore=["generator", "discriminator", "lr_scheduler"])
-        self._save_network_configs(generator, discriminator)
+        self._hparams.update(network_configs(generator, discriminator))  # so a checkpoint loads on its own
+        self._hparams_initial = copy.deepcopy(self._hparams)
         if not isinstance(n_critic, int) or n_critic < 1:
             raise ValueError(f"n_critic must be an integer >= 1 (discriminator steps per generator step); got {n_critic!r}")
         if gradient_clip_algorithm not in ("norm", "value"):
@@ -270,16 +264,16 @@ class GANBase(L.LightningModule):
         ranks before the step, and each rank's "loss is finite" flag travels in that same
         all-reduce, so every rank learns of a non-finite loss anywhere without a collective of its own.
         """
-        self._disable_ddp_reducer()
+        disable_ddp_reducer(self._trainer)
         with self.toggled_optimizer(optimizer):
             loss, logs = loss_fn(*args)
-            distributed = GANBase._distributed()
-            if not distributed:
+            several_ranks = distributed()
+            if not several_ranks:
                 self._check_finite(loss, name)
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
-            if distributed:
-                bad_ranks = self._all_reduce_gradients(optimizer, finite=torch.isfinite(loss.detach()).all())
+            if several_ranks:
+                bad_ranks = all_reduce_gradients(optimizer, finite=torch.isfinite(loss.detach()).all())
                 if bad_ranks:
                     self._raise_non_finite(loss, name, bad_ranks)
             optimizer.step()  # clipping happens in on_before_optimizer_step
@@ -351,7 +345,7 @@ class GANBase(L.LightningModule):
 
     def check_data_shape(self, data_shape: tuple[int, ...]) -> None:
         """Raises a clear error if G's output or D's input does not match the data's shape."""
-        with torch.no_grad(), _eval_mode(self.generator, self.discriminator):
+        with torch.no_grad(), eval_mode(self.generator, self.discriminator):
             out = self.generate(self.sample_latent(2))
             if tuple(out.shape[1:]) != data_shape:
                 raise ValueError(
@@ -373,7 +367,7 @@ class GANBase(L.LightningModule):
                 )
 
     def _check_generator_accepts_latents(self) -> None:
-        with torch.no_grad(), _eval_mode(self.generator):
+        with torch.no_grad(), eval_mode(self.generator):
             try:
                 self.generate(self.sample_latent(2))
             except RuntimeError as err:
@@ -396,80 +390,11 @@ class GANBase(L.LightningModule):
             f"untouched. Lower the learning rates, enable gradient_clip_val, or check the data."
         )
 
-    def _disable_ddp_reducer(self) -> None:
-        # See the module docstring: gradients are synchronised by _all_reduce_gradients instead.
-        wrapper = self.trainer.strategy.model if self._trainer is not None else None
-        if isinstance(wrapper, DistributedDataParallel):
-            wrapper.require_backward_grad_sync = False
-
-    @staticmethod
-    def _distributed() -> bool:
-        return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-    def _all_reduce_gradients(self, optimizer, finite: Optional[Tensor] = None) -> int:
-        """Averages the gradients of `optimizer`'s parameters across ranks, as DDP would, and
-        returns on how many ranks `finite` (this rank's "loss is finite" flag) was false.
-
-        One flat all-reduce per step. A parameter without a gradient on some rank counts as
-        zero there; one without a gradient on every rank keeps `grad = None` (DDP semantics).
-        The per-parameter "has a gradient" flags and the finite flag travel in the same buffer,
-        so ranks that disagree on which parameters got gradients cannot desynchronise the
-        collective, and a non-finite loss on any rank stops every rank at the same step.
-        """
-        if not GANBase._distributed():
-            return 0 if finite is None else int(not bool(finite))
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
-        if not params:  # nothing to average: the flag alone, on the loss's device (NCCL takes no CPU tensors)
-            flag = torch.zeros(1) if finite is None else (~finite).reshape(1).float()
-            dist.all_reduce(flag)
-            return int(flag.item())
-        dtype, device = params[0].dtype, params[0].device
-        not_finite = torch.zeros(1, dtype=dtype, device=device) if finite is None else (~finite).reshape(1).to(dtype)
-        flat = torch.cat(
-            [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
-            + [torch.tensor([p.grad is not None for p in params], dtype=dtype, device=device), not_finite]
-        )
-        dist.all_reduce(flat)
-        flags = flat[-len(params) - 1:].tolist()
-        bad_ranks = int(round(flags[-1]))
-        if bad_ranks:  # the caller stops before the update; leave the gradients as they are
-            return bad_ranks
-        flat = flat[:-1]
-        flat[: -len(params)] /= dist.get_world_size()
-        has_grad = [f > 0 for f in flags[:-1]]
-        offset = 0
-        for p, used in zip(params, has_grad):
-            chunk = flat[offset : offset + p.numel()].view_as(p)
-            offset += p.numel()
-            if not used:
-                continue
-            if p.grad is None:
-                p.grad = chunk.clone()
-            else:
-                p.grad.copy_(chunk)
-        return 0
-
     def on_validation_epoch_start(self) -> None:
-        self._broadcast_buffers()
+        broadcast_buffers(self, skip=("val_z",))  # all ranks evaluate one model
 
     def on_train_end(self) -> None:
-        self._broadcast_buffers()
-
-    def _broadcast_buffers(self) -> None:
-        # Rank 0's buffers (BatchNorm running statistics) to every rank, before anything is
-        # evaluated and when training ends, so all ranks evaluate (and end with) one model.
-        # Stock DDP broadcasts before every forward; our reducer bypass turns that off, and in
-        # training mode BatchNorm uses batch statistics, so only evaluation needs them.
-        if not GANBase._distributed():
-            return
-        buffers = [b for name, b in self.named_buffers() if name != "val_z" and b.is_floating_point()]
-        if buffers:
-            flat = torch.cat([b.reshape(-1) for b in buffers])
-            dist.broadcast(flat, src=0)
-            offset = 0
-            for b in buffers:
-                b.copy_(flat[offset : offset + b.numel()].view_as(b))
-                offset += b.numel()
+        broadcast_buffers(self, skip=("val_z",))  # and end with one
 
     def seeded_generator(self, *keys: int) -> torch.Generator:
         """A generator on the module's device seeded by (run seed, rank, *keys), independent streams."""
@@ -482,7 +407,7 @@ class GANBase(L.LightningModule):
         return self.seeded_generator(_EVAL_STREAM, self.g_steps)
 
     def on_fit_start(self) -> None:
-        _skip_nvml_probe_without_gpus(self.device)
+        skip_nvml_probe_without_gpus(self.device)
 
     def on_train_epoch_start(self) -> None:
         # Training noise depends only on (seed, rank, epoch): ranks differ, resumes are exact.
@@ -507,26 +432,7 @@ class GANBase(L.LightningModule):
     def on_train_start(self) -> None:
         if getattr(self, "_start_epoch_afresh", False):
             self._start_epoch_afresh = False
-            _clear_restart_flags(self.trainer.fit_loop)
-
-    def _save_network_configs(self, generator: nn.Module, discriminator: nn.Module) -> None:
-        """Puts in the hyperparameters what rebuilds the networks (and the LR scheduler), so that a
-        checkpoint loads on its own (`load_from_checkpoint`).
-
-        Built by LightningCLI: the {class_path, init_args} configs the CLI built them from. Built in
-        Python: the `init_config` the networks of `models.networks` record; a network without one
-        is left out, and loading then needs it passed (`load_from_checkpoint(path, generator=...)`).
-        A scheduler given as a Python callable is left out the same way (sampling does not need it).
-        """
-        given = _given_hyperparameters.get() if _given_hyperparameters is not None else None
-        given = given or {}
-        for role, module in (("generator", generator), ("discriminator", discriminator)):
-            config = given.get(role) if _is_class_config(given.get(role)) else getattr(module, "init_config", None)
-            if _is_class_config(config):
-                self._hparams[role] = copy.deepcopy(_plain(config))
-        if _is_class_config(given.get("lr_scheduler")):
-            self._hparams["lr_scheduler"] = copy.deepcopy(_plain(given["lr_scheduler"]))
-        self._hparams_initial = copy.deepcopy(self._hparams)
+            clear_restart_flags(self.trainer.fit_loop)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, **kwargs):
@@ -539,7 +445,7 @@ class GANBase(L.LightningModule):
             checkpoint = torch.load(checkpoint_path, map_location="cpu", mmap=True, weights_only=kwargs["weights_only"])
             hparams = dict(checkpoint.get("hyper_parameters") or {})
             saved_class = checkpoint.get("gan_class_path") or hparams.get("_class_path")
-            target = _import_class(saved_class) if saved_class else cls
+            target = import_class(saved_class) if saved_class else cls
             if not (isinstance(target, type) and issubclass(target, cls)):
                 raise ValueError(f"{checkpoint_path} holds a {saved_class}, which is not a {cls.__name__}: load it "
                                  f"with {getattr(target, '__name__', saved_class)}.load_from_checkpoint (or GANBase's)")
@@ -549,7 +455,7 @@ class GANBase(L.LightningModule):
             for role in ("generator", "discriminator"):
                 if role in kwargs:
                     continue
-                if not _is_class_config(hparams.get(role)):
+                if not is_class_config(hparams.get(role)):
                     raise ValueError(
                         f"{checkpoint_path} does not say how to build the {role} (no {role!r} config in its "
                         f"hyperparameters: written before checkpoints kept them, or built in Python from a class that "
@@ -562,135 +468,3 @@ class GANBase(L.LightningModule):
                                             strict=strict, **kwargs)
 
 
-def _is_class_config(value: Any) -> bool:
-    return isinstance(value, Mapping) and isinstance(value.get("class_path"), str)
-
-
-def _plain(value: Any) -> Any:
-    """Nested mappings and sequences as plain dicts and lists (jsonargparse Namespaces included)."""
-    if hasattr(value, "as_dict"):
-        value = value.as_dict()
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def build_network(config: Mapping[str, Any], role: str = "network") -> nn.Module:
-    """The nn.Module a {class_path, init_args} config describes."""
-    class_path = config["class_path"]
-    try:
-        network_class = _import_class(class_path)
-    except ValueError as err:
-        raise ValueError(f"{role}: {err}") from err
-    if not (isinstance(network_class, type) and issubclass(network_class, nn.Module)):
-        raise ValueError(f"{role}: class_path {class_path!r} is not an nn.Module class")
-    return network_class(**dict(config.get("init_args") or {}))
-
-
-def _import_class(class_path: str):
-    import importlib
-
-    module_name, _, name = class_path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise ValueError(f"cannot import class_path {class_path!r} ({err}); is its package installed?") from err
-
-
-def resume_at_epoch_end(fit_loop: dict[str, Any], source: str = "the checkpoint") -> dict[str, Any]:
-    """Rewrites a checkpoint's saved fit-loop state (in place) so that a run resumed from it starts
-    the next epoch exactly as the uninterrupted run did; refuses a checkpoint written mid-epoch.
-
-    The configs' checkpoints are written at an epoch's end, from inside it: after its last batch and
-    its validation, in `on_train_epoch_end` (validation every epoch) or in `on_validation_end`
-    (validation every few epochs). Lightning restores such a state as "in the middle of that epoch"
-    when training is bounded by `max_steps`, and finishes the epoch again on resume: it calls the
-    epoch-end hooks a second time (re-saving the checkpoint it resumed from), counts that empty
-    epoch (so the samplers and the noise stream move one epoch ahead of the uninterrupted run's, and
-    `max_epochs` can end the run at once), and can shift the logging step by one. Here the epoch is
-    recorded as finished (epoch counters equal), and the logging step as it is after the epoch's
-    last batch; `GANBase.on_train_start` then tells the loops that nothing is left to restart.
-
-    A checkpoint written within an epoch (every_n_train_steps, validation within an epoch, the
-    SLURM HPC checkpoint written at an arbitrary instruction on a signal) cannot continue exactly,
-    since the rest of its epoch's data and noise are not restartable from it: ValueError.
-
-    Returns the loop state (the same dict).
-    """
-    batches = fit_loop["epoch_loop.batch_progress"]
-    epochs = fit_loop["epoch_progress"]
-    done = batches["current"]
-    in_flight = done["ready"] != done["completed"]  # a batch's hooks or step not finished
-    if in_flight or (done["completed"] > 0 and not batches.get("is_last_batch", False)):
-        epoch = epochs["current"]["processed"]
-        in_step = done["ready"] != done["processed"]
-        raise ValueError(
-            f"{source} was written in the middle of epoch {epoch} (after {done['processed']} of its batches"
-            f"{', during a training step' if in_step else ''}); a run resumed from it cannot continue exactly as the "
-            f"uninterrupted run, so it is not resumed. Resume from a checkpoint written at an epoch end (the "
-            f"configs' ModelCheckpoint writes one at every epoch end: last.ckpt is the latest), or load its "
-            f"weights for evaluation or sampling (validate --ckpt_path, or load_from_checkpoint)."
-        )
-    # written at validation end, from within the epoch loop: before it counted the last batch as
-    # stepped for the loggers
-    within_epoch_loop = done["completed"] > 0 and epochs["current"]["processed"] < epochs["current"]["started"]
-    for counts in (epochs["total"], epochs["current"]):
-        # the epoch whose batches are all done counts as finished; before any batch, the last one
-        # that was processed does
-        finished = counts["started"] if done["completed"] > 0 else counts["processed"]
-        for key in ("ready", "started", "processed", "completed"):
-            counts[key] = finished
-    if within_epoch_loop:
-        fit_loop["epoch_loop.state_dict"]["_batches_that_stepped"] += 1
-    return fit_loop
-
-
-def _clear_restart_flags(fit_loop) -> None:
-    """Marks Lightning's fit loop and its children as not restarting: with the epoch recorded as
-    finished (resume_at_epoch_end) the next epoch starts as in an uninterrupted run (its start hooks,
-    a fresh data iterator, validation at its end). Lightning keeps these flags set when training is
-    bounded by max_steps, which would replay the end of the finished epoch."""
-    from lightning.pytorch.loops.loop import _Loop
-
-    stack, seen = [fit_loop], set()
-    while stack:
-        loop = stack.pop()
-        if id(loop) in seen:
-            continue
-        seen.add(id(loop))
-        loop._restarting = False
-        loop._loaded_from_state_dict = False
-        loop._resuming_from_checkpoint = False
-        loop.reset_restart_stage()
-        stack.extend(v for v in vars(loop).values() if isinstance(v, _Loop))
-
-
-def _skip_nvml_probe_without_gpus(device: torch.device) -> None:
-    """Training on CPU on a machine without GPUs: stop every Adam step from probing for them.
-
-    Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 when imported (a fork-safe CUDA check), and
-    `Adam.step` asks `torch.accelerator.is_available()` at every step; with the variable set and
-    no GPU driver, each ask retries loading NVML (measured: 0.1 ms per Adam step on the 2-core
-    CPU machine, a few percent of a 2D step). Where CUDA reports no device there is nothing for
-    the check to protect, so it falls back to the runtime's (cheap) device count.
-    """
-    if device.type == "cpu" and os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1" and torch.cuda.device_count() == 0:
-        os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
-
-
-class _eval_mode:
-    """Context manager: modules in eval mode, previous modes restored on exit."""
-
-    def __init__(self, *modules: nn.Module):
-        self.modules = modules
-
-    def __enter__(self):
-        self.modes = [m.training for m in self.modules]
-        for m in self.modules:
-            m.eval()
-
-    def __exit__(self, *exc):
-        for m, mode in zip(self.modules, self.modes):
-            m.train(mode)

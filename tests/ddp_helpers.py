@@ -48,7 +48,7 @@ def all_reduce_worker(rank: int, world: int, store_path: str, out_path: str) -> 
     """Rank r has gradients [r+1, r+1] on p0, a gradient on p1 only on rank 0, none on p2."""
     import torch.distributed as dist
 
-    from models import GANBase
+    from models.runtime import all_reduce_gradients
 
     dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=world)
     try:
@@ -57,7 +57,7 @@ def all_reduce_worker(rank: int, world: int, store_path: str, out_path: str) -> 
         if rank == 0:
             p1.grad = torch.full((2,), 4.0)
         opt = torch.optim.SGD([p0, p1, p2], lr=1.0)
-        GANBase._all_reduce_gradients(None, opt)
+        all_reduce_gradients(opt)
         torch.save({"p0": p0.grad, "p1": p1.grad, "p2": p2.grad}, f"{out_path}.{rank}")
     finally:
         dist.destroy_process_group()
@@ -70,6 +70,7 @@ def mdgan_shard_worker(rank: int, world: int, store_path: str, out_path: str) ->
 
     from models import MDGAN, MLPDiscriminator, MLPGenerator
     from models.losses import d_logistic_loss
+    from models.runtime import all_reduce_gradients
 
     dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=world)
     try:
@@ -83,7 +84,7 @@ def mdgan_shard_worker(rank: int, world: int, store_path: str, out_path: str) ->
         opt = torch.optim.SGD(model.discriminator_parameters(), lr=1.0)
         loss, _ = model.discriminator_loss(real, fake)
         loss.backward()
-        model._all_reduce_gradients(opt)
+        all_reduce_gradients(opt)
         torch.save({"own": own_grads, "synced": [[p.grad for p in d.parameters()] for d in model.discriminators]},
                    f"{out_path}.{rank}")
     finally:

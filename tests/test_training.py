@@ -295,14 +295,14 @@ def test_every_model_trains_under_16_mixed_with_gradient_scaling(name):
 
 
 def test_cpu_training_without_gpus_stops_adam_from_probing_nvml(monkeypatch):
-    from models.base import _skip_nvml_probe_without_gpus
+    from models.runtime import skip_nvml_probe_without_gpus
 
     monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    _skip_nvml_probe_without_gpus(torch.device("cpu"))
+    skip_nvml_probe_without_gpus(torch.device("cpu"))
     assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"  # a GPU machine keeps the fork-safe check
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
-    _skip_nvml_probe_without_gpus(torch.device("cpu"))
+    skip_nvml_probe_without_gpus(torch.device("cpu"))
     assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "0"
 
 
