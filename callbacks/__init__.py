@@ -9,7 +9,7 @@ from .images import (
     load_classifier,
 )
 from .mode_coverage import ModeCoverage, ModeCoverageMetric
-from .progress import ProgressFile, read_progress
+from .progress import ProgressFile
 from .scatter import SampleScatter
 from .structure import CodeModeAccuracy, GeneratorModeShares, LatentTraversal, matched_accuracy
 from .wandb_logger import WandbLogger
@@ -19,7 +19,6 @@ __all__ = [
     "ModeCoverageMetric",
     "SampleScatter",
     "ProgressFile",
-    "read_progress",
     "WandbLogger",
     "GeneratorModeShares",
     "CodeModeAccuracy",

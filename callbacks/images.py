@@ -20,9 +20,10 @@ from typing import Optional
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
+
+from datamodules.images import StackedMNIST
 
 from .mode_coverage import local_sample_count
 from .scatter import log_image_to_wandb
@@ -115,7 +116,7 @@ class StackedMNISTModesMetric(Metric):
             raise ValueError(f"Stacked MNIST samples have shape (B, 3, 28, 28); got {tuple(samples.shape)}")
         b = samples.shape[0]
         digits = self.classifier(samples.float().reshape(b * 3, 1, *samples.shape[2:])).argmax(1).view(b, 3)
-        modes = digits[:, 0] * 100 + digits[:, 1] * 10 + digits[:, 2]
+        modes = StackedMNIST.mode_of(digits)
         self.counts += torch.bincount(modes, minlength=1000)
 
     def compute(self) -> dict[str, Tensor]:

@@ -39,10 +39,3 @@ class ProgressFile(L.Callback):
         if trainer.is_global_zero:
             self._write(trainer)
 
-
-def read_progress(path: str | os.PathLike) -> dict | None:
-    """The last record a `ProgressFile` wrote, or None if there is none (yet)."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None

@@ -305,7 +305,6 @@ class StackedMNIST(_ImageDataModule):
         self.num_images = num_images
         self.mnist = MNIST(root=mnist_root, source=mnist_source, split=mnist_split, download=download, val_size=0)
         self.index: Optional[Tensor] = None
-        self.digit_labels: Optional[Tensor] = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -322,10 +321,9 @@ class StackedMNIST(_ImageDataModule):
     def setup(self, stage: str) -> None:
         if self.train_set is not None:
             return
-        images, labels = self.mnist.load()
+        images, _ = self.mnist.load()
         rng = torch.Generator().manual_seed(self.seed)
         self.index = torch.randint(images.shape[0], (self.num_images, 3), generator=rng)
-        self.digit_labels = labels[self.index]  # (num_images, 3)
         dataset = _StackedDataset(images, self.index)
         self.val_set = torch.utils.data.Subset(dataset, range(self.val_size))
         self.train_set = torch.utils.data.Subset(dataset, range(self.val_size, self.num_images))

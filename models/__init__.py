@@ -7,7 +7,7 @@ from .gan import GAN
 from .infogan import InfoGAN
 from .mdgan import MDGAN
 from .mgan import MGAN
-from .minibatch_gan import MinibatchDiscriminationGAN
+from .minibatch_discrimination import MinibatchDiscriminationGAN
 from .networks import (
     DCGANDiscriminator,
     DCGANGenerator,

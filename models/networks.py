@@ -256,11 +256,7 @@ def _dcgan_base_size(image_size: int) -> tuple[int, int]:
 
 def dcgan_init(module: nn.Module) -> None:
     """Radford et al. 2016, Section 4: weights ~ N(0, 0.02); BatchNorm scale ~ N(1, 0.02), bias 0."""
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-        nn.init.normal_(module.weight, 0.0, 0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, PerGeneratorLinear):
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, PerGeneratorLinear)):
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
