@@ -13,7 +13,8 @@ MODELS) with `python train.py fit` once per seed, each run in its own folder und
 - `T_samples.png`: the final scatter plot (or sample grid) of the first seeds, rows = models;
 - `T_modes.png`: a bar chart of modes captured (mean and std over seeds).
 
-Runs are cached: a run whose config file, seed and overrides did not change since it last
+Runs are cached: a run whose resolved config (the config file with the overrides, as
+`train.py fit --print_config` prints it; see experiments/configs.py) and seed did not change since it last
 finished is read back, not rerun (`--force` reruns everything), so an interrupted table resumes
 where it stopped. A failed run is retried on the next invocation and reported in the table
 (with its log) until then. Independent runs go in parallel: `--jobs` of them (default: the CPU
@@ -66,6 +67,10 @@ from pathlib import Path
 from typing import Optional
 
 import yaml
+
+if __package__ in (None, ""):  # run as a script: the project root holds the experiments package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from experiments import configs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
@@ -155,10 +160,12 @@ class Run:
 
     @property
     def key(self) -> str:
-        """Changes when the config's text, the seed or the overrides change."""
-        h = hashlib.sha256(self.config.read_bytes())
-        h.update(json.dumps([self.seed, self.overrides]).encode())
-        return h.hexdigest()[:12]
+        """Changes when what the run trains changes: its resolved config, seed aside (see experiments.configs)."""
+        return configs.run_key(configs.resolve([self.config], self.train_args()))
+
+    def train_args(self) -> list[str]:
+        """The arguments after the config and the seed in the run's train.py command."""
+        return ["--trainer.enable_progress_bar", "false", *self.overrides]
 
     @property
     def name(self) -> str:
@@ -169,7 +176,7 @@ class Run:
 
     def command(self) -> list[str]:
         return [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(self.config),
-                "--seed_everything", str(self.seed), "--trainer.enable_progress_bar", "false", *self.overrides]
+                "--seed_everything", str(self.seed), *self.train_args()]
 
     def max_steps(self) -> Optional[int]:
         steps = (yaml.safe_load(self.config.read_text()) or {}).get("trainer", {}).get("max_steps")

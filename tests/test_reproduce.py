@@ -105,6 +105,24 @@ def test_finished_runs_are_cached_and_a_config_change_reruns(tmp_path, fake_expe
     assert f"reproduce.py ring8 --seed-list 3,5 --models gan,mgan --out {out.resolve()}`" in (out / "ring8.md").read_text()
 
 
+def test_the_cache_key_is_the_resolved_config_so_a_comment_edit_reruns_nothing(tmp_path, fake_experiments):
+    folder, calls = fake_experiments
+    kwargs = dict(table="ring8", seeds=[0, 1], models=["gan"], out=tmp_path / "out", overrides=[], jobs=1,
+                  progress_every=1000, echo=lambda *a: None)
+    reproduce.reproduce(**kwargs)
+    calls.clear()
+    text = (folder / "gan.yaml").read_text()
+    (folder / "gan.yaml").write_text("# a new comment\n" + text.replace("g_lr: 1.0e-3", "g_lr: 0.001  # same value"))
+    assert reproduce.reproduce(**kwargs)["trained"] == 0 and calls == []
+    runs = [reproduce.Run("ring8", "gan", seed, folder / "gan.yaml") for seed in (0, 1)]
+    assert runs[0].key == runs[1].key  # the seed is in the folder's name, not in the key
+    assert [r.folder(tmp_path).name for r in runs] == [f"seed0-{runs[0].key}", f"seed1-{runs[0].key}"]
+    # an override that sets a value the config already has resolves to the same run
+    assert reproduce.Run("ring8", "gan", 0, folder / "gan.yaml", ["--model.init_args.g_lr", "0.001"]).key == runs[0].key
+    with pytest.raises(SystemExit, match="does not resolve"):
+        reproduce.Run("ring8", "gan", 0, folder / "gan.yaml", ["--model.init_args.no_such_option", "1"]).key
+
+
 def test_report_only_trains_nothing_and_lists_the_missing_runs(tmp_path, fake_experiments):
     folder, calls = fake_experiments
     kwargs = dict(table="ring8", models=["gan", "mgan"], out=tmp_path / "out", overrides=[], jobs=1,

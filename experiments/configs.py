@@ -1,0 +1,71 @@
+"""The resolved config of a run, as `python train.py fit --config ... --print_config` prints it, and the cache key
+taken from it.
+
+A run's cache key hashes what it trains, not how the YAML that describes it is written: the fully resolved config
+(every composed file, every override, library defaults included), without `seed_everything`, because a run's
+folder carries its seed in its own name (`seed<s>-<key>`). A comment, a reordered key or a value moved from a model
+file into its table's protocol leaves the key as it was; any value that reaches the trainer changes it. A library
+upgrade that changes the defaults `--print_config` shows changes every key (tests/test_config_goldens.py fails
+first, naming the difference).
+
+Resolution runs train.py's own LightningCLI parser in this process (a few tenths of a second per config after the
+first import of train.py, which costs what importing torch does); results are cached per (file contents,
+overrides).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_RESOLVED: dict[tuple, dict] = {}
+
+
+def config_args(configs: Sequence[Path]) -> list[str]:
+    """["--config", first, "--config", second, ...]: later files override earlier ones."""
+    return [arg for config in configs for arg in ("--config", str(config))]
+
+
+def resolve(configs: Sequence[Path], overrides: Sequence[str] = ()) -> dict:
+    """The config `train.py fit` builds from `configs` and `overrides` (["--key", "value", ...]), as a dict.
+
+    SystemExit with the parser's message when they do not resolve (an unknown key, a wrong type)."""
+    configs = [Path(c) for c in configs]
+    cache_key = (tuple((str(c), c.read_bytes()) for c in configs), tuple(overrides))
+    if cache_key not in _RESOLVED:
+        if str(ROOT) not in sys.path:  # train.py and the packages its configs name live at the project root
+            sys.path.insert(0, str(ROOT))
+        import train
+
+        out, err = io.StringIO(), io.StringIO()
+        argv, sys.argv = sys.argv, ["train.py"]  # LightningCLI takes its arguments from `args`, not the runner's
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                train.main(args=["fit", *config_args(configs), *overrides, "--print_config"])
+            code = 0
+        except SystemExit as exit_info:
+            code = exit_info.code
+        finally:
+            sys.argv = argv
+        if code not in (0, None):
+            lines = [line.strip() for line in err.getvalue().splitlines() if line.strip()]
+            shown = " ".join(str(c) for c in configs)
+            raise SystemExit(f"the config {shown} {' '.join(overrides)} does not resolve: "
+                             + (" ".join(lines[-6:]) if lines else f"exit code {code}"))
+        _RESOLVED[cache_key] = yaml.safe_load(out.getvalue())
+    return json.loads(json.dumps(_RESOLVED[cache_key]))  # a copy: callers may edit it
+
+
+def run_key(resolved: dict) -> str:
+    """12 hex digits of SHA-256 over the resolved config without its seed (JSON, keys sorted)."""
+    body = {k: v for k, v in resolved.items() if k != "seed_everything"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
