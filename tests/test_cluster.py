@@ -13,6 +13,7 @@ import torch
 import yaml
 
 import train
+from experiments.configs import PROTOCOL
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +32,7 @@ def test_two_node_torchrun_job_on_the_loopback_trains_in_sync(tmp_path):
     env = {**os.environ, "GAN_TEST_DUMP_DIR": str(dump), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(ROOT), "NNODES": "2", "GPUS_PER_NODE": "1", "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(port), "ACCELERATOR": "cpu"}
-    args = [str(ROOT / "experiments/ring8/gan.yaml"), "--trainer.max_steps", "40",
+    args = [str(ROOT / "experiments/ring8/protocol.yaml"), str(ROOT / "experiments/ring8/gan.yaml"), "--trainer.max_steps", "40",
             "--data.init_args.batches_per_epoch", "10", "--data.init_args.batch_size", "64",
             "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
             "--trainer.callbacks+=tests.ddp_helpers.DumpRankState"]
@@ -63,14 +64,16 @@ def test_slurm_template_passes_the_allocation_to_lightning():
 def test_sweep_covers_every_model_and_its_runs_parse(table, capsys, monkeypatch):
     sweep = yaml.safe_load((ROOT / f"experiments/sweeps/{table}.yaml").read_text())
     configs = sweep["parameters"]["config"]["values"]
-    assert sorted(configs) == sorted(f"experiments/{table}/{p.name}" for p in (ROOT / "experiments" / table).glob("*.yaml"))
+    assert sorted(configs) == sorted(f"experiments/{table}/{p.name}" for p in (ROOT / "experiments" / table).glob("*.yaml")
+                                     if p.name != PROTOCOL)
+    assert sweep["command"][4] == f"--config=experiments/{table}/protocol.yaml"  # each model composed on its protocol
     assert sweep["parameters"]["seed_everything"]["values"] == list(range(10))
     assert sweep["command"][3] == "fit" and sweep["program"] == "train.py"
     monkeypatch.chdir(ROOT)
     monkeypatch.setattr(sys, "argv", ["train.py"])
     # W&B's ${args} expands to --key=value pairs
     with pytest.raises(SystemExit):
-        train.main(args=["fit", f"--config={configs[-1]}", "--seed_everything=7", "--trainer.enable_progress_bar=false",
+        train.main(args=["fit", sweep["command"][4], f"--config={configs[-1]}", "--seed_everything=7", "--trainer.enable_progress_bar=false",
                          "--print_config"])
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["seed_everything"] == 7

