@@ -1,8 +1,10 @@
 """Training cost of every model: Lightning loop against a plain PyTorch loop, interleaved.
 
-    OMP_NUM_THREADS=1 python experiments/benchmark.py experiments/ring8/*.yaml --out benchmark.md
+    OMP_NUM_THREADS=1 python experiments/benchmark.py experiments/ring8/[!p]*.yaml --out benchmark.md
     # a 32-px image config, offline: the CIFAR-10 configs on a folder of random PNGs
-    OMP_NUM_THREADS=1 python experiments/benchmark.py experiments/cifar10/*.yaml --random-images /tmp/png32
+    OMP_NUM_THREADS=1 python experiments/benchmark.py experiments/cifar10/[!p]*.yaml --random-images /tmp/png32
+
+A model's config is composed on its table's protocol.yaml as train.py composes it (experiments/configs.py).
 
 For each config it builds the model and datamodule exactly as `train.py fit` does and measures,
 in one process and interleaved chunk by chunk (so a noisy machine slows both alike):
@@ -38,6 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train  # noqa: E402
+from experiments.configs import compose_args  # noqa: E402
 
 
 class PlainLoop:
@@ -171,7 +174,7 @@ def evaluation_interval(cli, datamodule) -> int | None:
 def benchmark(spec: str, chunks: int, chunk: int, warmup: int, accelerator: str, extra: list[str] = (),
               eval_every: int | None = None, precision: str = "32-true") -> dict:
     config, overrides = parse_spec(spec)
-    cli = train.main(args=["--config", config, "--trainer.accelerator", accelerator, *overrides, *extra], run=False)
+    cli = train.main(args=[*compose_args(Path(config)), "--trainer.accelerator", accelerator, *overrides, *extra], run=False)
     model, datamodule = cli.model, cli.datamodule
     total = warmup + chunks * chunk
     eval_every = eval_every or evaluation_interval(cli, datamodule)
