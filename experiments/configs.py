@@ -29,6 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
 # Per table, what every model shares; each <model>.yaml beside it holds that model's differences.
 PROTOCOL = "protocol.yaml"
+# The models of every table, baseline first: the order of a table's rows and runs. The runner, the tests and
+# the sweeps take the list from here (W&B sweep files cannot import it: tests/test_cluster.py checks them).
+MODELS = ["gan", "wgan_gp", "unrolled_gan", "minibatch_gan", "mgan", "mdgan", "infogan"]
+LABELS = {
+    "gan": "GAN", "wgan_gp": "WGAN-GP", "unrolled_gan": "Unrolled GAN", "minibatch_gan": "Minibatch discrimination",
+    "mgan": "MGAN", "mdgan": "MD-GAN", "infogan": "InfoGAN",
+}
 
 _RESOLVED: dict[tuple, dict] = {}
 

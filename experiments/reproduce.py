@@ -71,15 +71,11 @@ import yaml
 if __package__ in (None, ""):  # run as a script: the project root holds the experiments package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments import configs  # noqa: E402
+from experiments.configs import LABELS, MODELS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
 PROGRESS_FILE = "progress.json"  # written by callbacks.ProgressFile while the run trains (GAN_PROGRESS_FILE)
-MODELS = ["gan", "wgan_gp", "unrolled_gan", "minibatch_gan", "mgan", "mdgan", "infogan"]
-LABELS = {
-    "gan": "GAN", "wgan_gp": "WGAN-GP", "unrolled_gan": "Unrolled GAN", "minibatch_gan": "Minibatch discrimination",
-    "mgan": "MGAN", "mdgan": "MD-GAN", "infogan": "InfoGAN",
-}
 METRIC_LABELS = {"modes": "modes", "hq": "HQ %", "kl": "KL", "fid": "FID", "inception_score": "IS"}
 # The code a run's figures depend on (besides its config and the installed libraries); see code_hash.
 CODE_DIRS = ("models", "datamodules", "callbacks")

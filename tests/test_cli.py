@@ -12,7 +12,7 @@ import torch
 import yaml
 
 import train
-from experiments.configs import PROTOCOL, compose_args
+from experiments.configs import MODELS, PROTOCOL, compose_args
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_TABLES = ("stacked_mnist", "stacked_mnist_cpu", "cifar10")
@@ -47,7 +47,7 @@ def test_every_experiment_yaml_runs_with_fast_dev_run(config):
 
 
 def test_every_benchmark_folder_has_every_model():
-    models = {"gan", "wgan_gp", "unrolled_gan", "minibatch_gan", "mgan", "mdgan", "infogan"}
+    models = set(MODELS)
     for table in TABLES:
         assert {p.stem for p in (ROOT / "experiments" / table).glob("*.yaml") if p.name != PROTOCOL} == models, table
 
