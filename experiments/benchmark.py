@@ -87,14 +87,12 @@ class PlainLoop:
             z_g = m.sample_latent(real.shape[0], generator=m.noise) if fresh else z_d
 
             def g_step():
-                m.latent = z_g
                 self._step(self.opt_g, self.g_params, self.d_params, m.generator_loss, real,
-                           m.generate(z_g) if fresh else fake)
+                           m.generate(z_g) if fresh else fake, z_g)
 
             if g_now and m.generator_step_first:
                 g_step()
-            m.latent = z_d
-            self._step(self.opt_d, self.d_params, self.g_params, m.discriminator_loss, real, fake.detach())
+            self._step(self.opt_d, self.d_params, self.g_params, m.discriminator_loss, real, fake.detach(), z_d)
             if g_now and not m.generator_step_first:
                 g_step()
             self.batches += 1

@@ -5,69 +5,61 @@ generator step. Per batch:
 
     z ~ p(z)                          (the module's own noise stream, see below)
     fake = G(z)                       generated once; with a graph only if G steps on it
-    D step:  minimise discriminator_loss(real, fake.detach())
-    G step:  minimise generator_loss(real, fake)      (every n_critic batches; after the D step,
+    D step:  minimise discriminator_loss(real, fake.detach(), z)
+    G step:  minimise generator_loss(real, fake, z)   (every n_critic batches; after the D step,
                                                        or before it if generator_step_first)
              with fresh_generator_latents, on fake = G(z') for a new z' instead
 
 The variant can choose the order: `generator_step_first = True` gives a simultaneous update
-(both gradients at the same D), the default lets G answer the updated D.
+(both gradients at the same D), the default lets G answer the updated D. The latents reach the
+loss hooks as an argument, for losses that read codes in them (MGAN's generator index, InfoGAN's codes).
 
 A variant overrides the small hooks (`discriminator_loss`, `generator_loss`, `sample_latent`,
-`generate`, `configure_networks`) and rewrites `training_step` only where its algorithm really
-changes the loop, then still through `optimize()`.
+`generate`, `configure_networks`, `discriminator_modules`) and rewrites `training_step` only where
+its algorithm really changes the loop, then still through `optimize()`.
 
 What the base takes care of, so variants do not have to:
 - manual optimisation with `toggled_optimizer` (only the stepping network gets gradients) and
-  `manual_backward` (loss scaling under 16-mixed);
-- gradient clipping in `on_before_optimizer_step`, i.e. after the AMP scaler has unscaled the
-  gradients (clipping scaled gradients, as `clip_gradients` before `opt.step()` would, is wrong);
-- LR schedulers stepped explicitly, once per generator step, for both networks;
-- DDP: Lightning wraps the whole module in one DistributedDataParallel, whose reducer expects
-  every parameter to get a gradient in every backward; a D step never touches G's parameters,
-  so it fails with "parameters that were not used in producing the loss". Instead of paying
-  for `find_unused_parameters`, the reducer is switched off during the training step and the
-  gradients of exactly the parameters being stepped are all-reduced (averaged) after each
-  backward, one flat buffer per step (`models.runtime`);
+  `manual_backward` (loss scaling under 16-mixed); gradient clipping in
+  `on_before_optimizer_step`, i.e. after the AMP scaler has unscaled the gradients; LR
+  schedulers stepped once per generator step, for both networks;
+- DDP without `find_unused_parameters`: the reducer is off during the step and the gradients of
+  exactly the parameters being stepped are averaged after each backward (`models.runtime`);
+  buffers (BatchNorm statistics) are broadcast from rank 0 before every validation and at the end;
 - counters of D and G steps, saved in checkpoints (`trainer.global_step` counts D and G
-  optimizer steps together, so it is not the generator step count). Under 16-mixed a step
-  that the GradScaler skips (inf/NaN gradients) still counts, as it does in Lightning's own
-  step counts; the scaler lowers its scale and the next step goes through;
+  optimizer steps together, so it is not the generator step count). Under 16-mixed a step the
+  GradScaler skips still counts, as in Lightning's own step counts;
 - a non-finite loss stops training with an error naming the step and the loss, before the
-  update, so no weights and no checkpoint are touched by it. On one process it is checked before
-  the backward; under DDP every rank's flag rides in the gradient all-reduce (no extra
-  collective per step), so all ranks stop together at the same step;
+  update (under DDP every rank's flag rides in the gradient all-reduce, so all ranks stop at
+  the same step);
 - a noise stream (`self.noise`) reseeded from (seed, rank, epoch) at every epoch start, so that
   ranks draw different latents and a run resumed from an end-of-epoch checkpoint continues
   exactly as the uninterrupted run would. Variants draw all training randomness from it.
-  Evaluation draws from `evaluation_generator()`, seeded by (seed, rank, generator step);
-- buffers (BatchNorm running statistics) broadcast from rank 0 before every validation and at
-  the end of training, so all ranks evaluate one model.
+  Evaluation draws from `evaluation_generator()`, seeded by (seed, rank, generator step).
 """
 
 from __future__ import annotations
 
 import copy
-import os
 from typing import Any, Optional
 
 import lightning as L
-import numpy as np
 import torch
-import torch.distributed as dist
 from lightning.pytorch.cli import LRSchedulerCallable
 from torch import Tensor, nn
 
-from .checkpoints import build_network, clear_restart_flags, import_class, is_class_config, network_configs, resume_at_epoch_end
-from .runtime import (NonFiniteLossError, all_reduce_gradients, broadcast_buffers, disable_ddp_reducer, distributed,
-                      eval_mode, skip_nvml_probe_without_gpus)
+from .checkpoints import CheckpointHooks, network_configs
+from .checks import check_data_shape, check_generator_accepts_latents
+from .runtime import (all_reduce_gradients, broadcast_buffers, compile_modules, disable_ddp_reducer, distributed,
+                      non_finite_loss_error, seeded_rng, skip_nvml_probe_without_gpus)
 
 
 _TRAIN_STREAM, _EVAL_STREAM = 0, 1  # keys that keep the training and evaluation noise streams apart
 
 
-class GANBase(L.LightningModule):
-    """Shared base of every GAN variant. See the module docstring for the loop it owns.
+class GANBase(CheckpointHooks, L.LightningModule):
+    """Shared base of every GAN variant. See the module docstring for the loop it owns; what it
+    saves in and restores from checkpoints is in `models.checkpoints.CheckpointHooks`.
 
     Args:
         generator: maps latents (B, latent_dim) to data (B, *data_shape).
@@ -150,12 +142,11 @@ class GANBase(L.LightningModule):
         self.lr_scheduler = lr_scheduler
         self.configure_networks()
         self.register_buffer("val_z", self.sample_latent(num_fixed_latents, generator=torch.Generator().manual_seed(0)))
-        self._check_generator_accepts_latents()
+        check_generator_accepts_latents(self)
         # Step counters (saved in checkpoints by on_save_checkpoint).
         self.d_steps = 0
         self.g_steps = 0
         self.noise: Optional[torch.Generator] = None
-        self.latent: Optional[Tensor] = None  # this batch's latents, for losses that need the codes
         self.last_validated_g_step: Optional[int] = None
 
     # ------------------------------------------------------------------ hooks for variants
@@ -170,17 +161,23 @@ class GANBase(L.LightningModule):
         """Maps latents to data space."""
         return self.generator(z)
 
-    def discriminator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """The discriminator's loss on a real batch and a (detached) fake batch, and values to log."""
+    def discriminator_loss(self, real: Tensor, fake: Tensor, latent: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The discriminator's loss on a real batch and a (detached) fake batch made from `latent`,
+        and values to log."""
         raise NotImplementedError
 
-    def generator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """The generator's loss on fakes that carry G's graph, and values to log."""
+    def generator_loss(self, real: Tensor, fake: Tensor, latent: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The generator's loss on fakes made from `latent` that carry G's graph, and values to log."""
         raise NotImplementedError
+
+    def discriminator_modules(self) -> list[nn.Module]:
+        """The modules the discriminator's optimiser steps: D, and a variant's heads or extra
+        discriminators (override). Compilation and per-discriminator clipping act on these."""
+        return [self.discriminator]
 
     def discriminator_parameters(self) -> list[nn.Parameter]:
-        """Parameters stepped by the discriminator's optimiser (override to add heads)."""
-        return list(self.discriminator.parameters())
+        """Parameters stepped by the discriminator's optimiser."""
+        return [p for module in self.discriminator_modules() for p in module.parameters()]
 
     def generator_parameters(self) -> list[nn.Parameter]:
         """Parameters stepped by the generator's optimiser (override to add e.g. learned codes)."""
@@ -219,8 +216,7 @@ class GANBase(L.LightningModule):
         logs: dict[str, Tensor] = {}
         if g_step_now and self.generator_step_first:
             logs |= self._generator_step_on(opt_g, real, g_latent, g_fake if not fresh else None)
-        self.latent = d_latent  # losses may read it (codes)
-        logs |= self.optimize(opt_d, self.discriminator_loss, real, d_fake.detach(), name="d_loss")
+        logs |= self.optimize(opt_d, self.discriminator_loss, real, d_fake.detach(), d_latent, name="d_loss")
         self.d_steps += 1
         if g_step_now and not self.generator_step_first:
             logs |= self._generator_step_on(opt_g, real, g_latent, g_fake if not fresh else None)
@@ -233,14 +229,13 @@ class GANBase(L.LightningModule):
     def _generator_step_on(self, optimizer, real: Tensor, latent: Tensor, fake: Optional[Tensor]) -> dict[str, Tensor]:
         # fake is None for fresh latents: generated here, after any D step, so G's graph is
         # built by the generator that steps (the same weights either way: D steps leave G alone)
-        self.latent = latent
         if fake is None:
             fake = self.generate(latent)
-        return self.generator_step(optimizer, real, fake)
+        return self.generator_step(optimizer, real, fake, latent)
 
-    def generator_step(self, optimizer, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
+    def generator_step(self, optimizer, real: Tensor, fake: Tensor, latent: Tensor) -> dict[str, Tensor]:
         """One generator step, counted, with the LR schedulers stepped."""
-        logs = self.optimize(optimizer, self.generator_loss, real, fake, name="g_loss")
+        logs = self.optimize(optimizer, self.generator_loss, real, fake, latent, name="g_loss")
         self.g_steps += 1
         self.step_lr_schedulers()
         return logs
@@ -268,16 +263,28 @@ class GANBase(L.LightningModule):
         with self.toggled_optimizer(optimizer):
             loss, logs = loss_fn(*args)
             several_ranks = distributed()
-            if not several_ranks:
-                self._check_finite(loss, name)
+            if not several_ranks and not bool(torch.isfinite(loss).all()):
+                raise non_finite_loss_error(name, loss, self._where())
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             if several_ranks:
                 bad_ranks = all_reduce_gradients(optimizer, finite=torch.isfinite(loss.detach()).all())
                 if bad_ranks:
-                    self._raise_non_finite(loss, name, bad_ranks)
+                    raise non_finite_loss_error(name, loss, self._where(), bad_ranks)
             optimizer.step()  # clipping happens in on_before_optimizer_step
         return {name: loss.detach(), **logs}
+
+    def _where(self) -> str:
+        return (f"generator step {self.g_steps}, discriminator step {self.d_steps} (trainer.global_step "
+                f"{self.trainer.global_step}, epoch {self.current_epoch})")
+
+    def generator_optimizer(self) -> torch.optim.Optimizer:
+        """The generator's torch optimiser (unwrapped from Lightning's)."""
+        return self.optimizers()[0].optimizer
+
+    def discriminator_optimizer(self) -> torch.optim.Optimizer:
+        """The discriminator's torch optimiser (unwrapped from Lightning's)."""
+        return self.optimizers()[1].optimizer
 
     def step_lr_schedulers(self) -> None:
         schedulers = self.lr_schedulers()
@@ -322,7 +329,7 @@ class GANBase(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         data_shape = getattr(datamodule, "data_shape", None)
         if data_shape is not None:
-            self.check_data_shape(tuple(data_shape))
+            check_data_shape(self, tuple(data_shape))
         if stage == "fit":
             if self.hparams.get("channels_last"):
                 self.to(memory_format=torch.channels_last)  # 4-D weights only; other tensors unchanged
@@ -330,65 +337,13 @@ class GANBase(L.LightningModule):
                 self.compile_networks()
 
     def networks_to_compile(self) -> list[nn.Module]:
-        """The modules `compile_networks` compiles: G, and D unless a loss needs its double backward."""
+        """The modules `compile_networks` compiles: G, and D's modules unless a loss needs D's double backward."""
         if self.double_backward_through_discriminator:
             return [self.generator]
-        return [self.generator, *getattr(self, "discriminators", [self.discriminator])]
+        return [self.generator, *self.discriminator_modules()]
 
     def compile_networks(self) -> None:
-        options = self.hparams.compile_networks
-        options = {} if options is True else dict(options)
-        for module in self.networks_to_compile():
-            if getattr(module, "_compiled_call_impl", None) is None:  # not twice (fit after fit)
-                module.compile(**options)
-
-
-    def check_data_shape(self, data_shape: tuple[int, ...]) -> None:
-        """Raises a clear error if G's output or D's input does not match the data's shape."""
-        with torch.no_grad(), eval_mode(self.generator, self.discriminator):
-            out = self.generate(self.sample_latent(2))
-            if tuple(out.shape[1:]) != data_shape:
-                raise ValueError(
-                    f"the generator makes samples of shape {tuple(out.shape[1:])} but the data have shape "
-                    f"{data_shape}; set the generator's output size to match the data "
-                    f"(e.g. --model.init_args.generator.init_args.out_dim {data_shape[0]} for an MLP)"
-                )
-            try:
-                scores = self.discriminator(torch.zeros(2, *data_shape, device=self.device))
-            except RuntimeError as err:
-                raise ValueError(
-                    f"the discriminator rejects data of shape {data_shape}: {err}. Set its input size to match "
-                    f"the data (e.g. --model.init_args.discriminator.init_args.in_dim {data_shape[0]} for an MLP)"
-                ) from err
-            if tuple(scores.shape) != (2,):
-                raise ValueError(
-                    f"the discriminator must return one score per sample, shape (B,); it returned "
-                    f"{tuple(scores.shape)} for a batch of 2"
-                )
-
-    def _check_generator_accepts_latents(self) -> None:
-        with torch.no_grad(), eval_mode(self.generator):
-            try:
-                self.generate(self.sample_latent(2))
-            except RuntimeError as err:
-                raise ValueError(
-                    f"the generator rejects latents of shape (2, {self.latent_dim}): {err}. Make the model's "
-                    f"latent_dim and the generator's input size agree"
-                ) from err
-
-    def _check_finite(self, loss: Tensor, name: str) -> None:
-        if not bool(torch.isfinite(loss).all()):
-            self._raise_non_finite(loss, name)
-
-    def _raise_non_finite(self, loss: Tensor, name: str, bad_ranks: int = 0) -> None:
-        value = loss.item() if loss.numel() == 1 else loss
-        where = f" on {bad_ranks} of {dist.get_world_size()} ranks (this rank's: {value})" if bad_ranks else f" {value}"
-        raise NonFiniteLossError(
-            f"{name} is{' non-finite' if bad_ranks else ''}{where} at generator step {self.g_steps}, "
-            f"discriminator step {self.d_steps} (trainer.global_step {self.trainer.global_step}, "
-            f"epoch {self.current_epoch}); training stopped before this update, the last checkpoint is "
-            f"untouched. Lower the learning rates, enable gradient_clip_val, or check the data."
-        )
+        compile_modules(self.networks_to_compile(), self.hparams.compile_networks)
 
     def on_validation_epoch_start(self) -> None:
         broadcast_buffers(self, skip=("val_z",))  # all ranks evaluate one model
@@ -398,8 +353,7 @@ class GANBase(L.LightningModule):
 
     def seeded_generator(self, *keys: int) -> torch.Generator:
         """A generator on the module's device seeded by (run seed, rank, *keys), independent streams."""
-        seed = np.random.SeedSequence([torch.initial_seed(), self.global_rank, *keys]).generate_state(1, np.uint64)[0]
-        return torch.Generator(device=self.device).manual_seed(int(seed))
+        return seeded_rng(self.device, self.global_rank, *keys)
 
     def evaluation_generator(self) -> torch.Generator:
         """The latent stream for evaluating at the current generator step: differs across ranks
@@ -412,59 +366,3 @@ class GANBase(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         # Training noise depends only on (seed, rank, epoch): ranks differ, resumes are exact.
         self.noise = self.seeded_generator(_TRAIN_STREAM, self.current_epoch)
-
-    # ------------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["gan_steps"] = {"d_steps": self.d_steps, "g_steps": self.g_steps}
-        checkpoint["gan_class_path"] = f"{type(self).__module__}.{type(self).__qualname__}"  # for load_from_checkpoint
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        steps = checkpoint.get("gan_steps", {})
-        self.d_steps = int(steps.get("d_steps", 0))
-        self.g_steps = int(steps.get("g_steps", 0))
-        # Called before Lightning restores its loops from the same dict: resuming a fit, make the
-        # saved loop state say "the last epoch is over" (see resume_at_epoch_end).
-        trainer = self._trainer
-        if trainer is not None and trainer.state.fn == "fit" and checkpoint.get("loops", {}).get("fit_loop"):
-            resume_at_epoch_end(checkpoint["loops"]["fit_loop"], source=str(trainer.ckpt_path or "the checkpoint"))
-            self._start_epoch_afresh = True
-
-    def on_train_start(self) -> None:
-        if getattr(self, "_start_epoch_afresh", False):
-            self._start_epoch_afresh = False
-            clear_restart_flags(self.trainer.fit_loop)
-
-    @classmethod
-    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, **kwargs):
-        """Lightning's `load_from_checkpoint`, with the networks rebuilt from the configs saved in
-        the checkpoint's hyperparameters, so `GAN.load_from_checkpoint(path).sample(16)` needs
-        nothing else. Networks passed as keyword arguments are used instead. Called on a base class
-        (`GANBase.load_from_checkpoint(path)`), it builds the checkpoint's own class."""
-        if isinstance(checkpoint_path, (str, os.PathLike)):
-            kwargs.setdefault("weights_only", True)  # tensors and plain values only, unless the caller says otherwise
-            checkpoint = torch.load(checkpoint_path, map_location="cpu", mmap=True, weights_only=kwargs["weights_only"])
-            hparams = dict(checkpoint.get("hyper_parameters") or {})
-            saved_class = checkpoint.get("gan_class_path") or hparams.get("_class_path")
-            target = import_class(saved_class) if saved_class else cls
-            if not (isinstance(target, type) and issubclass(target, cls)):
-                raise ValueError(f"{checkpoint_path} holds a {saved_class}, which is not a {cls.__name__}: load it "
-                                 f"with {getattr(target, '__name__', saved_class)}.load_from_checkpoint (or GANBase's)")
-            if target is not cls:
-                return target.load_from_checkpoint(checkpoint_path, map_location=map_location,
-                                                   hparams_file=hparams_file, strict=strict, **kwargs)
-            for role in ("generator", "discriminator"):
-                if role in kwargs:
-                    continue
-                if not is_class_config(hparams.get(role)):
-                    raise ValueError(
-                        f"{checkpoint_path} does not say how to build the {role} (no {role!r} config in its "
-                        f"hyperparameters: written before checkpoints kept them, or built in Python from a class that "
-                        f"does not record its arguments). Pass it: {cls.__name__}.load_from_checkpoint(path, "
-                        f"{role}=<the network>)"
-                    )
-                if "_instantiator" not in hparams:  # LightningCLI's instantiator builds nested configs itself
-                    kwargs[role] = build_network(hparams[role], role)
-        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
-                                            strict=strict, **kwargs)
-
-

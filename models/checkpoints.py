@@ -1,13 +1,16 @@
-"""Checkpoints: what rebuilds a model's networks from its hyperparameters, and the fit-loop state
-that makes a resumed run continue exactly as the uninterrupted one (`resume_at_epoch_end`)."""
+"""Checkpoints: what rebuilds a model's networks from its hyperparameters (`network_configs`,
+`prepare_checkpoint_load`), and the fit-loop state that makes a resumed run continue exactly as the
+uninterrupted one (`resume_at_epoch_end`)."""
 
 from __future__ import annotations
 
 import copy
 import importlib
+import os
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
 try:  # the config LightningCLI builds a module from (Lightning >= 2.3), for its networks' configs
@@ -137,3 +140,75 @@ def clear_restart_flags(fit_loop) -> None:
         loop._resuming_from_checkpoint = False
         loop.reset_restart_stage()
         stack.extend(v for v in vars(loop).values() if isinstance(v, _Loop))
+
+
+def prepare_checkpoint_load(cls: type, checkpoint_path, kwargs: dict[str, Any]) -> tuple[type, dict[str, Any]]:
+    """For `GANBase.load_from_checkpoint`: the class to build (the checkpoint's own when `cls` is one of
+    its bases) and the keyword arguments with the networks rebuilt from the checkpoint's configs
+    (networks passed in `kwargs` are used instead). Errors name what is missing and what to pass."""
+    if not isinstance(checkpoint_path, (str, os.PathLike)):
+        return cls, kwargs
+    kwargs = dict(kwargs)
+    kwargs.setdefault("weights_only", True)  # tensors and plain values only, unless the caller says otherwise
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", mmap=True, weights_only=kwargs["weights_only"])
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    saved_class = checkpoint.get("gan_class_path") or hparams.get("_class_path")
+    target = import_class(saved_class) if saved_class else cls
+    if not (isinstance(target, type) and issubclass(target, cls)):
+        raise ValueError(f"{checkpoint_path} holds a {saved_class}, which is not a {cls.__name__}: load it "
+                         f"with {getattr(target, '__name__', saved_class)}.load_from_checkpoint (or GANBase's)")
+    if target is not cls:
+        return target, kwargs
+    for role in ("generator", "discriminator"):
+        if role in kwargs:
+            continue
+        if not is_class_config(hparams.get(role)):
+            raise ValueError(
+                f"{checkpoint_path} does not say how to build the {role} (no {role!r} config in its "
+                f"hyperparameters: written before checkpoints kept them, or built in Python from a class that "
+                f"does not record its arguments). Pass it: {cls.__name__}.load_from_checkpoint(path, "
+                f"{role}=<the network>)"
+            )
+        if "_instantiator" not in hparams:  # LightningCLI's instantiator builds nested configs itself
+            kwargs[role] = build_network(hparams[role], role)
+    return cls, kwargs
+
+
+class CheckpointHooks:
+    """The checkpoint hooks of `GANBase`: step counters and the model's class path saved; a fit
+    resumed from an end-of-epoch checkpoint continues exactly as the uninterrupted run (a
+    mid-epoch one is refused, see `resume_at_epoch_end`); `load_from_checkpoint` needs nothing
+    but the file."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["gan_steps"] = {"d_steps": self.d_steps, "g_steps": self.g_steps}
+        checkpoint["gan_class_path"] = f"{type(self).__module__}.{type(self).__qualname__}"  # for load_from_checkpoint
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        steps = checkpoint.get("gan_steps", {})
+        self.d_steps = int(steps.get("d_steps", 0))
+        self.g_steps = int(steps.get("g_steps", 0))
+        # Called before Lightning restores its loops from the same dict: resuming a fit, make the
+        # saved loop state say "the last epoch is over" (see resume_at_epoch_end).
+        trainer = self._trainer
+        if trainer is not None and trainer.state.fn == "fit" and checkpoint.get("loops", {}).get("fit_loop"):
+            resume_at_epoch_end(checkpoint["loops"]["fit_loop"], source=str(trainer.ckpt_path or "the checkpoint"))
+            self._start_epoch_afresh = True
+
+    def on_train_start(self) -> None:
+        if getattr(self, "_start_epoch_afresh", False):
+            self._start_epoch_afresh = False
+            clear_restart_flags(self.trainer.fit_loop)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, **kwargs):
+        """Lightning's `load_from_checkpoint`, with the networks rebuilt from the configs saved in
+        the checkpoint's hyperparameters, so `GAN.load_from_checkpoint(path).sample(16)` needs
+        nothing else. Networks passed as keyword arguments are used instead. Called on a base class
+        (`GANBase.load_from_checkpoint(path)`), it builds the checkpoint's own class."""
+        target, kwargs = prepare_checkpoint_load(cls, checkpoint_path, kwargs)
+        if target is not cls:
+            return target.load_from_checkpoint(checkpoint_path, map_location=map_location,
+                                               hparams_file=hparams_file, strict=strict, **kwargs)
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
+                                            strict=strict, **kwargs)

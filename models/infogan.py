@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from .base import GANBase
 from .losses import classification_loss, d_logistic_loss, g_nonsaturating_loss, gaussian_nll
+from .networks import require_trunk
 
 Codes = Union[int, float, Sequence[float], Tensor, None]
 
@@ -51,7 +52,7 @@ class InfoGAN(GANBase):
     Args:
         generator: takes latents of size noise + sum(categorical_codes) + continuous_codes
             (its `latent_dim`).
-        discriminator: with `features(x)`, `score(features)` and `feature_dim` (Q shares the trunk).
+        discriminator: a `TrunkDiscriminator` (`features(x)`, `score(features)`, `feature_dim`); Q shares the trunk.
         categorical_codes: number of values of each categorical code, e.g. [10].
         continuous_codes: number of continuous codes.
         continuous_range: continuous codes are drawn from U(-range, range).
@@ -92,10 +93,7 @@ class InfoGAN(GANBase):
             raise ValueError(f"log_std_bound must be > 0 (|log sigma| <= log_std_bound); got {log_std_bound}")
         if not categorical_codes and continuous_codes == 0:
             raise ValueError("InfoGAN needs at least one code (categorical_codes or continuous_codes)")
-        for attr in ("features", "score", "feature_dim"):
-            if not hasattr(discriminator, attr):
-                raise ValueError(f"InfoGAN's discriminator must provide `{attr}` (Q shares its trunk); "
-                                 f"MLPDiscriminator and DCGANDiscriminator do")
+        require_trunk(discriminator, "InfoGAN", "Q")
         latent_dim = kwargs.pop("latent_dim", None) or getattr(generator, "latent_dim", None)
         code_dim = sum(categorical_codes) + continuous_codes
         if latent_dim is None or latent_dim <= code_dim:
@@ -125,8 +123,8 @@ class InfoGAN(GANBase):
             nn.Linear(self.q_hidden_dim, out),
         )
 
-    def discriminator_parameters(self) -> list[nn.Parameter]:
-        return list(self.discriminator.parameters()) + list(self.q_head.parameters())
+    def discriminator_modules(self) -> list[nn.Module]:
+        return [self.discriminator, self.q_head]
 
     # ------------------------------------------------------------------ latents and codes
     def sample_latent(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
@@ -193,12 +191,6 @@ class InfoGAN(GANBase):
             log_std = torch.zeros_like(mean)
         return logits, mean, log_std
 
-    @torch.no_grad()
-    def predict_codes(self, x: Tensor) -> Tensor:
-        """Q's most likely value of each categorical code for samples x, (B, m)."""
-        logits, _, _ = self.q(self.discriminator.features(x))
-        return torch.stack([l.argmax(1) for l in logits], 1)
-
     def information_loss(self, features: Tensor, z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """-L_I (up to H(c)) of the codes in z, from D's features of G(z)."""
         cat, cont = self.split_codes(z)
@@ -219,18 +211,18 @@ class InfoGAN(GANBase):
         return loss, logs
 
     # ------------------------------------------------------------------ losses
-    def discriminator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def discriminator_loss(self, real: Tensor, fake: Tensor, latent: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         real_scores = self.discriminator(real)
         features = self.discriminator.features(fake)
         fake_scores = self.discriminator.score(features)
         adversarial = d_logistic_loss(real_scores, fake_scores)
-        info, logs = self.information_loss(features, self.latent)
+        info, logs = self.information_loss(features, latent)
         logs |= {"d_adversarial": adversarial.detach(), "d_real": real_scores.detach().float().mean(),
                  "d_fake": fake_scores.detach().float().mean()}
         return adversarial + info, logs
 
-    def generator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def generator_loss(self, real: Tensor, fake: Tensor, latent: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         features = self.discriminator.features(fake)
         adversarial = g_nonsaturating_loss(self.discriminator.score(features))
-        info, _ = self.information_loss(features, self.latent)
+        info, _ = self.information_loss(features, latent)
         return adversarial + info, {"g_adversarial": adversarial.detach(), "g_info": info.detach()}

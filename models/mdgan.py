@@ -118,6 +118,9 @@ class MDGAN(GANBase):
     def discriminators(self) -> list[nn.Module]:
         return [self.discriminator, *self.other_discriminators]
 
+    def discriminator_modules(self) -> list[nn.Module]:
+        return self.discriminators
+
     @property
     def softmax_lambda(self) -> Tensor:
         return F.softplus(self.lambda_raw) if self.learn_lambda else self.lambda_raw
@@ -125,9 +128,6 @@ class MDGAN(GANBase):
     def generator_parameters(self) -> list[nn.Parameter]:
         extra = [self.lambda_raw] if self.learn_lambda else []
         return list(self.generator.parameters()) + extra
-
-    def discriminator_parameters(self) -> list[nn.Parameter]:
-        return [p for d in self.discriminators for p in d.parameters()]
 
     # ------------------------------------------------------------------ data shares
     def setup(self, stage: str) -> None:
@@ -173,7 +173,7 @@ class MDGAN(GANBase):
 
     def on_before_optimizer_step(self, optimizer) -> None:
         clip = self.hparams.gradient_clip_val
-        if clip is None or optimizer is not self.optimizers()[1].optimizer:
+        if clip is None or optimizer is not self.discriminator_optimizer():
             return super().on_before_optimizer_step(optimizer)
         # each discriminator on its own (gradients are unscaled here, see GANBase)
         for d in self.discriminators:
@@ -184,7 +184,7 @@ class MDGAN(GANBase):
                 torch.nn.utils.clip_grad_value_(params, clip)
 
     # ------------------------------------------------------------------ losses
-    def discriminator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def discriminator_loss(self, real: Tensor, fake: Tensor, latent: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         total, logs = 0.0, {}
         world, rank = self._world_and_rank()
         for index, rows in self.local_shares(real.shape[0], world, rank):
@@ -196,7 +196,7 @@ class MDGAN(GANBase):
         # gradients over the W ranks: scaling by W makes the result exactly its own gradient.
         return total * world, logs
 
-    def generator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def generator_loss(self, real: Tensor, fake: Tensor, latent: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         losses = torch.stack([g_nonsaturating_loss(d(fake)) for d in self.discriminators])
         loss, weights = aggregate_losses(losses, self.aggregation, self.softmax_lambda)
         logs = {f"g_loss_{i}": v for i, v in enumerate(losses.detach())}

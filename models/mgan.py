@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from .base import GANBase
 from .losses import classification_loss, d_logistic_loss, g_nonsaturating_loss
+from .networks import require_trunk
 
 
 class MGAN(GANBase):
@@ -43,7 +44,7 @@ class MGAN(GANBase):
     Args:
         generator: a mixture generator with `num_generators = K > 1`, `latent_dim` (the noise
             size) and `forward(noise, index)`.
-        discriminator: a discriminator with `features(x)`, `score(features)` and `feature_dim`.
+        discriminator: a `TrunkDiscriminator` (`features(x)`, `score(features)`, `feature_dim`).
         beta: weight of the classifier's cross-entropy in the generators' loss.
     """
 
@@ -63,10 +64,7 @@ class MGAN(GANBase):
                 "MGAN needs a mixture generator: set num_generators = K >= 2 on the generator (e.g. "
                 "--model.init_args.generator.init_args.num_generators 10)"
             )
-        for attr in ("features", "score", "feature_dim"):
-            if not hasattr(discriminator, attr):
-                raise ValueError(f"MGAN's discriminator must provide `{attr}` (the classifier shares its trunk); "
-                                 f"MLPDiscriminator and DCGANDiscriminator do")
+        require_trunk(discriminator, "MGAN", "the classifier")
         if beta < 0:
             raise ValueError(f"beta must be >= 0; got {beta}")
         self.num_generators = num_generators
@@ -83,8 +81,8 @@ class MGAN(GANBase):
         # C and D share every layer but the last: C is a linear K-way head on D's features
         self.classifier = nn.Linear(self.discriminator.feature_dim, self.num_generators)
 
-    def discriminator_parameters(self) -> list[nn.Parameter]:
-        return list(self.discriminator.parameters()) + list(self.classifier.parameters())
+    def discriminator_modules(self) -> list[nn.Module]:
+        return [self.discriminator, self.classifier]
 
     # ------------------------------------------------------------------ latents
     def sample_latent(self, n: int, generator: Optional[torch.Generator] = None,
@@ -114,8 +112,8 @@ class MGAN(GANBase):
         return super().sample(n, z=z)
 
     # ------------------------------------------------------------------ losses
-    def discriminator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        index = self.generator_index(self.latent)
+    def discriminator_loss(self, real: Tensor, fake: Tensor, latent: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        index = self.generator_index(latent)
         real_scores = self.discriminator(real)
         fake_features = self.discriminator.features(fake)
         fake_scores = self.discriminator.score(fake_features)
@@ -131,8 +129,8 @@ class MGAN(GANBase):
         }
         return adversarial + classifier, logs
 
-    def generator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        index = self.generator_index(self.latent)
+    def generator_loss(self, real: Tensor, fake: Tensor, latent: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        index = self.generator_index(latent)
         features = self.discriminator.features(fake)
         adversarial = g_nonsaturating_loss(self.discriminator.score(features))
         classifier = classification_loss(self.classifier(features), index)

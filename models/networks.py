@@ -9,8 +9,9 @@ Two pairs:
   layer, ReLU in G, LeakyReLU(0.2) in D, tanh output, N(0, 0.02) initialisation.
 
 Both discriminators take `minibatch_kernels > 0` to add a minibatch-discrimination layer
-before their output (Salimans et al. 2016). Discriminators return raw scores of shape (B,): logits for the logistic losses, critic values
-for the Wasserstein loss. Generators expose `latent_dim` so a model can read it. Each network
+before their output (Salimans et al. 2016). Discriminators return raw scores of shape (B,):
+logits for the logistic losses, critic values for the Wasserstein loss. Both are
+`TrunkDiscriminator`s: `features(x)` and `score(features)` let extra heads share the trunk. Generators expose `latent_dim` so a model can read it. Each network
 keeps `init_config` ({class_path, init_args}: what rebuilds it), which a model saves in its
 checkpoints, so that a model built in Python loads from its checkpoint alone.
 """
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Optional
+from typing import Optional, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -152,6 +153,26 @@ class PerGeneratorLinear(nn.Module):
                 y = y + self.bias[k]
             out = out.index_copy(0, rows, y.to(out.dtype))
         return out
+
+
+@runtime_checkable
+class TrunkDiscriminator(Protocol):
+    """A discriminator whose trunk other heads can share (MGAN's classifier, InfoGAN's Q):
+    `forward(x) == score(features(x))`, with `features(x)` of shape (B, feature_dim)."""
+
+    feature_dim: int
+
+    def features(self, x: Tensor) -> Tensor: ...
+
+    def score(self, features: Tensor) -> Tensor: ...
+
+
+def require_trunk(discriminator: nn.Module, model: str, head: str) -> None:
+    """Raises a clear error unless `discriminator` is a `TrunkDiscriminator` (`head` shares its trunk)."""
+    if not isinstance(discriminator, TrunkDiscriminator):
+        missing = [a for a in ("features", "score", "feature_dim") if not hasattr(discriminator, a)]
+        raise ValueError(f"{model}'s discriminator must provide {', '.join(f'`{a}`' for a in missing)} ({head} "
+                         f"shares its trunk); MLPDiscriminator and DCGANDiscriminator do")
 
 
 @_records_init_config
@@ -376,4 +397,6 @@ __all__ = [
     "DCGANGenerator",
     "DCGANDiscriminator",
     "dcgan_init",
+    "TrunkDiscriminator",
+    "require_trunk",
 ]

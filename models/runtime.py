@@ -1,5 +1,6 @@
 """What the loop needs from its surroundings, apart from the GAN maths: DDP gradient averaging and
-buffer broadcast, the non-finite-loss error, an eval-mode context, and a CPU-only environment switch.
+buffer broadcast, the non-finite-loss error, seeded random streams, compilation, an eval-mode
+context, and a CPU-only environment switch.
 
 Why the loop averages gradients itself: Lightning wraps the whole module in one
 DistributedDataParallel, whose reducer expects every parameter to get a gradient in every backward.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -126,3 +128,28 @@ class eval_mode:
     def __exit__(self, *exc):
         for m, mode in zip(self.modules, self.modes):
             m.train(mode)
+
+
+def seeded_rng(device: torch.device, *keys: int) -> torch.Generator:
+    """A torch.Generator on `device` seeded by (run seed, *keys): independent streams per key tuple."""
+    seed = np.random.SeedSequence([torch.initial_seed(), *keys]).generate_state(1, np.uint64)[0]
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def compile_modules(modules: list[nn.Module], options: bool | dict) -> None:
+    """`torch.compile`s the modules' forward passes in place (`nn.Module.compile`, so state-dict keys
+    are unchanged), each once: `options` True for the defaults, or a dict of torch.compile arguments."""
+    options = {} if options is True else dict(options)
+    for module in modules:
+        if getattr(module, "_compiled_call_impl", None) is None:  # not twice (fit after fit)
+            module.compile(**options)
+
+
+def non_finite_loss_error(name: str, loss: Tensor, where: str, bad_ranks: int = 0) -> NonFiniteLossError:
+    """The error for a NaN/inf loss `name`; `where` says at which step, `bad_ranks` on how many ranks."""
+    value = loss.item() if loss.numel() == 1 else loss
+    what = f" non-finite on {bad_ranks} of {dist.get_world_size()} ranks (this rank's: {value})" if bad_ranks else f" {value}"
+    return NonFiniteLossError(
+        f"{name} is{what} at {where}; training stopped before this update, the last checkpoint is untouched. "
+        f"Lower the learning rates, enable gradient_clip_val, or check the data."
+    )

@@ -134,10 +134,11 @@ class UnrolledGAN(GAN):
         self._unroll_optimizer: Optional[torch.optim.Optimizer] = None  # set for use without a trainer
 
     def discriminator_optimizer(self) -> torch.optim.Optimizer:
-        """The optimiser whose update rule and state the unrolling replays."""
+        """The optimiser whose update rule and state the unrolling replays (`_unroll_optimizer`
+        where the model is used without a trainer)."""
         if self._unroll_optimizer is not None:
             return self._unroll_optimizer
-        return self.optimizers()[1].optimizer
+        return super().discriminator_optimizer()
 
     def unrolled_discriminator(self, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
         """theta_D^K as a dict of tensors (params and copied buffers) that depend on `fake`."""
@@ -168,9 +169,9 @@ class UnrolledGAN(GAN):
                               clip_algorithm=self.hparams.gradient_clip_algorithm)
         return {**theta, **buffers}
 
-    def generator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def generator_loss(self, real: Tensor, fake: Tensor, latent: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         if self.unrolled_steps == 0:
-            return super().generator_loss(real, fake)
+            return super().generator_loss(real, fake, latent)
         theta = self.unrolled_discriminator(real, fake)
         fake_term = self.loss_fns.generator(functional_call(self.discriminator, theta, (fake,)))
         # -(real part of L_D) at theta_D^K: E_x[log D_K(x)] for the logistic losses

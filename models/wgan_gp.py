@@ -63,7 +63,7 @@ class WGANGP(GANBase):
                          d_lr=d_lr, betas=betas, fresh_generator_latents=fresh_generator_latents, **kwargs)
         self.gp_weight = gp_weight
 
-    def discriminator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def discriminator_loss(self, real: Tensor, fake: Tensor, latent: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         real_scores, fake_scores = self.discriminator(real), self.discriminator(fake)
         wasserstein = d_wasserstein_loss(real_scores, fake_scores)
         alpha = torch.rand(real.shape[0], device=self.device, generator=self.noise)
@@ -72,5 +72,5 @@ class WGANGP(GANBase):
         logs = {"wasserstein_distance": -wasserstein.detach(), "gradient_penalty": penalty.detach()}
         return wasserstein + self.gp_weight * penalty, logs
 
-    def generator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def generator_loss(self, real: Tensor, fake: Tensor, latent: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         return g_wasserstein_loss(self.discriminator(fake)), {}

@@ -82,7 +82,7 @@ def mdgan_shard_worker(rank: int, world: int, store_path: str, out_path: str) ->
         own = model.discriminators[rank]
         own_grads = torch.autograd.grad(d_logistic_loss(own(real), own(fake)), list(own.parameters()))
         opt = torch.optim.SGD(model.discriminator_parameters(), lr=1.0)
-        loss, _ = model.discriminator_loss(real, fake)
+        loss, _ = model.discriminator_loss(real, fake, None)
         loss.backward()
         all_reduce_gradients(opt)
         torch.save({"own": own_grads, "synced": [[p.grad for p in d.parameters()] for d in model.discriminators]},

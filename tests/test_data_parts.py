@@ -68,11 +68,11 @@ def test_each_discriminator_trains_on_its_own_part_and_swaps_move_it_to_another(
     seen: dict[tuple[int, int], set[int]] = {}  # (epoch, discriminator) -> parts its real samples came from
     original = model.discriminator_loss
 
-    def recording_loss(real, fake):
+    def recording_loss(real, fake, latent):
         for index, rows in model.local_shares(real.shape[0]):
             key = (model.current_epoch, index)
             seen.setdefault(key, set()).update(part_of[tuple(x.tolist())] for x in real[rows])
-        return original(real, fake)
+        return original(real, fake, latent)
 
     model.discriminator_loss = recording_loss
     quiet_trainer(max_epochs=3, limit_val_batches=0).fit(model, datamodule=dm)

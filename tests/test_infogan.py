@@ -86,14 +86,14 @@ def test_information_loss_reaches_both_g_and_q():
 def test_losses_add_the_information_term_to_both_steps():
     torch.manual_seed(0)
     model = tiny_infogan()
-    model.latent = model.sample_latent(8)
-    real, fake = torch.randn(8, 2), model.generate(model.latent)
+    z = model.sample_latent(8)
+    real, fake = torch.randn(8, 2), model.generate(z)
     d = model.discriminator
-    info, _ = model.information_loss(d.features(fake), model.latent)
-    d_loss, _ = model.discriminator_loss(real, fake)
-    cat, _ = model.split_codes(model.latent)
+    info, _ = model.information_loss(d.features(fake), z)
+    d_loss, _ = model.discriminator_loss(real, fake, z)
+    cat, _ = model.split_codes(z)
     assert_close(d_loss, torch.nn.functional.softplus(-d(real)).mean() + torch.nn.functional.softplus(d(fake)).mean() + info)
-    g_loss, _ = model.generator_loss(real, fake)
+    g_loss, _ = model.generator_loss(real, fake, z)
     assert_close(g_loss, torch.nn.functional.softplus(-d(fake)).mean() + info)
     assert_close(classification_loss(model.q(d.features(fake))[0][0], cat[:, 0]),
                  torch.nn.functional.cross_entropy(model.q(d.features(fake))[0][0], cat[:, 0]))

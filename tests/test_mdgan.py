@@ -74,7 +74,7 @@ def test_each_discriminator_gets_exactly_its_own_loss_gradient():
     model = tiny_mdgan(k=3)
     model.assignment = [2, 0, 1]  # share 0 -> D2, share 1 -> D0, share 2 -> D1
     real, fake = torch.randn(9, 2), torch.randn(9, 2)
-    loss, logs = model.discriminator_loss(real, fake)
+    loss, logs = model.discriminator_loss(real, fake, None)
     loss.backward()
     for share, index in enumerate(model.assignment):
         d = model.discriminators[index]
@@ -105,7 +105,7 @@ def test_generator_loss_aggregates_every_discriminator():
             d.net[-1].weight.copy_(torch.tensor([a_i]))
             d.net[-1].bias.fill_(b_i)
     points = [(1.0, 0.0), (0.0, 1.0), (-1.0, 2.0), (0.5, -0.5)]
-    loss, logs = model.generator_loss(None, torch.tensor(points))
+    loss, logs = model.generator_loss(None, torch.tensor(points), None)
     v = [sum(math.log1p(math.exp(-(a_i[0] * x + a_i[1] * y + b_i))) for x, y in points) / len(points)
          for a_i, b_i in zip(a, b)]
     e = [math.exp(3.0 * v_i) for v_i in v]
@@ -121,7 +121,7 @@ def test_learned_lambda_starts_at_its_value_and_gets_a_gradient():
     model = tiny_mdgan(k=2, aggregation="softmax", softmax_lambda=0.7, learn_lambda=True, lambda_penalty=0.01)
     assert model.softmax_lambda.item() == pytest.approx(0.7)
     assert any(p is model.lambda_raw for p in model.generator_parameters())
-    loss, logs = model.generator_loss(None, torch.randn(5, 2))
+    loss, logs = model.generator_loss(None, torch.randn(5, 2), None)
     loss.backward()
     assert model.lambda_raw.grad is not None and model.lambda_raw.grad.item() != 0
     with pytest.raises(ValueError, match="learn_lambda needs aggregation='softmax'"):

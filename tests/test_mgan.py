@@ -89,15 +89,15 @@ def test_classifier_loss_exact_value():
 def test_losses_are_the_papers():
     torch.manual_seed(0)
     model = tiny_mgan(k=3, beta=0.5)
-    model.latent = model.sample_latent(9)
-    real, fake = torch.randn(9, 2), model.generate(model.latent)
-    index = model.generator_index(model.latent)
+    z = model.sample_latent(9)
+    real, fake = torch.randn(9, 2), model.generate(z)
+    index = model.generator_index(z)
     d, c = model.discriminator, model.classifier
-    d_loss, logs = model.discriminator_loss(real, fake)
+    d_loss, logs = model.discriminator_loss(real, fake, z)
     ce = classification_loss(c(d.features(fake)), index)
     assert_close(d_loss, d_logistic_loss(d(real), d(fake)) + ce)
     assert_close(logs["classifier_acc"], (c(d.features(fake)).argmax(1) == index).float().mean())
-    g_loss, _ = model.generator_loss(real, fake)
+    g_loss, _ = model.generator_loss(real, fake, z)
     assert_close(g_loss, g_nonsaturating_loss(d(fake)) + 0.5 * ce)
 
 

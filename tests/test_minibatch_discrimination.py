@@ -93,7 +93,7 @@ def test_real_and_fake_go_through_the_discriminator_separately():
     batches = []
     model.discriminator.register_forward_hook(lambda m, inp, out: batches.append(inp[0].clone()))
     real, fake = torch.randn(4, 2), torch.randn(4, 2) + 5
-    model.discriminator_loss(real, fake)
+    model.discriminator_loss(real, fake, None)
     assert len(batches) == 2 and torch.equal(batches[0], real) and torch.equal(batches[1], fake)
 
 

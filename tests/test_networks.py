@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from models import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
+from models import DCGANDiscriminator, DCGANGenerator, InfoGAN, MGAN, MLPDiscriminator, MLPGenerator
+from models.networks import TrunkDiscriminator
 
 
 def test_mlp_pair_shapes_and_architecture():
@@ -46,3 +47,29 @@ def test_dcgan_discriminator_normalisations(norm, layer):
     assert len(norms) == (0 if layer is None else 2) and all(isinstance(m, layer) for m in norms)
     with pytest.raises(ValueError, match="unknown norm"):
         DCGANDiscriminator(norm="instance")
+
+
+@pytest.mark.parametrize("discriminator, x", [(MLPDiscriminator(hidden_dim=8), torch.randn(3, 2)),
+                                              (DCGANDiscriminator(image_size=28, channels=1, width=4), torch.randn(3, 1, 28, 28))])
+def test_shipped_discriminators_are_trunk_discriminators(discriminator, x):
+    assert isinstance(discriminator, TrunkDiscriminator)
+    features = discriminator.features(x)
+    assert features.shape == (3, discriminator.feature_dim)
+    torch.testing.assert_close(discriminator.score(features), discriminator(x))
+
+
+class FeaturesOnly(torch.nn.Module):
+    def features(self, x):
+        return x
+
+    def forward(self, x):
+        return x.sum(1)
+
+
+@pytest.mark.parametrize("build, head", [
+    (lambda d: MGAN(MLPGenerator(latent_dim=8, hidden_dim=8, num_generators=2), d), "the classifier"),
+    (lambda d: InfoGAN(MLPGenerator(latent_dim=20, hidden_dim=8), d), "Q"),
+])
+def test_models_with_heads_on_the_trunk_refuse_other_discriminators_naming_what_is_missing(build, head):
+    with pytest.raises(ValueError, match=rf"must provide `score`, `feature_dim` \({head} shares its trunk\)"):
+        build(FeaturesOnly())

@@ -54,6 +54,36 @@ def test_d_step_does_not_touch_generator_and_fakes_are_generated_once(monkeypatc
     assert len([c for c in calls if c[0] == 32]) == 1  # one generator forward for the batch
 
 
+@pytest.mark.parametrize("fresh, g_first", [(False, False), (True, False), (False, True), (True, True)])
+def test_loss_hooks_receive_the_latents_their_fakes_were_made_from(fresh, g_first):
+    # Losses that read codes in z (MGAN's generator index, InfoGAN's codes) need the latents of
+    # exactly the fakes they score: the D step's z in the D step, the G step's own z with fresh latents.
+    L.seed_everything(0)
+    model = tiny_model(fresh_generator_latents=fresh)
+    model.generator_step_first = g_first
+    seen = {"d": [], "g": []}
+    d_loss, g_loss = model.discriminator_loss, model.generator_loss
+    batch_start = {}
+
+    class SnapshotGenerator(L.Callback):  # every fake of a batch comes from G as the batch began
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            batch_start["G"] = copy.deepcopy(pl_module.generator)
+
+    def record(kind, loss):
+        def hook(real, fake, latent):
+            with torch.no_grad():
+                seen[kind].append(torch.equal(batch_start["G"](latent), fake.detach()))
+            seen[kind + "_z"] = seen.get(kind + "_z", []) + [latent.clone()]
+            return loss(real, fake, latent)
+        return hook
+
+    model.discriminator_loss, model.generator_loss = record("d", d_loss), record("g", g_loss)
+    quiet_trainer(max_steps=6, limit_val_batches=0, callbacks=[SnapshotGenerator()]).fit(model, datamodule=tiny_data())
+    assert len(seen["d"]) == len(seen["g"]) == 3 and all(seen["d"]) and all(seen["g"])
+    same = [torch.equal(d, g) for d, g in zip(seen["d_z"], seen["g_z"])]
+    assert same == [not fresh] * 3  # one z for both steps unless the G step draws its own
+
+
 def test_each_backward_reaches_only_the_stepping_network():
     """Without toggling, the generator's backward through D would add to D's gradients."""
     L.seed_everything(0)
@@ -196,8 +226,8 @@ def test_non_finite_loss_stops_with_step_and_loss_and_keeps_the_last_checkpoint(
     original = model.generator_loss
     at_poison = {}
 
-    def poisoned(real, fake):
-        loss, logs = original(real, fake)
+    def poisoned(real, fake, latent):
+        loss, logs = original(real, fake, latent)
         if model.g_steps == 7:
             at_poison["ckpt"] = hashlib.sha256((tmp_path / "last.ckpt").read_bytes()).hexdigest()
             at_poison["generator"] = copy.deepcopy(model.generator.state_dict())
@@ -243,9 +273,9 @@ def test_minimax_loss_is_selectable():
     L.seed_everything(0)
     model = tiny_model(loss="minimax")
     fake = torch.randn(6, 2)
-    loss, _ = model.generator_loss(None, fake)
+    loss, _ = model.generator_loss(None, fake, None)
     torch.testing.assert_close(loss, losses.g_minimax_loss(model.discriminator(fake)))
-    d_loss, _ = model.discriminator_loss(fake + 1, fake)
+    d_loss, _ = model.discriminator_loss(fake + 1, fake, None)
     torch.testing.assert_close(d_loss, losses.d_logistic_loss(model.discriminator(fake + 1), model.discriminator(fake)))
 
 
@@ -253,13 +283,14 @@ def test_dcgan_pair_trains_on_images():
     from torch.utils.data import DataLoader, TensorDataset
 
     from models import DCGANDiscriminator, DCGANGenerator
+    from models.checks import check_data_shape
 
     L.seed_everything(0)
     model = GAN(DCGANGenerator(latent_dim=16, image_size=28, channels=1, width=8),
                 DCGANDiscriminator(image_size=28, channels=1, width=8))
-    model.check_data_shape((1, 28, 28))
+    check_data_shape(model, (1, 28, 28))
     with pytest.raises(ValueError, match=r"samples of shape \(1, 28, 28\) but the data have shape \(3, 32, 32\)"):
-        model.check_data_shape((3, 32, 32))
+        check_data_shape(model, (3, 32, 32))
     images = torch.rand(64, 1, 28, 28) * 2 - 1
     w0 = model.generator.project[0].weight.clone()
     quiet_trainer(max_steps=4).fit(model, train_dataloaders=DataLoader(TensorDataset(images), batch_size=16))

@@ -82,7 +82,7 @@ def test_unrolled_generator_gradient_matches_finite_differences(setup):
     model, _, real, z = setup
 
     def loss() -> torch.Tensor:
-        return model.generator_loss(real, model.generator(z))[0]
+        return model.generator_loss(real, model.generator(z), z)[0]
 
     params = list(model.generator.parameters())
     grads = torch.autograd.grad(loss(), params)
@@ -110,8 +110,8 @@ def test_zero_unrolled_steps_is_the_plain_gan_gradient(setup):
     model.unrolled_steps = 0
     plain = GAN(TinyG(), tiny_d()).double()
     plain.load_state_dict(model.state_dict())
-    g_unrolled = torch.autograd.grad(model.generator_loss(real, model.generator(z))[0], model.generator.parameters())
-    g_plain = torch.autograd.grad(plain.generator_loss(real, plain.generator(z))[0], plain.generator.parameters())
+    g_unrolled = torch.autograd.grad(model.generator_loss(real, model.generator(z), z)[0], model.generator.parameters())
+    g_plain = torch.autograd.grad(plain.generator_loss(real, plain.generator(z), z)[0], plain.generator.parameters())
     for a, b in zip(g_unrolled, g_plain):
         assert torch.equal(a, b)
 
@@ -129,7 +129,7 @@ def test_real_discriminator_is_untouched_and_buffers_work(kind):
     before = copy.deepcopy(model.discriminator.state_dict())
     opt_state = copy.deepcopy(opt.state_dict())
     real, z = torch.randn(8, 2, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
-    loss, _ = model.generator_loss(real, model.generator(z))
+    loss, _ = model.generator_loss(real, model.generator(z), z)
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in model.generator.parameters())
@@ -194,10 +194,10 @@ def test_unsupported_discriminator_optimisers_are_rejected(setup):
     model, _, real, z = setup
     model._unroll_optimizer = torch.optim.AdamW(model.discriminator.parameters())
     with pytest.raises(TypeError, match="replays plain Adam"):
-        model.generator_loss(real, model.generator(z))
+        model.generator_loss(real, model.generator(z), z)
     model._unroll_optimizer = torch.optim.Adam(model.discriminator.parameters(), maximize=True)
     with pytest.raises(TypeError, match="maximize"):
-        model.generator_loss(real, model.generator(z))
+        model.generator_loss(real, model.generator(z), z)
 
 
 def _reference_unrolled_objective(g_params, d_params, adam_state, real, z, steps, loss, lr, betas, eps):
@@ -246,7 +246,7 @@ def test_generator_gradient_is_the_gradient_of_the_unrolled_value_function(loss,
     z = torch.randn(6, 2, dtype=torch.float64)
 
     model.zero_grad()
-    model.generator_loss(real, model.generator(z))[0].backward()
+    model.generator_loss(real, model.generator(z), z)[0].backward()
     applied = [p.grad.clone() for p in model.generator.parameters()]
 
     g_params = [p.detach().clone().requires_grad_(True) for p in model.generator.parameters()]
@@ -278,7 +278,7 @@ def test_generator_gradient_is_the_gradient_of_the_unrolled_value_function(loss,
     fake_only.load_state_dict(model.state_dict())
     fake_only._unroll_optimizer = opt
     fake_only.loss_fns = fake_only.loss_fns._replace(discriminator_real=lambda r: r.sum() * 0.0)
-    dropped = torch.autograd.grad(fake_only.generator_loss(real, fake_only.generator(z))[0],
+    dropped = torch.autograd.grad(fake_only.generator_loss(real, fake_only.generator(z), z)[0],
                                   list(fake_only.generator.parameters()))
     assert max((a - b).abs().max().item() for a, b in zip(dropped, expected)) > 1e-6
 
@@ -287,7 +287,7 @@ def test_minimax_generator_loss_is_minus_the_unrolled_discriminator_loss(setup):
     model, opt, real, z = setup
     model.loss_fns = model.loss_fns._replace(generator=lambda f: -torch.nn.functional.softplus(f).mean())
     fake = model.generator(z)
-    g_loss = model.generator_loss(real, fake)[0]
+    g_loss = model.generator_loss(real, fake, None)[0]
     theta = model.unrolled_discriminator(real, fake)
     from torch.func import functional_call
     d_loss_k = model.loss_fns.discriminator(functional_call(model.discriminator, theta, (real,)),

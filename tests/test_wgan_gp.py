@@ -36,7 +36,7 @@ def test_paper_defaults():
 def test_discriminator_loss_is_wasserstein_plus_lambda_times_penalty(w, expected_penalty):
     model = tiny_wgan(LinearCritic(w), gp_weight=10.0)
     real, fake = torch.randn(6, 2), torch.randn(6, 2)
-    loss, logs = model.discriminator_loss(real, fake)
+    loss, logs = model.discriminator_loss(real, fake, None)
     w_t = torch.tensor(w)
     wasserstein = (fake @ w_t).mean() - (real @ w_t).mean()
     assert_close(logs["gradient_penalty"], torch.tensor(expected_penalty))
@@ -69,7 +69,7 @@ def test_alphas_are_uniform_per_sample(monkeypatch):
         return gradient_penalty(critic, real, fake, alpha)
 
     monkeypatch.setattr(wgan_module, "gradient_penalty", spy)
-    model.discriminator_loss(torch.randn(4000, 2), torch.randn(4000, 2))
+    model.discriminator_loss(torch.randn(4000, 2), torch.randn(4000, 2), None)
     alpha = captured["alpha"]
     assert alpha.shape == (4000,) and alpha.min() >= 0 and alpha.max() <= 1
     assert abs(alpha.mean().item() - 0.5) < 0.02 and abs(alpha.var().item() - 1 / 12) < 0.005
@@ -119,7 +119,7 @@ def test_penalty_value_under_autocast_matches_float64():
     real, fake = torch.randn(32, 2), torch.randn(32, 2)
     model.noise = torch.Generator().manual_seed(1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        _, logs = model.discriminator_loss(real, fake)
+        _, logs = model.discriminator_loss(real, fake, None)
     alpha = torch.rand(32, generator=torch.Generator().manual_seed(1))
     critic64 = MLPDiscriminator(hidden_dim=16).double()
     critic64.load_state_dict(critic.state_dict())
