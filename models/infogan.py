@@ -158,14 +158,45 @@ class InfoGAN(GANBase):
         onehots = [F.one_hot(cats[:, j], k).to(noise.dtype) for j, k in enumerate(self.categorical_codes)]
         return torch.cat([noise, *onehots, cont], dim=1)
 
+    def categorical_slices(self) -> list[slice]:
+        """Where each categorical code's one-hot block sits in a latent vector (after the noise)."""
+        slices, offset = [], self.noise_dim
+        for k in self.categorical_codes:
+            slices.append(slice(offset, offset + k))
+            offset += k
+        return slices
+
+    def continuous_index(self, j: int) -> int:
+        """Where continuous code j sits in a latent vector (the last `continuous_codes` entries)."""
+        return self.latent_dim - self.continuous_codes + j
+
     def split_codes(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """The codes of latents z: categorical values (B, m) as integers, continuous (B, J)."""
-        offset, cats = self.noise_dim, []
-        for k in self.categorical_codes:
-            cats.append(z[:, offset : offset + k].argmax(1))
-            offset += k
+        cats = [z[:, block].argmax(1) for block in self.categorical_slices()]
         cat = torch.stack(cats, 1) if cats else z.new_zeros(z.shape[0], 0, dtype=torch.long)
-        return cat, z[:, offset:]
+        return cat, z[:, self.latent_dim - self.continuous_codes :]
+
+    def replace_codes(self, z: Tensor, categorical: Optional[dict[int, Codes]] = None,
+                      continuous: Optional[dict[int, Codes]] = None) -> Tensor:
+        """A copy of latents z (..., latent_dim) with some codes set, the rest (noise included) kept.
+
+        `categorical` maps a categorical code's index to its new values (integers), `continuous` a
+        continuous code's index to its new values; values broadcast over z's leading dimensions
+        (a number sets every latent; a tensor of shape z.shape[:-1] sets each its own).
+        """
+        z = z.clone()
+        blocks = self.categorical_slices()
+        for j, values in (categorical or {}).items():
+            k = self.categorical_codes[j]
+            values = torch.as_tensor(values, device=z.device, dtype=torch.long).expand(z.shape[:-1])
+            if not ((values >= 0) & (values < k)).all():
+                raise ValueError(f"categorical code {j} takes values in [0, {k}); got {values.unique().tolist()}")
+            z[..., blocks[j]] = F.one_hot(values, k).to(z.dtype)
+        for j, values in (continuous or {}).items():
+            if not 0 <= j < self.continuous_codes:
+                raise ValueError(f"continuous code {j} does not exist: the model has {self.continuous_codes}")
+            z[..., self.continuous_index(j)] = torch.as_tensor(values).to(z).expand(z.shape[:-1])
+        return z
 
     @torch.no_grad()
     def sample(self, n: int, z: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
@@ -180,7 +211,7 @@ class InfoGAN(GANBase):
         (zeros, i.e. sigma = 1, unless sigma is learned)."""
         out = self.q_head(features)
         logits, offset = [], 0
-        for k in self.categorical_codes:
+        for k in self.categorical_codes:  # Q's output: per-code logits, then means, then log-stds
             logits.append(out[:, offset : offset + k])
             offset += k
         mean = out[:, offset : offset + self.continuous_codes]

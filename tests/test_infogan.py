@@ -248,3 +248,23 @@ def test_uniform_noise_and_fresh_generator_latents_follow_the_authors_code():
     assert tiny_infogan().hparams.fresh_generator_latents is True
     with pytest.raises(ValueError, match="noise must be 'normal'"):
         tiny_infogan(noise="gauss")
+
+
+def test_replace_codes_sets_exactly_the_named_codes_positions_worked_by_hand():
+    # latent = [noise (2) | Cat(3) | Cat(2) | U, U]: positions 0-1, 2-4, 5-6, 7, 8
+    model = InfoGAN(MLPGenerator(latent_dim=9, hidden_dim=8), MLPDiscriminator(hidden_dim=8),
+                    categorical_codes=[3, 2], continuous_codes=2)
+    z = torch.arange(18, dtype=torch.float32).reshape(2, 9)
+    out = model.replace_codes(z, categorical={1: torch.tensor([1, 0])}, continuous={0: 0.5})
+    expected = z.clone()
+    expected[0, 5:7] = torch.tensor([0.0, 1.0])
+    expected[1, 5:7] = torch.tensor([1.0, 0.0])
+    expected[:, 7] = 0.5
+    assert torch.equal(out, expected)
+    assert torch.equal(z, torch.arange(18, dtype=torch.float32).reshape(2, 9))  # a copy; z untouched
+    cat, cont = model.split_codes(model.replace_codes(model.sample_latent(4), categorical={0: 2}, continuous={1: -0.3}))
+    assert cat[:, 0].tolist() == [2] * 4 and torch.allclose(cont[:, 1], torch.full((4,), -0.3))
+    with pytest.raises(ValueError, match=r"categorical code 0 takes values in \[0, 3\)"):
+        model.replace_codes(z, categorical={0: 3})
+    with pytest.raises(ValueError, match="continuous code 2 does not exist"):
+        model.replace_codes(z, continuous={2: 0.0})
