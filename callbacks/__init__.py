@@ -1,20 +1,22 @@
-"""Metric and visualisation callbacks shared by every model; metrics are torchmetrics Metrics."""
+"""Evaluation and visualisation callbacks shared by every model.
 
-from .images import (
-    ImageQuality,
-    MNISTClassifier,
-    SampleGrid,
-    StackedMNISTModes,
-    StackedMNISTModesMetric,
-    load_classifier,
-)
+`metrics` holds the metrics as pure functions; the callbacks (on `base.EvaluationCallback`)
+draw samples, merge counts or features across ranks, and log and write what they compute.
+"""
+
+from .base import EvaluationCallback
+from .classifier import MNISTClassifier, load_classifier, save_classifier
+from .diagnostics import CodeModeAccuracy, GeneratorModeShares, LatentTraversal
+from .image_quality import ImageQuality
+from .metrics import matched_accuracy
 from .mode_coverage import ModeCoverage, ModeCoverageMetric
+from .plots import SampleGrid, SampleScatter
 from .progress import ProgressFile
-from .scatter import SampleScatter
-from .structure import CodeModeAccuracy, GeneratorModeShares, LatentTraversal, matched_accuracy
+from .stacked_mnist import StackedMNISTModes, StackedMNISTModesMetric
 from .wandb_logger import WandbLogger
 
 __all__ = [
+    "EvaluationCallback",
     "ModeCoverage",
     "ModeCoverageMetric",
     "SampleScatter",
@@ -30,4 +32,5 @@ __all__ = [
     "SampleGrid",
     "MNISTClassifier",
     "load_classifier",
+    "save_classifier",
 ]

@@ -1,13 +1,5 @@
-"""Mode coverage on Gaussian mixtures: modes captured, high-quality samples, KL.
-
-Definitions (Srivastava et al. 2017, VEEGAN, Section 5.1; PacGAN's code does the same):
-- a sample is *high quality* (HQ) if it lies within `threshold` (3) std of its nearest centre;
-- a mode is *captured* if it is the nearest centre of at least one HQ sample;
-- HQ % = HQ samples / all samples * 100;
-- KL = KL(q || p) = sum_k q_k log(q_k / p_k), q the histogram of HQ samples over modes, p the
-  true mixture weights. 0 when every mode gets its share; log K when one mode takes all.
-  NaN when no sample is HQ (q is undefined then).
-"""
+"""Mode coverage on 2D Gaussian mixtures: modes captured, high-quality samples %, KL (definitions
+in `callbacks.metrics`)."""
 
 from __future__ import annotations
 
@@ -18,20 +10,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-
-def nearest_modes(samples: Tensor, centers: Tensor, radius: float) -> tuple[Tensor, Tensor]:
-    """Each sample's nearest centre (N,), and whether it is high quality (within `radius`) (N,)."""
-    samples = samples.detach().float().flatten(1)
-    if samples.shape[1] != centers.shape[1]:
-        raise ValueError(f"samples have dimension {samples.shape[1]} but the centres have {centers.shape[1]}")
-    dist, nearest = torch.cdist(samples, centers.to(samples)).min(dim=1)
-    return nearest, dist <= radius
-
-
-def local_sample_count(total: int, trainer: L.Trainer) -> int:
-    """This rank's share of `total` evaluation samples: the shares over all ranks sum to `total`."""
-    world, rank = trainer.world_size, trainer.global_rank
-    return total // world + (1 if rank < total % world else 0)
+from .base import EvaluationCallback, local_sample_count, mixture_of
+from .metrics import mode_coverage, nearest_modes
 
 
 class ModeCoverageMetric(Metric):
@@ -66,55 +46,34 @@ class ModeCoverageMetric(Metric):
         self.total += samples.shape[0]
 
     def compute(self) -> dict[str, Tensor]:
-        hq_total = self.hq_per_mode.sum()
-        q = self.hq_per_mode.double() / hq_total.clamp(min=1)
-        p = self.weights.double()
-        kl = torch.where(q > 0, q * (q / p).log(), torch.zeros_like(q)).sum()
-        if hq_total == 0:
-            kl = torch.tensor(float("nan"), dtype=torch.float64, device=kl.device)
-        return {
-            "modes": (self.hq_per_mode > 0).sum().float(),
-            "hq": 100.0 * hq_total.double() / self.total.clamp(min=1),
-            "kl": kl,
-        }
+        return mode_coverage(self.hq_per_mode, self.total, self.weights)
 
 
-class ModeCoverage(L.Callback):
+class ModeCoverage(EvaluationCallback):
     """Evaluates `ModeCoverageMetric` on `num_samples` generated samples at every validation.
 
     Reads the centres, std and weights from the datamodule (`trainer.datamodule`). The samples
     are split across DDP ranks so the total is exactly `num_samples`, each rank drawing from its
     own latent stream (`evaluation_generator`); the metric's sums merge them. Logs `val/modes`,
-    `val/hq` (percent) and `val/kl`; also keeps the last values in
-    `self.last` for scripts.
+    `val/hq` (percent) and `val/kl`; `self.last` keeps the last values for scripts.
     """
 
     def __init__(self, num_samples: int = 2500, threshold: float = 3.0):
+        super().__init__()
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1; got {num_samples}")
         self.num_samples = num_samples
         self.threshold = threshold
         self.metric: Optional[ModeCoverageMetric] = None
-        self.last: dict[str, float] = {}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        dm = trainer.datamodule
-        if dm is None or not all(hasattr(dm, a) for a in ("centers", "std", "weights")):
-            raise ValueError(
-                "ModeCoverage needs a datamodule that describes its modes (centers, std, weights), "
-                f"such as datamodules.Ring or Grid; got {type(dm).__name__}"
-            )
-        self.metric = ModeCoverageMetric(dm.centers, dm.std, dm.weights, threshold=self.threshold)
+        centers, std, weights = mixture_of(trainer, "ModeCoverage", ("centers", "std", "weights"))
+        self.metric = ModeCoverageMetric(centers, std, weights, threshold=self.threshold)
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metric = self.metric.to(pl_module.device)
         n_local = local_sample_count(self.num_samples, trainer)
-        # per-rank latent streams: the ranks' samples are distinct, and the same for a given (seed, step)
         metric.update(pl_module.sample(n_local, generator=pl_module.evaluation_generator()))
         values = metric.compute()
         metric.reset()
-        self.last = {k: float(v) for k, v in values.items()}
-        for name, value in values.items():
-            pl_module.log(f"val/{name}", value.float(), prog_bar=True, sync_dist=False)  # already merged
+        self.log_values(pl_module, values, prog_bar=True)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from callbacks.images import MNISTClassifier, save_classifier  # noqa: E402
+from callbacks.classifier import MNISTClassifier, save_classifier  # noqa: E402
 from datamodules import MNIST  # noqa: E402
 
 

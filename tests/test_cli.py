@@ -57,7 +57,7 @@ def image_data(tmp_path):
     """An untrained classifier where the configs look for one, and 32-px PNGs for CIFAR-10's place."""
     from PIL import Image
 
-    from callbacks.images import MNISTClassifier, save_classifier
+    from callbacks.classifier import MNISTClassifier, save_classifier
 
     save_classifier(MNISTClassifier(), tmp_path / "checkpoints" / "mnist_classifier.pt")
     folder = tmp_path / "pngs"
@@ -139,7 +139,7 @@ def test_network_size_that_contradicts_the_data_is_a_clear_error(image_data):
 
 
 def test_inception_features_offline_are_a_clear_error(image_data):
-    from callbacks.images import ImageQuality
+    from callbacks.image_quality import ImageQuality
 
     with pytest.raises(RuntimeError, match="pip install torch-fidelity"):
         ImageQuality(feature_extractor="inception").setup(None, None, "fit")

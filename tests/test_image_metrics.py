@@ -13,16 +13,10 @@ import pytest
 import torch
 from torch import nn
 
-from callbacks.images import (
-    MNISTClassifier,
-    SampleGrid,
-    StackedMNISTModesMetric,
-    frechet_distance,
-    kernel_distance,
-    load_classifier,
-    precision_recall_density_coverage,
-    save_classifier,
-)
+from callbacks.classifier import MNISTClassifier, load_classifier, save_classifier
+from callbacks.metrics import frechet_distance, kernel_distance, precision_recall_density_coverage
+from callbacks.plots import SampleGrid
+from callbacks.stacked_mnist import StackedMNISTModesMetric
 
 
 class DigitFromBrightness(nn.Module):
@@ -241,20 +235,20 @@ def test_classifier_checkpoint_round_trip(tmp_path):
 def test_relative_classifier_path_falls_back_to_the_project_root(tmp_path, monkeypatch):
     """reproduce.py trains each run in its own folder; a config's relative checkpoint path must
     still find the project's checkpoint."""
-    import callbacks.images as images
+    import callbacks.classifier as classifier
 
     root, elsewhere = tmp_path / "project", tmp_path / "run_folder"
     (root / "checkpoints").mkdir(parents=True)
     elsewhere.mkdir()
     save_classifier(MNISTClassifier(), root / "checkpoints" / "c.pt", test_accuracy=0.5)
-    monkeypatch.setattr(images, "PROJECT_ROOT", root)
+    monkeypatch.setattr(classifier, "PROJECT_ROOT", root)
     monkeypatch.chdir(elsewhere)
-    assert images.resolve_checkpoint("checkpoints/c.pt") == root / "checkpoints" / "c.pt"
+    assert classifier.resolve_checkpoint("checkpoints/c.pt") == root / "checkpoints" / "c.pt"
     assert isinstance(load_classifier("checkpoints/c.pt"), MNISTClassifier)
     # a file under the working directory wins over the project root's
     (elsewhere / "checkpoints").mkdir()
     save_classifier(MNISTClassifier(), elsewhere / "checkpoints" / "c.pt", test_accuracy=0.5)
-    assert images.resolve_checkpoint("checkpoints/c.pt") == Path("checkpoints/c.pt")
+    assert classifier.resolve_checkpoint("checkpoints/c.pt") == Path("checkpoints/c.pt")
     with pytest.raises(FileNotFoundError, match="nor under"):
         load_classifier("checkpoints/other.pt")
 

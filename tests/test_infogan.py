@@ -182,7 +182,7 @@ def test_latent_traversal_of_images_is_a_grid(tmp_path):
 
 def test_code_accuracy_on_images_uses_the_classifier(tmp_path):
     from models import DCGANDiscriminator, DCGANGenerator
-    from callbacks.images import MNISTClassifier, save_classifier
+    from callbacks.classifier import MNISTClassifier, save_classifier
 
     save_classifier(MNISTClassifier(), tmp_path / "c.pt")
     model = InfoGAN(DCGANGenerator(latent_dim=8 + 10, image_size=28, channels=1, width=4),

@@ -1,0 +1,158 @@
+"""Evaluation metrics as pure functions: tensors in, numbers out, no Lightning and no state.
+
+The callbacks count or gather on each rank and merge across ranks (torchmetrics states, or
+`strategy.reduce`); the figures are then computed here, so each definition is written once and
+can be tested on constructed inputs.
+
+Definitions:
+- 2D mixtures (Srivastava et al. 2017, VEEGAN, Section 5.1; PacGAN's code does the same): a
+  sample is *high quality* (HQ) if it lies within `threshold` (3) std of its nearest centre; a
+  mode is *captured* if it is the nearest centre of at least one HQ sample; HQ % = HQ samples /
+  all samples * 100; KL = KL(q || p) = sum_k q_k log(q_k / p_k), q the histogram of HQ samples
+  over modes, p the true mixture weights: 0 when every mode gets its share, log K when one mode
+  takes all, NaN when no sample is HQ (q is undefined then).
+- Stacked MNIST: each channel of a (3, 28, 28) sample is classified by an MNIST classifier; the
+  mode is the digit triple (`datamodules.StackedMNIST.mode_of`). Modes captured = modes with at
+  least one sample; KL = KL(p_gen || Uniform(1000)) = sum_m p_m log(1000 p_m).
+- FID: ||mu_r - mu_f||^2 + Tr(S_r + S_f - 2 (S_r S_f)^(1/2)) of two feature sets. KID: the
+  unbiased MMD^2 of the cubic polynomial kernel, averaged over random subsets.
+- Improved precision / recall (Kynkaanniemi et al. 2019, k = 3): a fake is "precise" if it lies
+  inside the k-NN ball of some real feature; a real is "recalled" if inside the k-NN ball of
+  some fake. Density / coverage (Naeem et al. 2020, k = 5): density = mean over fakes of the
+  number of real balls containing it, divided by k; coverage = fraction of reals whose own
+  ball contains at least one fake.
+- Matched accuracy: how well one labelling (InfoGAN's code values) predicts another (modes,
+  classes) under the best one-to-one matching of their values.
+- Generator mode shares (MGAN): generator k's share of the HQ samples of mode j.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+# ---------------------------------------------------------------------------------- 2D mixtures
+def nearest_modes(samples: Tensor, centers: Tensor, radius: float) -> tuple[Tensor, Tensor]:
+    """Each sample's nearest centre (N,), and whether it is high quality (within `radius`) (N,)."""
+    samples = samples.detach().float().flatten(1)
+    if samples.shape[1] != centers.shape[1]:
+        raise ValueError(f"samples have dimension {samples.shape[1]} but the centres have {centers.shape[1]}")
+    dist, nearest = torch.cdist(samples, centers.to(samples)).min(dim=1)
+    return nearest, dist <= radius
+
+
+def mode_coverage(hq_per_mode: Tensor, total: Tensor, weights: Tensor) -> dict[str, Tensor]:
+    """Modes captured, HQ % and KL(q || weights) from the HQ count per mode and the sample count."""
+    hq_total = hq_per_mode.sum()
+    q = hq_per_mode.double() / hq_total.clamp(min=1)
+    p = weights.double()
+    kl = torch.where(q > 0, q * (q / p).log(), torch.zeros_like(q)).sum()
+    if hq_total == 0:
+        kl = torch.tensor(float("nan"), dtype=torch.float64, device=kl.device)
+    return {
+        "modes": (hq_per_mode > 0).sum().float(),
+        "hq": 100.0 * hq_total.double() / total.clamp(min=1),
+        "kl": kl,
+    }
+
+
+def generator_mode_shares(counts: Tensor) -> dict[str, Tensor]:
+    """From `counts[k, j]`, generator k's HQ samples on mode j: `shares` (each generator's share of
+    each mode), `mode_purity` (mean over captured modes of the largest share; NaN if none is
+    captured) and `generators_used` (generators that make the most samples of some mode; argmax
+    ties go to the lower index)."""
+    per_mode = counts.sum(0)
+    shares = counts / per_mode.clamp(min=1)
+    captured = per_mode > 0
+    purity = shares.max(0).values[captured].mean() if captured.any() else torch.tensor(float("nan"))
+    used = shares.argmax(0)[captured].unique().numel()
+    return {"shares": shares, "mode_purity": purity, "generators_used": used}
+
+
+# ---------------------------------------------------------------------------------- Stacked MNIST
+def stacked_mnist_modes(counts: Tensor) -> dict[str, Tensor]:
+    """Modes captured, KL(p_gen || Uniform(1000)) and the sample count from the samples per mode (1000,)."""
+    p = counts.double() / counts.sum().clamp(min=1)
+    kl = torch.where(p > 0, p * (p * 1000).log(), torch.zeros_like(p)).sum()
+    return {"modes": (counts > 0).sum().float(), "kl": kl, "num_samples": counts.sum().float()}
+
+
+# ---------------------------------------------------------------------------------- feature sets
+def frechet_distance(real: Tensor, fake: Tensor) -> Tensor:
+    """||mu_r - mu_f||^2 + Tr(S_r + S_f - 2 (S_r S_f)^(1/2)) of two feature sets (N, D), float64."""
+    real, fake = real.double(), fake.double()
+    mu_r, mu_f = real.mean(0), fake.mean(0)
+    s_r, s_f = torch.cov(real.t()), torch.cov(fake.t())
+    # Tr((S_r S_f)^(1/2)) = sum of sqrt of the eigenvalues of S_r^(1/2) S_f S_r^(1/2) (symmetric PSD)
+    eval_r, evec_r = torch.linalg.eigh(s_r)
+    sqrt_r = evec_r @ torch.diag(eval_r.clamp(min=0).sqrt()) @ evec_r.t()
+    middle = torch.linalg.eigvalsh(sqrt_r @ s_f @ sqrt_r).clamp(min=0).sqrt().sum()
+    return (mu_r - mu_f).pow(2).sum() + torch.trace(s_r) + torch.trace(s_f) - 2 * middle
+
+
+def kernel_distance(real: Tensor, fake: Tensor, subsets: int = 10, subset_size: int = 1000, seed: int = 0) -> Tensor:
+    """KID: unbiased MMD^2 with the cubic polynomial kernel (x.y / d + 1)^3, mean over subsets.
+
+    The subsets are drawn from a CPU generator seeded with `seed`, reals then fakes per subset (the
+    order torchmetrics draws them in), so a value does not depend on the global RNG."""
+    real, fake = real.double(), fake.double()
+    m = min(subset_size, real.shape[0], fake.shape[0])
+    d = real.shape[1]
+    g = torch.Generator().manual_seed(seed)
+    values = []
+    for _ in range(subsets):
+        x = real[torch.randperm(real.shape[0], generator=g)[:m].to(real.device)]
+        y = fake[torch.randperm(fake.shape[0], generator=g)[:m].to(fake.device)]
+        k_xx, k_yy, k_xy = ((x @ x.t()) / d + 1) ** 3, ((y @ y.t()) / d + 1) ** 3, ((x @ y.t()) / d + 1) ** 3
+        mmd = (k_xx.sum() - k_xx.diagonal().sum()) / (m * (m - 1)) + (k_yy.sum() - k_yy.diagonal().sum()) / (m * (m - 1)) \
+            - 2 * k_xy.mean()
+        values.append(mmd)
+    return torch.stack(values).mean()
+
+
+def _knn_radii(x: Tensor, k: int) -> Tensor:
+    """Distance of each row of x to its k-th nearest other row."""
+    d = torch.cdist(x, x)
+    return d.topk(k + 1, dim=1, largest=False).values[:, k]  # index 0 is the point itself
+
+
+def precision_recall_density_coverage(real: Tensor, fake: Tensor, k_pr: int = 3, k_dc: int = 5) -> dict[str, Tensor]:
+    """Improved precision / recall (k_pr) and density / coverage (k_dc) of feature sets (N, D)."""
+    real, fake = real.double(), fake.double()
+    if min(real.shape[0], fake.shape[0]) <= max(k_pr, k_dc):
+        raise ValueError(f"need more than k = {max(k_pr, k_dc)} real and fake features; got {real.shape[0]}, {fake.shape[0]}")
+    d_fr = torch.cdist(fake, real)  # (F, R)
+    real_r_pr, fake_r_pr = _knn_radii(real, k_pr), _knn_radii(fake, k_pr)
+    precision = (d_fr <= real_r_pr[None, :]).any(1).double().mean()
+    recall = (d_fr.t() <= fake_r_pr[None, :]).any(1).double().mean()
+    real_r_dc = _knn_radii(real, k_dc)
+    inside = d_fr <= real_r_dc[None, :]  # fake f inside real r's ball
+    density = inside.sum(1).double().mean() / k_dc
+    coverage = inside.any(0).double().mean()
+    return {"precision": precision, "recall": recall, "density": density, "coverage": coverage}
+
+
+# ---------------------------------------------------------------------------------- labellings
+def contingency_table(rows: Tensor, cols: Tensor, num_rows: int, num_cols: int) -> Tensor:
+    """`table[i, j]`: how many positions hold label i in `rows` and label j in `cols` (float32)."""
+    table = torch.zeros(num_rows, num_cols, device=rows.device)
+    table.index_put_((rows, cols), torch.ones_like(cols, dtype=table.dtype), accumulate=True)
+    return table
+
+
+def matched_accuracy(contingency: Tensor) -> float:
+    """Accuracy of the best one-to-one matching of rows (code values) to columns (classes).
+
+    `contingency[i, j]` counts samples with code i and class j. The matching maximises the
+    matched count (Hungarian algorithm, `scipy.optimize.linear_sum_assignment`); with more codes
+    than classes (or fewer) the unmatched ones count as errors. NaN for an empty table.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    counts = contingency.detach().double().cpu().numpy()
+    total = counts.sum()
+    if total == 0:
+        return float("nan")
+    rows, cols = linear_sum_assignment(counts, maximize=True)
+    return float(counts[rows, cols].sum() / total)
