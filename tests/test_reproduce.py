@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from experiments import reproduce
+from experiments import report, reproduce, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,14 +25,14 @@ def test_aggregate_mean_and_sample_std_over_seeds_and_failed_runs_reported():
     results = [fake_result("gan", 0, modes=8, hq=90.0, kl=0.01), fake_result("gan", 1, modes=6, hq=80.0, kl=0.03),
                fake_result("gan", 2, modes=7, hq=85.0, kl=float("nan")), fake_result("mgan", 0, status="failed"),
                fake_result("mgan", 1, modes=8, hq=99.0, kl=0.001)]
-    rows = reproduce.aggregate(results, ["modes", "hq", "kl"])
+    rows = report.aggregate(results, ["modes", "hq", "kl"])
     gan, mgan = rows
     assert gan["model"] == "gan" and gan["seeds"] == 3 and gan["failed"] == []
     assert gan["modes"] == (7.0, 1.0) and gan["hq"] == (85.0, 5.0)
     assert gan["kl"][0] == pytest.approx(0.02) and gan["kl"][1] == pytest.approx(math.sqrt(2) * 0.01)  # NaN ignored
     assert gan["wall_s"] == 11.0
     assert mgan["seeds"] == 1 and mgan["failed"] == [0] and mgan["modes"] == (8.0, 0.0)
-    text = reproduce.render_markdown("ring8", rows, ["modes", "hq", "kl"],
+    text = report.render_markdown("ring8", rows, ["modes", "hq", "kl"],
                                      [{"method": "GAN", "modes": 1, "hq": 99.3, "kl": None, "source": "VEEGAN Table 1"}])
     assert "| GAN (ours) | 3 | 7.0 ± 1.0 | 85.0 ± 5.0 | 0.020 ± 0.014 | 11 | this repository, seeds 0,1,2 |" in text
     assert "| MGAN (ours) | 1 | 8.0 | 99.0 | 0.0010 | 11 |" in text and "failed seeds [0] (logs: mgan-0.log)" in text
@@ -40,9 +40,9 @@ def test_aggregate_mean_and_sample_std_over_seeds_and_failed_runs_reported():
 
 
 def test_mean_std_edge_cases():
-    assert reproduce.mean_std([3.0]) == (3.0, 0.0)
-    assert all(math.isnan(x) for x in reproduce.mean_std([float("nan")]))
-    assert reproduce.mean_std([1.0, 2.0, 3.0, 4.0]) == (2.5, pytest.approx(1.2909944))
+    assert report.mean_std([3.0]) == (3.0, 0.0)
+    assert all(math.isnan(x) for x in report.mean_std([float("nan")]))
+    assert report.mean_std([1.0, 2.0, 3.0, 4.0]) == (2.5, pytest.approx(1.2909944))
 
 
 def test_published_numbers_are_data_with_sources():
@@ -64,7 +64,7 @@ def fake_experiments(tmp_path, monkeypatch):
     for name in ("protocol", "gan", "mgan"):
         shutil.copy(ROOT / "experiments" / "ring8" / f"{name}.yaml", folder)
     shutil.copy(ROOT / "experiments" / "published.yaml", tmp_path / "experiments")
-    monkeypatch.setattr(reproduce, "EXPERIMENTS", tmp_path / "experiments")
+    monkeypatch.setattr(runner, "EXPERIMENTS", tmp_path / "experiments")
     calls, attempts = [], {}
 
     def execute(run, out, env, folder=None):
@@ -76,7 +76,7 @@ def fake_experiments(tmp_path, monkeypatch):
         (run.folder(out) / "result.json").write_text(json.dumps(result))
         return result
 
-    monkeypatch.setattr(reproduce, "execute", execute)
+    monkeypatch.setattr(runner, "execute", execute)
     return folder, calls
 
 
@@ -119,13 +119,13 @@ def test_the_cache_key_is_the_resolved_config_so_a_comment_edit_reruns_nothing(t
     (folder / "protocol.yaml").write_text("# a new comment\n" + text.replace("g_lr: 1.0e-3", "g_lr: 0.001  # same value"))
     (folder / "gan.yaml").write_text((folder / "gan.yaml").read_text().replace("    loss:", "    n_critic: 1  # as the protocol\n    loss:"))
     assert reproduce.reproduce(**kwargs)["trained"] == 0 and calls == []
-    runs = [reproduce.Run("ring8", "gan", seed, folder / "gan.yaml") for seed in (0, 1)]
+    runs = [runner.Run("ring8", "gan", seed, folder / "gan.yaml") for seed in (0, 1)]
     assert runs[0].key == runs[1].key  # the seed is in the folder's name, not in the key
     assert [r.folder(tmp_path).name for r in runs] == [f"seed0-{runs[0].key}", f"seed1-{runs[0].key}"]
     # an override that sets a value the config already has resolves to the same run
-    assert reproduce.Run("ring8", "gan", 0, folder / "gan.yaml", ["--model.init_args.g_lr", "0.001"]).key == runs[0].key
+    assert runner.Run("ring8", "gan", 0, folder / "gan.yaml", ["--model.init_args.g_lr", "0.001"]).key == runs[0].key
     with pytest.raises(SystemExit, match="does not resolve"):
-        reproduce.Run("ring8", "gan", 0, folder / "gan.yaml", ["--model.init_args.no_such_option", "1"]).key
+        runner.Run("ring8", "gan", 0, folder / "gan.yaml", ["--model.init_args.no_such_option", "1"]).key
 
 
 def test_report_only_trains_nothing_and_lists_the_missing_runs(tmp_path, fake_experiments):
@@ -143,7 +143,7 @@ def test_report_only_trains_nothing_and_lists_the_missing_runs(tmp_path, fake_ex
 
 
 def test_time_left_is_estimated_per_model_and_shrinks_as_runs_progress():
-    left = reproduce.seconds_left
+    left = runner.seconds_left
     assert math.isnan(left([("gan", 5.0, None)], ["gan"], [], slots=2))  # nothing to go on yet
     assert left([], [], [("gan", 100.0)], slots=2) == 0.0
     # models differ 10x in cost: each pending run is costed by its own model's finished runs
@@ -165,13 +165,13 @@ def test_time_left_is_estimated_per_model_and_shrinks_as_runs_progress():
 def test_progress_lines_count_finished_runs_and_estimate_time_left(tmp_path, fake_experiments, monkeypatch):
     import time as time_module
 
-    inner = reproduce.execute
+    inner = runner.execute
 
     def slow(run, out, env, folder=None):
         time_module.sleep(0.4)
         return inner(run, out, env, folder)
 
-    monkeypatch.setattr(reproduce, "execute", slow)
+    monkeypatch.setattr(runner, "execute", slow)
     lines = []
     reproduce.reproduce(table="ring8", seeds=[0, 1], models=["gan"], out=tmp_path / "out", overrides=[], jobs=1,
                         progress_every=0.1, echo=lines.append)
@@ -185,9 +185,9 @@ def test_progress_lines_count_finished_runs_and_estimate_time_left(tmp_path, fak
 
 def test_unknown_table_or_model_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no table 'ring9'"):
-        reproduce.plan("ring9", ["gan"], [0], [])
+        runner.plan("ring9", ["gan"], [0], [])
     with pytest.raises(SystemExit, match=r"has no config for \['vae'\]"):
-        reproduce.plan("ring8", ["gan", "vae"], [0], [])
+        runner.plan("ring8", ["gan", "vae"], [0], [])
 
 
 def test_a_two_model_two_seed_ring_table_end_to_end(tmp_path, monkeypatch):
@@ -201,7 +201,7 @@ def test_a_two_model_two_seed_ring_table_end_to_end(tmp_path, monkeypatch):
     for r in summary["results"]:  # progress comes from the file train.py's ProgressFile callback writes
         folder = tmp_path / "out" / "runs" / r["model"] / f"seed{r['seed']}-{r['key']}"
         record = json.loads((folder / "progress.json").read_text())
-        assert record["global_step"] == record["max_steps"] == 20 and reproduce._current_step(folder) == 20
+        assert record["global_step"] == record["max_steps"] == 20 and runner._current_step(folder) == 20
     assert [(row["model"], row["seeds"]) for row in summary["rows"]] == [("gan", 2), ("mdgan", 2)]
     out = tmp_path / "out"
     text = (out / "ring8.md").read_text()
@@ -219,7 +219,7 @@ def test_a_two_model_two_seed_ring_table_end_to_end(tmp_path, monkeypatch):
                             "--set", "trainer.max_steps=20", "--set", "data.init_args.batches_per_epoch=10",
                             "--set", "data.init_args.batch_size=64", "--progress-every", "1000"])
     assert again["trained"] == 0 and again["rows"][0]["modes"] == summary["rows"][0]["modes"]
-    commit = reproduce._commit()
+    commit = runner._commit()
     assert all(r["commit"] == commit for r in again["results"])  # each run records the code it was trained with
     assert f"Runs trained at commit {commit}; table written at commit {commit}" in (out / "ring8.md").read_text()
     # ... and the hash of the code that trained it, and its thread count (CPU results depend on it), shown in the header
@@ -246,10 +246,10 @@ def test_a_two_model_two_seed_ring_table_end_to_end(tmp_path, monkeypatch):
 def test_samples_figure_shows_the_seeds_whose_plots_exist_and_only_those():
     runs = [fake_result("mgan", seed) for seed in (4, 0, 3, 1, 2)]
     kept = {3, 4}  # e.g. seeds 0-2 trained before plots were kept beside result.json
-    chosen = reproduce.figure_runs(runs, 3, lambda r: r["seed"] in kept)
+    chosen = report.figure_runs(runs, 3, lambda r: r["seed"] in kept)
     assert [r["seed"] for r in chosen] == [3, 4]  # no "plot not found" panel beside real ones
-    assert [r["seed"] for r in reproduce.figure_runs(runs, 3, lambda r: True)] == [0, 1, 2]
-    assert [r["seed"] for r in reproduce.figure_runs(runs, 2, lambda r: False)] == [0, 1]  # none at hand: say so
+    assert [r["seed"] for r in report.figure_runs(runs, 3, lambda r: True)] == [0, 1, 2]
+    assert [r["seed"] for r in report.figure_runs(runs, 2, lambda r: False)] == [0, 1]  # none at hand: say so
 
 
 def test_a_failed_run_is_reported_with_its_exception_not_the_loggers_last_words():
@@ -260,21 +260,21 @@ FileNotFoundError: [Errno 2] No such file or directory: 'x/progress.json.tmp'
 \x1b[1;34mwandb\x1b[0m: You can sync this run to the cloud by running:
 \x1b[1;34mwandb\x1b[0m: \x1b[1mwandb sync runs/wandb/offline-run-1\x1b[0m
 """
-    assert reproduce.failure_reason(log) == "FileNotFoundError: [Errno 2] No such file or directory: 'x/progress.json.tmp'"
+    assert runner.failure_reason(log) == "FileNotFoundError: [Errno 2] No such file or directory: 'x/progress.json.tmp'"
     chained = "ValueError: inner\n\nThe above exception was the direct cause of:\nmodels.base.NonFiniteLossError: g_loss is nan\n"
-    assert reproduce.failure_reason(chained) == "models.base.NonFiniteLossError: g_loss is nan"  # the last one
+    assert runner.failure_reason(chained) == "models.base.NonFiniteLossError: g_loss is nan"  # the last one
     usage = "usage: train.py [-h] ...\ntrain.py: error: Parser key \"model\": unexpected option 'foo'\n"
-    assert reproduce.failure_reason(usage).startswith("train.py: error: Parser key")
-    assert reproduce.failure_reason("Killed\n\n") == "Killed" and reproduce.failure_reason("") is None
+    assert runner.failure_reason(usage).startswith("train.py: error: Parser key")
+    assert runner.failure_reason("Killed\n\n") == "Killed" and runner.failure_reason("") is None
 
 
 def test_imported_seeds_are_labelled_in_the_table():
     results = [fake_result("gan", 0, modes=8, hq=90.0, kl=0.01), fake_result("gan", 1, modes=8, hq=92.0, kl=0.01)]
     results[0]["imported"] = "trained with train.py at commit abc"
     results[0]["wall_s"] = None
-    rows = reproduce.aggregate(results, ["modes", "hq", "kl"])
+    rows = report.aggregate(results, ["modes", "hq", "kl"])
     assert rows[0]["imported"] == [0] and rows[0]["wall_s"] == 11.0  # unknown wall time ignored, not zero
-    text = reproduce.render_markdown("ring8", rows, ["modes", "hq", "kl"], [])
+    text = report.render_markdown("ring8", rows, ["modes", "hq", "kl"], [])
     assert "this repository, seeds 0,1 (imported from train.py runs: seeds 0; see their result.json)" in text
 
 
@@ -285,32 +285,32 @@ def test_code_hash_follows_the_training_code_and_nothing_else(tmp_path):
     for rel in code + other:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(f"# {rel}\n")
-    base = reproduce.code_hash(tmp_path)
+    base = runner.code_hash(tmp_path)
     assert re.fullmatch(r"[0-9a-f]{12}", base)
     for rel in other:  # documentation, tests, configs (in the run key already), this runner, non-Python files
         (tmp_path / rel).write_text("changed\n")
-        assert reproduce.code_hash(tmp_path) == base, rel
+        assert runner.code_hash(tmp_path) == base, rel
     (tmp_path / "models" / "__pycache__").mkdir()
     (tmp_path / "models" / "__pycache__" / "gan.cpython-311.pyc").write_bytes(b"\0bytecode")
-    assert reproduce.code_hash(tmp_path) == base
+    assert runner.code_hash(tmp_path) == base
     for rel in code:
         original = (tmp_path / rel).read_text()
         (tmp_path / rel).write_text(original + "x = 1\n")
-        assert reproduce.code_hash(tmp_path) != base, rel
+        assert runner.code_hash(tmp_path) != base, rel
         (tmp_path / rel).write_text(original)
-        assert reproduce.code_hash(tmp_path) == base
+        assert runner.code_hash(tmp_path) == base
     (tmp_path / "models" / "new.py").write_text("")  # a new module, even an empty one
-    assert reproduce.code_hash(tmp_path) != base
+    assert runner.code_hash(tmp_path) != base
     (tmp_path / "models" / "new.py").unlink()
     (tmp_path / "models" / "gan.py").rename(tmp_path / "models" / "gan2.py")  # same bytes, other path
-    assert reproduce.code_hash(tmp_path) != base
+    assert runner.code_hash(tmp_path) != base
     # the project's own list: every model, datamodule and callback module, and train.py
-    files = {p.relative_to(ROOT).as_posix() for p in reproduce.code_files(ROOT)}
+    files = {p.relative_to(ROOT).as_posix() for p in runner.code_files(ROOT)}
     assert {"models/base.py", "models/gan.py", "datamodules/gaussian_mixture.py", "callbacks/mode_coverage.py",
             "train.py"} <= files and all(f.endswith(".py") for f in files)
     assert not any(f.startswith(("tests/", "experiments/")) for f in files)
     with pytest.raises(SystemExit, match="cannot hash the training code: models, datamodules, callbacks, train.py"):
-        reproduce.code_hash(tmp_path / "empty")
+        runner.code_hash(tmp_path / "empty")
 
 
 @pytest.fixture
@@ -318,11 +318,11 @@ def stamped(tmp_path, fake_experiments, monkeypatch):
     """A copy of the training code whose hash the runner takes, and a fake `execute` that stamps it as the real
     one does. Figures are (modes 8, HQ 90 + seed, KL 0.01) unless `figures[(model, seed)]` says otherwise."""
     tree = tmp_path / "code"
-    for name in reproduce.CODE_DIRS:
+    for name in runner.CODE_DIRS:
         shutil.copytree(ROOT / name, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in reproduce.CODE_FILES:
+    for name in runner.CODE_FILES:
         shutil.copy(ROOT / name, tree / name)
-    monkeypatch.setattr(reproduce, "CODE_ROOT", tree)
+    monkeypatch.setattr(runner, "CODE_ROOT", tree)
     calls, figures = [], {}
 
     def execute(run, out, env, folder=None):
@@ -330,13 +330,13 @@ def stamped(tmp_path, fake_experiments, monkeypatch):
         calls.append((run.name, folder.name))
         metrics = figures.get((run.model, run.seed), {"modes": 8.0, "hq": 90.0 + run.seed, "kl": 0.01})
         result = {**fake_result(run.model, run.seed, **metrics), "key": run.key, "g_steps": 10,
-                  "code_hash": reproduce.code_hash(), "commit": "abc1234",
+                  "code_hash": runner.code_hash(), "commit": "abc1234",
                   "threads": {"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS"), "torch_num_threads": 1}}
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "result.json").write_text(json.dumps(result))
         return result
 
-    monkeypatch.setattr(reproduce, "execute", execute)
+    monkeypatch.setattr(runner, "execute", execute)
 
     def edit_models():  # a change to the training code
         with open(tree / "models" / "gan.py", "a") as f:
@@ -419,7 +419,7 @@ def test_restamp_refuses_on_a_differing_figure_and_restamps_on_identical_ones(tm
     # no code hash and no clean commit: nothing says which code trained it, so only its own rerun could check it
     stamped.make_legacy("mgan", 2, out, commit="19195e8 (with uncommitted changes)")
     stamped.edit_models()
-    new = reproduce.code_hash()
+    new = runner.code_hash()
     files = {(m, s): stamped.result_file(m, s, out) for m in ("gan", "mgan") for s in (0, 1, 2)}
     before = {k: p.read_text() for k, p in files.items()}
     stamped.calls.clear()
@@ -457,15 +457,15 @@ def test_restamp_refuses_on_a_differing_figure_and_restamps_on_identical_ones(tm
     stamped.calls.clear()
     assert reproduce.reproduce(**kwargs, rerun_stale=True)["trained"] == 1  # re-stamped runs count as current
     assert stamped.calls == [("mgan/seed2", files[("mgan", 2)].parent.name)]
-    assert reproduce.metric_differences({"metrics": {"kl": float("nan")}}, {"metrics": {"kl": float("nan")}}) == []
-    assert reproduce.metric_differences({"metrics": {"kl": 0.1}}, {"metrics": {"kl": 0.1, "x": 1}}) == ["x: cached None, rerun 1"]
+    assert runner.metric_differences({"metrics": {"kl": float("nan")}}, {"metrics": {"kl": float("nan")}}) == []
+    assert runner.metric_differences({"metrics": {"kl": 0.1}}, {"metrics": {"kl": 0.1, "x": 1}}) == ["x: cached None, rerun 1"]
 
 
 def test_max_steps_of_a_run_bounded_by_epochs_is_unknown(tmp_path):
     """Image configs stop by max_epochs: the progress line shows the step alone, not a fraction of -1."""
     config = tmp_path / "c.yaml"
     config.write_text("trainer:\n  max_steps: -1\n  max_epochs: 20\n")
-    assert reproduce.Run("t", "gan", 0, config).max_steps() is None
-    assert reproduce.Run("t", "gan", 0, config, ["--trainer.max_steps", "300"]).max_steps() == 300
+    assert runner.Run("t", "gan", 0, config).max_steps() is None
+    assert runner.Run("t", "gan", 0, config, ["--trainer.max_steps", "300"]).max_steps() == 300
     config.write_text("trainer:\n  max_epochs: 20\n")
-    assert reproduce.Run("t", "gan", 0, config).max_steps() is None
+    assert runner.Run("t", "gan", 0, config).max_steps() is None

@@ -1,0 +1,295 @@
+"""A table from its runs' results: per model the mean and sample std over seeds of every metric, rendered as
+Markdown and CSV beside the published rows, the samples and modes figures, and optionally a W&B table."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from experiments.configs import LABELS, MODELS
+from experiments.runner import CODE_DIRS, CODE_FILES, ROOT, _commit, _sample_plot, _shown_path, code_state, run_threads
+
+METRIC_LABELS = {"modes": "modes", "hq": "HQ %", "kl": "KL", "fid": "FID", "inception_score": "IS"}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; 0 for a single value); NaNs are ignored."""
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return float("nan"), float("nan")
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def aggregate(results: list[dict], metrics: list[str]) -> list[dict]:
+    """One row per model (in MODELS order): per-metric mean/std over its successful seeds."""
+    rows = []
+    order = {m: i for i, m in enumerate(MODELS)}
+    for model in sorted({r["model"] for r in results}, key=lambda m: order.get(m, len(order))):
+        runs = [r for r in results if r["model"] == model]
+        ok = [r for r in runs if r["status"] == "ok"]
+        row = {"model": model, "label": LABELS.get(model, model), "seeds": len(ok),
+               "seed_list": sorted(r["seed"] for r in ok), "failed": sorted(r["seed"] for r in runs if r["status"] != "ok"),
+               "failed_logs": [r["log"] for r in runs if r["status"] != "ok"],
+               "imported": sorted(r["seed"] for r in ok if r.get("imported")),
+               "code": [{k: r.get(k) for k in ("seed", "code_hash", "commit", "restamped")} for r in ok]}
+        for metric in metrics:
+            row[metric] = mean_std([r["metrics"].get(metric, float("nan")) for r in ok])
+        row["wall_s"] = mean_std([r["wall_s"] for r in ok])[0]
+        rows.append(row)
+    return rows
+
+
+def _fmt(mean: float, std: float, seeds: int, metric: str) -> str:
+    if math.isnan(mean):
+        return "–"
+    digits = {"modes": 1, "hq": 1, "kl": 3}.get(metric, 3)
+    if metric == "kl" and 0 < abs(mean) < 0.01:
+        digits = 4
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if seeds > 1 else f"{mean:.{digits}f}"
+
+
+def restamp_note(record: dict) -> str:
+    """One sentence on how a run was re-stamped (the table's footnote)."""
+    old = f"code {record['from_code_hash']}" if record.get("from_code_hash") else \
+        f"unknown code (commit {record.get('from_commit') or 'not recorded'})"
+    checks = ", ".join(f"seed {c['seed']} ({c['folder']})" for c in record.get("checks", []))
+    return (f"re-stamped from {old} to {record['to_code_hash']} at commit {record.get('at_commit')}: rerun with that code, "
+            f"{checks} recorded metrics identical to the cached ones")
+
+
+def code_cell(code: list[dict], current: str, notes: Optional[list[str]] = None) -> str:
+    """Which code trained a row's runs, against the current tree's hash `current`: "current", "stale (code
+    <hash>)", "stale (code unknown; commit <c>)", "current, re-stamped [n]", or "mixed: ..." with the seeds of
+    each. With `notes`, re-stamp details become numbered footnotes appended to it; without, they are inline."""
+    parts: dict[str, list[int]] = {}
+    for entry in sorted(code, key=lambda e: e["seed"]):
+        state = code_state(entry, current)
+        if state == "current":
+            record = entry.get("restamped")
+            if record and record.get("to_code_hash") == current:
+                note = restamp_note(record)
+                if notes is not None:
+                    if note not in notes:
+                        notes.append(note)
+                    label = f"current, re-stamped [{notes.index(note) + 1}]"
+                else:
+                    label = "current, re-stamped from " + (f"code {record['from_code_hash']}" if record.get("from_code_hash")
+                                                           else f"unknown code (commit {record.get('from_commit')})")
+            else:
+                label = "current"
+        elif state == "stale":
+            label = f"stale (code {entry['code_hash']})"
+        else:
+            label = f"stale (code unknown; commit {entry.get('commit') or 'not recorded'})"
+        parts.setdefault(label, []).append(entry["seed"])
+    if not parts:
+        return "–"
+    if len(parts) == 1:
+        return next(iter(parts))
+    return "mixed: " + "; ".join(f"{label} seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}"
+                                 for label, seeds in parts.items())
+
+
+def render_markdown(table: str, rows: list[dict], metrics: list[str], published: list[dict], header: str = "",
+                    current_code: Optional[str] = None) -> str:
+    """The table; with `current_code` (the tree's code hash) a "code" column marks the runs trained by other code."""
+    cols = ["model", "seeds", *[METRIC_LABELS.get(m, m) for m in metrics], "wall s / run",
+            *(["code"] if current_code else []), "source"]
+    lines = [f"# {table}", "", header, "", "| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    notes: list[str] = []
+    for row in rows:
+        cells = [row["label"] + " (ours)", str(row["seeds"])]
+        cells += [_fmt(*row[m], row["seeds"], m) for m in metrics]
+        cells += ["–" if math.isnan(row["wall_s"]) else f"{row['wall_s']:.0f}"]
+        if current_code:
+            cells.append(code_cell(row.get("code", []), current_code, notes))
+        cells += ["this repository, seeds " + ",".join(map(str, row["seed_list"])) if row["seeds"] else "no finished run"]
+        if row.get("imported"):
+            cells[-1] += f" (imported from train.py runs: seeds {','.join(map(str, row['imported']))}; see their result.json)"
+        if row["failed"]:
+            cells[-1] += f"; failed seeds {row['failed']} (logs: {', '.join(row['failed_logs'])})"
+        lines.append("| " + " | ".join(cells) + " |")
+    for pub in published:
+        cells = [pub["method"], "", *[("–" if pub.get(m) is None else str(pub.get(m))) for m in metrics], "",
+                 *([""] if current_code else []), pub["source"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Ours: mean ± sample standard deviation over seeds of the final evaluation. Published rows as "
+                  "their sources report them (see experiments/published.yaml)."]
+    if current_code:
+        lines += ["", f"Code: \"current\" = trained (or re-stamped) with the code of the tree that wrote this table, hash "
+                      f"{current_code} (the *.py files of {', '.join(d + '/' for d in CODE_DIRS)} and "
+                      f"{', '.join(CODE_FILES)}); \"stale\" = trained by other code (its hash shown), or by code not "
+                      "recorded (runs from before code hashes were recorded; the commit they record is shown). "
+                      "`--rerun-stale` retrains the stale runs."]
+        lines += [f"[{i}] {note}." for i, note in enumerate(notes, 1)]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: Path, rows: list[dict], metrics: list[str], published: list[dict],
+              current_code: Optional[str] = None) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "seeds", "failed_seeds", *[f"{m}_{s}" for m in metrics for s in ("mean", "std")],
+                    "wall_s_per_run", "source", *(["code"] if current_code else [])])
+        for row in rows:
+            w.writerow([row["label"], row["seeds"], " ".join(map(str, row["failed"])),
+                        *[v for m in metrics for v in row[m]], row["wall_s"], "ours",
+                        *([code_cell(row.get("code", []), current_code)] if current_code else [])])
+        for pub in published:
+            w.writerow([pub["method"], "", "", *[x for m in metrics for x in (pub.get(m), "")], "", pub["source"],
+                        *([""] if current_code else [])])
+
+
+def figure_runs(runs: list[dict], columns: int, has_plot) -> list[dict]:
+    """The runs of one model shown in the samples figure, by seed: those whose plot is at hand (imported
+    or older runs may have none), up to `columns`; only when no plot is at hand, the first seeds (their
+    panels then say the plot was not found)."""
+    by_seed = sorted(runs, key=lambda r: r["seed"])
+    plotted = [r for r in by_seed if has_plot(r)]
+    return (plotted or by_seed)[:columns]
+
+
+def write_figures(out: Path, table: str, results: list[dict], rows: list[dict], columns: int = 3) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    written = []
+    ok = [r for r in results if r["status"] == "ok" and r.get("plots")]
+
+    def last_plot(r: dict) -> Path:  # plots are recorded relative to the run's own folder
+        folder = out / "runs" / r["model"] / f"seed{r['seed']}-{r['key']}"
+        if r.get("sample_plot") and (folder / r["sample_plot"]).exists():  # the committed copy
+            return folder / r["sample_plot"]
+        plot = Path(_sample_plot(r))
+        return plot if plot.is_absolute() else folder / plot
+
+    models = [row["model"] for row in rows if any(r["model"] == row["model"] for r in ok)]
+    if models:
+        shown = {m: figure_runs([r for r in ok if r["model"] == m], columns, lambda r: last_plot(r).exists()) for m in models}
+        columns = max(len(runs) for runs in shown.values())  # no empty column when fewer plots are at hand
+        fig, axes = plt.subplots(len(models), columns, figsize=(3 * columns, 3 * len(models)), squeeze=False)
+        for i, model in enumerate(models):
+            runs = shown[model]
+            for j in range(columns):
+                ax = axes[i][j]
+                ax.axis("off")
+                if j >= len(runs):
+                    continue
+                ax.set_title(f"{LABELS.get(model, model)}, seed {runs[j]['seed']}", fontsize=8)
+                if last_plot(runs[j]).exists():
+                    ax.imshow(mpimg.imread(last_plot(runs[j])))
+                else:  # e.g. a table rebuilt from committed results without the run folders
+                    ax.text(0.5, 0.5, f"plot not found:\n{_sample_plot(runs[j])}", ha="center", va="center", fontsize=6,
+                            transform=ax.transAxes, wrap=True)
+        fig.tight_layout()
+        path = out / f"{table}_samples.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    with_modes = [row for row in rows if "modes" in row and not math.isnan(row["modes"][0])]
+    if with_modes:
+        fig, ax = plt.subplots(figsize=(1.2 * len(with_modes) + 2, 3.5))
+        ax.bar([r["label"] for r in with_modes], [r["modes"][0] for r in with_modes],
+               yerr=[r["modes"][1] for r in with_modes], capsize=4)
+        ax.set_ylabel("modes captured")
+        ax.set_title(f"{table}: modes captured (mean ± std over seeds)")
+        plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+        fig.tight_layout()
+        path = out / f"{table}_modes.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def log_table_to_wandb(table: str, rows: list[dict], metrics: list[str], out: Path) -> None:
+    import wandb
+
+    sys.path.insert(0, str(ROOT))
+    from callbacks.wandb_logger import resolve_wandb_mode
+
+    columns = ["model", "seeds", *[f"{m}_{s}" for m in metrics for s in ("mean", "std")], "wall_s_per_run"]
+    data = [[r["label"], r["seeds"], *[v for m in metrics for v in r[m]], r["wall_s"]] for r in rows]
+    run = wandb.init(project="gan-mode-collapse", group=table, job_type="table", name=f"{table}-table",
+                     mode=resolve_wandb_mode("auto"), dir=str(out))
+    run.log({f"{table}/table": wandb.Table(columns=columns, data=data)})
+    run.finish()
+
+
+
+# ---------------------------------------------------------------------------------- the table's files
+def published(table: str, experiments: Path) -> dict:
+    """The published rows to compare `table` with and the metrics it reports, from `experiments`/published.yaml."""
+    published_all = yaml.safe_load((experiments / "published.yaml").read_text())
+    # the CPU-sized protocol of a benchmark is compared with that benchmark's published rows
+    return published_all.get(table) or published_all.get(table.removesuffix("_cpu")) or {"metrics": ["modes", "hq", "kl"], "rows": []}
+
+
+def _thread_counts(results: list[dict]) -> dict[str, int]:
+    """How many of the finished runs used each recorded thread count."""
+    counts: dict[str, int] = {}
+    for r in results:
+        if r["status"] == "ok":
+            label = run_threads(r) or "not recorded"
+            counts[label] = counts.get(label, 0) + 1
+    return counts
+
+
+def table_header(table: str, seeds: list[int], models: list[str], out: Path, overrides: list[str], report_only: bool,
+           results: list[dict], current: str, missing: list[str]) -> str:
+    """The paragraph under the table's title: the command that writes it, the commits, machine and thread counts
+    of its runs, whether they were trained by the current code (hash `current`), and the runs not trained yet."""
+    n_stale = sum(code_state(r, current) != "current" for r in results if r["status"] == "ok")
+    thread_counts = _thread_counts(results)
+    seed_args = f"--seeds {len(seeds)}" if seeds == list(range(len(seeds))) else f"--seed-list {','.join(map(str, seeds))}"
+    return (f"Command: `python experiments/reproduce.py {table} {seed_args}"
+            + (f" --models {','.join(models)}" if models != MODELS else "")
+            + (f" --out {_shown_path(out)}" if out != (ROOT / "results" / table).resolve() else "")
+            + "".join(f" --set {a[2:]}={b}" for a, b in zip(overrides[::2], overrides[1::2]))
+            + (" --report-only" if report_only else "") + "`. "
+            + f"Runs trained at commit {', '.join(sorted({r.get('commit') or 'unknown' for r in results}))}; "
+            + f"table written at commit {_commit()}; {_machine()}. "
+            + "Threads per run: " + "; ".join(f"{label} ({n} run{'s' if n > 1 else ''})" for label, n in thread_counts.items())
+            + f". Code: hash {current}; "
+            + (f"{n_stale} of {sum(r['status'] == 'ok' for r in results)} runs stale (see the code column)."
+               if n_stale else "every run trained (or re-stamped) with it.")
+            + (f" Not run yet ({len(missing)}): {', '.join(missing)}." if missing else ""))
+
+
+def write_table(table: str, out: Path, results: list[dict], pub: dict, header_text: str, current: str,
+                use_wandb: bool = False) -> tuple[list[dict], list[Path]]:
+    """Writes `table`.md, `table`.csv and the figures into `out` (and logs the table to W&B with `use_wandb`);
+    returns the rows and the files written."""
+    metrics = pub["metrics"]
+    rows = aggregate(results, metrics)
+    (out / f"{table}.md").write_text(render_markdown(table, rows, metrics, pub["rows"], header_text, current_code=current))
+    write_csv(out / f"{table}.csv", rows, metrics, pub["rows"], current_code=current)
+    figures = write_figures(out, table, results, rows)
+    if use_wandb:
+        log_table_to_wandb(table, rows, metrics, out)
+    return rows, [out / f"{table}.md", out / f"{table}.csv", *figures]
+
+
+def _machine() -> str:
+    import platform
+
+    try:
+        import torch
+
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    except Exception:  # noqa: BLE001
+        gpu = "no GPU"
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}"
+
