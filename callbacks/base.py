@@ -68,9 +68,9 @@ class EvaluationCallback(L.Callback):
     def sample_batches(pl_module: L.LightningModule, n: int, batch_size: int) -> Iterator[Tensor]:
         """`n` samples in batches of at most `batch_size`, from this rank's evaluation latent stream:
         the ranks' samples are distinct, and the same for a given (seed, generator step)."""
-        stream = pl_module.evaluation_generator()
+        stream = pl_module.evaluation_rng()
         for start in range(0, n, batch_size):
-            yield pl_module.sample(min(batch_size, n - start), generator=stream)
+            yield pl_module.sample(min(batch_size, n - start), rng=stream)
 
     # ------------------------------------------------------------------ values
     def log_values(self, pl_module: L.LightningModule, values: dict, prefix: str = "val/", **log_kwargs) -> None:

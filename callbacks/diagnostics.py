@@ -49,9 +49,9 @@ class GeneratorModeShares(EvaluationCallback):
         centers = centers.to(pl_module.device)
         n_local = local_sample_count(self.num_samples, trainer)
         counts = torch.zeros(pl_module.num_generators, centers.shape[0], device=pl_module.device)
-        stream = pl_module.evaluation_generator()
+        stream = pl_module.evaluation_rng()
         for k in range(pl_module.num_generators):
-            nearest, hq = nearest_modes(pl_module.sample(n_local, generator=stream, generator_index=k), centers,
+            nearest, hq = nearest_modes(pl_module.sample(n_local, rng=stream, generator_index=k), centers,
                                         self.threshold * std)
             counts[k] = torch.bincount(nearest[hq], minlength=centers.shape[0]).float()
         counts = trainer.strategy.reduce(counts, reduce_op="sum")
@@ -106,7 +106,7 @@ class CodeModeAccuracy(EvaluationCallback):
         return digits, torch.ones_like(digits, dtype=torch.bool), 10
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        z = pl_module.sample_latent(local_sample_count(self.num_samples, trainer), generator=pl_module.evaluation_generator())
+        z = pl_module.sample_latent(local_sample_count(self.num_samples, trainer), rng=pl_module.evaluation_rng())
         codes, _ = pl_module.split_codes(z)
         labels, counted, num_labels = self._labels(trainer, pl_module.sample(z.shape[0], z=z))
         values = {}
@@ -149,16 +149,15 @@ class LatentTraversal(EvaluationCallback):
         J = max(pl_module.continuous_codes, 1)
         sweep = torch.linspace(-pl_module.continuous_range, pl_module.continuous_range, self.steps)
         stream = torch.Generator(device=pl_module.device).manual_seed(0)
-        base = pl_module.make_latent(self.num_noise, generator=stream)  # fixed noise and other codes
+        base = pl_module.make_latent(self.num_noise, rng=stream)  # fixed noise and other codes
         panels = []
         for j in range(J):
             z = base[None, :, None].repeat(values, 1, self.steps, 1)  # (V, noise, steps, latent)
-            cat_offset = pl_module.noise_dim
-            if pl_module.categorical_codes:
-                z[..., cat_offset : cat_offset + values] = 0
-                z[..., cat_offset : cat_offset + values] += torch.eye(values, device=z.device)[:, None, None]
-            if pl_module.continuous_codes:
-                z[..., pl_module.latent_dim - pl_module.continuous_codes + j] = sweep.to(z)
+            grid = z.shape[:-1]
+            categorical = {0: torch.arange(values, device=z.device)[:, None, None].expand(grid)} \
+                if pl_module.categorical_codes else None
+            continuous = {j: sweep.to(z).expand(grid)} if pl_module.continuous_codes else None
+            z = pl_module.replace_codes(z, categorical=categorical, continuous=continuous)
             flat = z.reshape(-1, z.shape[-1])
             x = pl_module.sample(flat.shape[0], z=flat)
             panels.append(x.float().cpu().view(values, self.num_noise, self.steps, *x.shape[1:]))

@@ -54,7 +54,7 @@ class ModeCoverage(EvaluationCallback):
 
     Reads the centres, std and weights from the datamodule (`trainer.datamodule`). The samples
     are split across DDP ranks so the total is exactly `num_samples`, each rank drawing from its
-    own latent stream (`evaluation_generator`); the metric's sums merge them. Logs `val/modes`,
+    own latent stream (`evaluation_rng`); the metric's sums merge them. Logs `val/modes`,
     `val/hq` (percent) and `val/kl`; `self.last` keeps the last values for scripts.
     """
 
@@ -73,7 +73,7 @@ class ModeCoverage(EvaluationCallback):
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metric = self.metric.to(pl_module.device)
         n_local = local_sample_count(self.num_samples, trainer)
-        metric.update(pl_module.sample(n_local, generator=pl_module.evaluation_generator()))
+        metric.update(pl_module.sample(n_local, rng=pl_module.evaluation_rng()))
         values = metric.compute()
         metric.reset()
         self.log_values(pl_module, values, prog_bar=True)

@@ -99,7 +99,7 @@ class SampleScatter(EvaluationCallback):
         if path is None:
             return
         # the same latent stream as ModeCoverage: in one process the plot shows the measured samples
-        samples = pl_module.sample(self.num_samples, generator=pl_module.evaluation_generator()).float().cpu()
+        samples = pl_module.sample(self.num_samples, rng=pl_module.evaluation_rng()).float().cpu()
         dm = trainer.datamodule
         draw_scatter(path, samples, getattr(dm, "centers", None), getattr(dm, "std", 0.0),
                      f"{type(pl_module).__name__}, generator step {g_step}", self.marker_size)

@@ -81,10 +81,10 @@ class PlainLoop:
             real = m.unpack_batch(self._next()).to(m.device)
             g_now = (self.batches + 1) % m.n_critic == 0
             fresh = g_now and m.hparams.get("fresh_generator_latents", False)
-            z_d = m.sample_latent(real.shape[0], generator=m.noise)
+            z_d = m.sample_latent(real.shape[0], rng=m.noise)
             with torch.set_grad_enabled(g_now and not fresh):
                 fake = m.generate(z_d)
-            z_g = m.sample_latent(real.shape[0], generator=m.noise) if fresh else z_d
+            z_g = m.sample_latent(real.shape[0], rng=m.noise) if fresh else z_d
 
             def g_step():
                 self._step(self.opt_g, self.g_params, self.d_params, m.generator_loss, real,

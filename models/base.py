@@ -35,7 +35,7 @@ What the base takes care of, so variants do not have to:
 - a noise stream (`self.noise`) reseeded from (seed, rank, epoch) at every epoch start, so that
   ranks draw different latents and a run resumed from an end-of-epoch checkpoint continues
   exactly as the uninterrupted run would. Variants draw all training randomness from it.
-  Evaluation draws from `evaluation_generator()`, seeded by (seed, rank, generator step).
+  Evaluation draws from `evaluation_rng()`, seeded by (seed, rank, generator step).
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ class GANBase(CheckpointHooks, L.LightningModule):
         self.n_critic = n_critic
         self.lr_scheduler = lr_scheduler
         self.configure_networks()
-        self.register_buffer("val_z", self.sample_latent(num_fixed_latents, generator=torch.Generator().manual_seed(0)))
+        self.register_buffer("val_z", self.sample_latent(num_fixed_latents, rng=torch.Generator().manual_seed(0)))
         check_generator_accepts_latents(self)
         # Step counters (saved in checkpoints by on_save_checkpoint).
         self.d_steps = 0
@@ -153,9 +153,9 @@ class GANBase(CheckpointHooks, L.LightningModule):
     def configure_networks(self) -> None:
         """Builds a variant's extra networks (heads, extra discriminators). Called in __init__."""
 
-    def sample_latent(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
+    def sample_latent(self, n: int, rng: Optional[torch.Generator] = None) -> Tensor:
         """Draws n latents z ~ N(0, I), shape (n, latent_dim), on the module's device."""
-        return torch.randn(n, self.latent_dim, device=self.device, generator=generator)
+        return torch.randn(n, self.latent_dim, device=self.device, generator=rng)
 
     def generate(self, z: Tensor) -> Tensor:
         """Maps latents to data space."""
@@ -185,14 +185,14 @@ class GANBase(CheckpointHooks, L.LightningModule):
 
     # ------------------------------------------------------------------ public API
     @torch.no_grad()
-    def sample(self, n: int, z: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
+    def sample(self, n: int, z: Optional[Tensor] = None, rng: Optional[torch.Generator] = None) -> Tensor:
         """n generated samples in data space (generator in eval mode; training mode restored).
 
-        Latents come from `generator` (default: the global RNG), never from the training noise
+        Latents come from `rng`, a torch.Generator (default: the global RNG), never from the training noise
         stream, so evaluating does not change training. Pass `z` to generate from given latents.
         """
         if z is None:
-            z = self.sample_latent(n, generator=generator)
+            z = self.sample_latent(n, rng=rng)
         was_training = self.generator.training
         self.generator.eval()
         try:
@@ -205,12 +205,12 @@ class GANBase(CheckpointHooks, L.LightningModule):
         real = self.unpack_batch(batch)
         g_step_now = self.generator_steps_this_batch()
         fresh = g_step_now and self.hparams.get("fresh_generator_latents", False)
-        d_latent = self.sample_latent(real.shape[0], generator=self.noise)
+        d_latent = self.sample_latent(real.shape[0], rng=self.noise)
         with torch.set_grad_enabled(g_step_now and not fresh):  # G's graph only where its step uses these fakes
             d_fake = self.generate(d_latent)
         g_latent, g_fake = d_latent, d_fake
         if fresh:  # the generator step's own z, drawn after the discriminator's
-            g_latent = self.sample_latent(real.shape[0], generator=self.noise)
+            g_latent = self.sample_latent(real.shape[0], rng=self.noise)
         opt_g, opt_d = self.optimizers()
 
         logs: dict[str, Tensor] = {}
@@ -317,7 +317,7 @@ class GANBase(CheckpointHooks, L.LightningModule):
         The benchmark metrics (modes, HQ %, KL, FID...) come from callbacks, on `sample(n)`.
         """
         real = self.unpack_batch(batch)
-        fake = self.sample(real.shape[0], generator=self.evaluation_generator())
+        fake = self.sample(real.shape[0], rng=self.evaluation_rng())
         self.log("val/d_real", self.discriminator(real).float().mean(), sync_dist=True)
         self.log("val/d_fake", self.discriminator(fake).float().mean(), sync_dist=True)
 
@@ -351,18 +351,18 @@ class GANBase(CheckpointHooks, L.LightningModule):
     def on_train_end(self) -> None:
         broadcast_buffers(self, skip=("val_z",))  # and end with one
 
-    def seeded_generator(self, *keys: int) -> torch.Generator:
-        """A generator on the module's device seeded by (run seed, rank, *keys), independent streams."""
+    def seeded_stream(self, *keys: int) -> torch.Generator:
+        """A torch.Generator on the module's device seeded by (run seed, rank, *keys): independent streams."""
         return seeded_rng(self.device, self.global_rank, *keys)
 
-    def evaluation_generator(self) -> torch.Generator:
+    def evaluation_rng(self) -> torch.Generator:
         """The latent stream for evaluating at the current generator step: differs across ranks
         (so samples split across DDP ranks are distinct) and is reproducible per (seed, step)."""
-        return self.seeded_generator(_EVAL_STREAM, self.g_steps)
+        return self.seeded_stream(_EVAL_STREAM, self.g_steps)
 
     def on_fit_start(self) -> None:
         skip_nvml_probe_without_gpus(self.device)
 
     def on_train_epoch_start(self) -> None:
         # Training noise depends only on (seed, rank, epoch): ranks differ, resumes are exact.
-        self.noise = self.seeded_generator(_TRAIN_STREAM, self.current_epoch)
+        self.noise = self.seeded_stream(_TRAIN_STREAM, self.current_epoch)

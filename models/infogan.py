@@ -127,11 +127,11 @@ class InfoGAN(GANBase):
         return [self.discriminator, self.q_head]
 
     # ------------------------------------------------------------------ latents and codes
-    def sample_latent(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        return self.make_latent(n, generator=generator)
+    def sample_latent(self, n: int, rng: Optional[torch.Generator] = None) -> Tensor:
+        return self.make_latent(n, rng=rng)
 
     def make_latent(self, n: int, categorical: Codes = None, continuous: Codes = None,
-                    generator: Optional[torch.Generator] = None) -> Tensor:
+                    rng: Optional[torch.Generator] = None) -> Tensor:
         """Latents (n, latent_dim): given codes where passed, drawn from their priors otherwise.
 
         `categorical`: one value per categorical code (an int if there is one code), or a
@@ -139,12 +139,12 @@ class InfoGAN(GANBase):
         """
         dev = self.device
         if self.noise_distribution == "uniform":
-            noise = torch.rand(n, self.noise_dim, device=dev, generator=generator) * 2 - 1
+            noise = torch.rand(n, self.noise_dim, device=dev, generator=rng) * 2 - 1
         else:
-            noise = torch.randn(n, self.noise_dim, device=dev, generator=generator)
+            noise = torch.randn(n, self.noise_dim, device=dev, generator=rng)
         m, J = len(self.categorical_codes), self.continuous_codes
         if categorical is None:
-            cats = torch.stack([torch.randint(k, (n,), device=dev, generator=generator) for k in self.categorical_codes], 1) \
+            cats = torch.stack([torch.randint(k, (n,), device=dev, generator=rng) for k in self.categorical_codes], 1) \
                 if m else torch.zeros(n, 0, dtype=torch.long, device=dev)
         else:
             cats = torch.as_tensor(categorical, device=dev, dtype=torch.long).reshape(-1, m).expand(n, m)
@@ -152,7 +152,7 @@ class InfoGAN(GANBase):
                 if not ((cats[:, j] >= 0) & (cats[:, j] < k)).all():
                     raise ValueError(f"categorical code {j} takes values in [0, {k}); got {cats[:, j].unique().tolist()}")
         if continuous is None:
-            cont = (torch.rand(n, J, device=dev, generator=generator) * 2 - 1) * self.continuous_range
+            cont = (torch.rand(n, J, device=dev, generator=rng) * 2 - 1) * self.continuous_range
         else:
             cont = torch.as_tensor(continuous, device=dev, dtype=noise.dtype).reshape(-1, J).expand(n, J)
         onehots = [F.one_hot(cats[:, j], k).to(noise.dtype) for j, k in enumerate(self.categorical_codes)]
@@ -199,11 +199,11 @@ class InfoGAN(GANBase):
         return z
 
     @torch.no_grad()
-    def sample(self, n: int, z: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
+    def sample(self, n: int, z: Optional[Tensor] = None, rng: Optional[torch.Generator] = None,
                categorical: Codes = None, continuous: Codes = None) -> Tensor:
         """n samples; `categorical` / `continuous` fix the codes (see `make_latent`)."""
         if z is None:
-            z = self.make_latent(n, categorical, continuous, generator=generator)
+            z = self.make_latent(n, categorical, continuous, rng=rng)
         return super().sample(n, z=z)
 
     def q(self, features: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:

@@ -85,11 +85,11 @@ class MGAN(GANBase):
         return [self.discriminator, self.classifier]
 
     # ------------------------------------------------------------------ latents
-    def sample_latent(self, n: int, generator: Optional[torch.Generator] = None,
+    def sample_latent(self, n: int, rng: Optional[torch.Generator] = None,
                       generator_index: Optional[int] = None) -> Tensor:
-        noise = torch.randn(n, self.noise_dim, device=self.device, generator=generator)
+        noise = torch.randn(n, self.noise_dim, device=self.device, generator=rng)
         if generator_index is None:  # every generator equally often, in random order
-            index = torch.randperm(n, device=self.device, generator=generator) % self.num_generators
+            index = torch.randperm(n, device=self.device, generator=rng) % self.num_generators
         else:
             if not 0 <= generator_index < self.num_generators:
                 raise ValueError(f"generator_index must be in [0, {self.num_generators}); got {generator_index}")
@@ -104,11 +104,11 @@ class MGAN(GANBase):
         return self.generator(z[:, : self.noise_dim], self.generator_index(z))
 
     @torch.no_grad()
-    def sample(self, n: int, z: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
+    def sample(self, n: int, z: Optional[Tensor] = None, rng: Optional[torch.Generator] = None,
                generator_index: Optional[int] = None) -> Tensor:
         """n samples from the mixture, or from generator `generator_index` alone."""
         if z is None:
-            z = self.sample_latent(n, generator=generator, generator_index=generator_index)
+            z = self.sample_latent(n, rng=rng, generator_index=generator_index)
         return super().sample(n, z=z)
 
     # ------------------------------------------------------------------ losses

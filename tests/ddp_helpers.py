@@ -24,7 +24,7 @@ class DumpRankState(L.Callback):
                 "d_steps": pl_module.d_steps,
                 "world_size": trainer.world_size,
                 "last_batch": self.last_batch,
-                "eval_samples": pl_module.sample(16, generator=pl_module.evaluation_generator()).cpu(),
+                "eval_samples": pl_module.sample(16, rng=pl_module.evaluation_rng()).cpu(),
                 "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
             },
             os.path.join(folder, f"rank{trainer.global_rank}.pt"),

@@ -23,7 +23,7 @@ def tiny_infogan(cats=(4, 3), cont: int = 2, **kwargs) -> InfoGAN:
 def test_codes_are_drawn_from_their_declared_distributions():
     model = tiny_infogan(continuous_range=2.0)
     assert model.noise_dim == 6
-    z = model.sample_latent(40000, generator=torch.Generator().manual_seed(0))
+    z = model.sample_latent(40000, rng=torch.Generator().manual_seed(0))
     onehot_a, onehot_b, cont = z[:, 6:10], z[:, 10:13], z[:, 13:]
     for onehot, k in ((onehot_a, 4), (onehot_b, 3)):
         assert torch.equal(onehot.sum(1), torch.ones(40000)) and set(onehot.unique().tolist()) == {0.0, 1.0}
@@ -116,7 +116,7 @@ def test_code_mode_accuracy_on_a_generator_whose_codes_are_modes():
     model.generate = lambda z: centers[perm[model.split_codes(z)[0][:, 0]]]
     logged = {}
     model.log = lambda name, value, **kw: logged.__setitem__(name, value)
-    model.evaluation_generator = lambda: torch.Generator().manual_seed(0)
+    model.evaluation_rng = lambda: torch.Generator().manual_seed(0)
     trainer = SimpleNamespace(sanity_checking=False, world_size=1, global_rank=0,
                               datamodule=SimpleNamespace(centers=centers, std=0.02),
                               strategy=SimpleNamespace(reduce=lambda t, reduce_op: t))
@@ -146,7 +146,7 @@ def test_trains_and_writes_a_traversal(tmp_path):
     import numpy as np
     from scipy.optimize import linear_sum_assignment
 
-    z = model.sample_latent(200, generator=model.evaluation_generator())
+    z = model.sample_latent(200, rng=model.evaluation_rng())
     code = z[:, 6:14].argmax(1).numpy()
     mode = torch.cdist(model.sample(200, z=z).detach().double(), data.centers.double()).argmin(1).numpy()
     table = np.zeros((8, data.centers.shape[0]))
@@ -198,7 +198,7 @@ def test_code_accuracy_on_images_uses_the_classifier(tmp_path):
     callback.classifier = ShiftedDigit()
     logged = {}
     model.log = lambda name, value, **kw: logged.__setitem__(name, value)
-    model.evaluation_generator = lambda: torch.Generator().manual_seed(0)
+    model.evaluation_rng = lambda: torch.Generator().manual_seed(0)
     trainer = SimpleNamespace(sanity_checking=False, world_size=1, global_rank=0, datamodule=None,
                               strategy=SimpleNamespace(reduce=lambda t, reduce_op: t))
     callback.on_validation_epoch_end(trainer, model)
@@ -229,7 +229,7 @@ def test_fixed_sigma_weight_on_codes_does_not_drift_in_training():
     L.seed_everything(0)
     model = tiny_infogan(cats=(8,), cont=2)
     quiet_trainer(max_steps=20, limit_val_batches=0).fit(model, datamodule=tiny_ring())
-    z = model.sample_latent(16, generator=torch.Generator().manual_seed(1))
+    z = model.sample_latent(16, rng=torch.Generator().manual_seed(1))
     features = model.discriminator.features(model.generate(z)).detach()
     _, mean, log_std = model.q(features)
     assert torch.equal(log_std, torch.zeros_like(mean))
@@ -242,7 +242,7 @@ def test_fixed_sigma_weight_on_codes_does_not_drift_in_training():
 
 def test_uniform_noise_and_fresh_generator_latents_follow_the_authors_code():
     model = tiny_infogan(noise="uniform")
-    z = model.sample_latent(20000, generator=torch.Generator().manual_seed(0))
+    z = model.sample_latent(20000, rng=torch.Generator().manual_seed(0))
     noise = z[:, : model.noise_dim]
     assert noise.min() >= -1 and noise.max() <= 1 and noise.var().item() == pytest.approx(1 / 3, rel=0.02)
     assert tiny_infogan().hparams.fresh_generator_latents is True

@@ -68,7 +68,7 @@ def test_dcgan_mixture_generator_shares_all_but_the_projection():
 
 def test_each_fake_carries_its_generator_label():
     model = tiny_mgan(k=3)
-    z = model.sample_latent(10, generator=torch.Generator().manual_seed(1))
+    z = model.sample_latent(10, rng=torch.Generator().manual_seed(1))
     index = model.generator_index(z)
     assert sorted(torch.bincount(index, minlength=3).tolist()) == [3, 3, 4]  # every generator, equally often
     with torch.no_grad():
@@ -136,8 +136,8 @@ def test_generator_mode_shares_on_generators_of_known_modes(tmp_path):
     logged = {}
     module = SimpleNamespace(
         num_generators=6, device=torch.device("cpu"), g_steps=7,
-        evaluation_generator=lambda: torch.Generator().manual_seed(0),
-        sample=lambda n, generator, generator_index: centers[generator_index % 4].repeat(n, 1),
+        evaluation_rng=lambda: torch.Generator().manual_seed(0),
+        sample=lambda n, rng, generator_index: centers[generator_index % 4].repeat(n, 1),
         log=lambda name, value, **kw: logged.__setitem__(name, float(value)),
     )
     trainer = SimpleNamespace(

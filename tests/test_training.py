@@ -349,7 +349,7 @@ def test_benchmark_plain_loop_does_the_lightning_loop_s_math(name):
     dm = tiny_data(name, batches_per_epoch=6 * model.n_critic, num_parts=model.data_parts)
     dm.setup("fit")
     plain = PlainLoop(model, dm.train_dataloader())
-    plain.model.noise = model.seeded_generator(0, 0)  # the stream the base uses in epoch 0
+    plain.model.noise = model.seeded_stream(0, 0)  # the stream the base uses in epoch 0
     plain.run(6 * model.n_critic)
     quiet_trainer(max_epochs=1).fit(model, datamodule=dm)
     assert model.g_steps == 6

@@ -153,9 +153,9 @@ def test_generator_step_draws_fresh_latents(fresh):
     drawn, g_grads, critic_at_g = [], [], []
     sample_latent = model.sample_latent
 
-    def recording_sample_latent(n, generator=None):
-        z = sample_latent(n, generator=generator)
-        if generator is not None and generator is model.noise:  # training draws only
+    def recording_sample_latent(n, rng=None):
+        z = sample_latent(n, rng=rng)
+        if rng is not None and rng is model.noise:  # training draws only
             drawn.append(z.clone())
         return z
 
