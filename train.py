@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -28,6 +29,7 @@ import yaml
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from experiments.configs import with_protocol
 from models import GANBase
 from models.checkpoints import plain, resume_at_epoch_end
 
@@ -376,8 +378,25 @@ def fill_image_shape(config) -> None:
                 )
 
 
+def check_protocols_given(argv) -> None:
+    """A table's model file holds only what its model adds to the table's protocol.yaml. Given without
+    the protocol before it, the parser would complain about a missing class or an unknown argument
+    without saying why; this says what to pass instead."""
+    if not isinstance(argv, (list, tuple)):
+        return
+    configs = [a.split("=", 1)[1] if a.startswith("--config=") else argv[i + 1]
+               for i, a in enumerate(argv) if a.startswith("--config=") or (a == "--config" and i + 1 < len(argv))]
+    given = [Path(c).resolve() for c in configs]
+    for position, config in enumerate(configs):
+        needed = with_protocol(Path(config))
+        if len(needed) == 2 and needed[0].resolve() not in given[:position]:
+            raise SystemExit(f"error: --config {config} holds only what its model adds to its table's protocol; give the "
+                             f"protocol first: --config {needed[0]} --config {config}")
+
+
 def main(args=None, **kwargs) -> GANCLI:
     """Runs the CLI; `args` as on the command line, `kwargs` to LightningCLI (e.g. run=False)."""
+    check_protocols_given(sys.argv[1:] if args is None else args)
     return GANCLI(
         GANBase,
         L.LightningDataModule,

@@ -266,3 +266,15 @@ def test_mdgan_discriminators_train_on_their_own_rank_s_data_exactly(tmp_path):
         for d in (0, 1):  # after the all-reduce every rank holds discriminator d's owner's gradient
             for synced, own in zip(results[rank]["synced"][d], results[d]["own"]):
                 torch.testing.assert_close(synced, own)
+
+
+def test_a_model_file_without_its_protocol_first_is_refused_naming_the_command_to_run():
+    model = ROOT / "experiments" / "ring8" / "gan.yaml"
+    protocol = model.with_name(PROTOCOL)
+    expected = f"give the protocol first: --config {protocol} --config {model}"
+    with pytest.raises(SystemExit, match=expected.replace(".", r"\.")):
+        train.main(["fit", "--config", str(model)])
+    with pytest.raises(SystemExit, match="give the protocol first"):  # after the model file it would override it
+        train.main(["fit", f"--config={model}", "--config", str(protocol)])
+    cli = train.main([*compose_args(model), "--trainer.max_steps", "1"], run=False)  # in order: accepted
+    assert type(cli.model).__name__ == "GAN"
