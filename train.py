@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -29,6 +28,7 @@ import yaml
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from callbacks.run_record import RunRecord
 from experiments.configs import with_protocol
 from models import GANBase
 from models.checkpoints import plain, resume_at_epoch_end
@@ -52,19 +52,16 @@ class GANCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
-        if os.environ.get("GAN_PROGRESS_FILE"):  # set by experiments/reproduce.py to follow each run
-            from callbacks import ProgressFile
-
-            trainer.callbacks.append(ProgressFile(os.environ["GAN_PROGRESS_FILE"]))
         if self.subcommand == "fit":
             resume_step = getattr(self, "resume_step", None)
             if resume_step is not None:
                 continue_metrics_file(trainer, resume_step)
-            trainer.callbacks.append(RecordWandbRun())
+            trainer.callbacks += [RecordWandbRun(), RunRecord()]  # run.json: what experiments/runner.py reads
         return trainer
 
     def after_fit(self) -> None:
-        """Evaluates the final weights (unless the last validation already did) and prints the figures."""
+        """Evaluates the final weights (unless the last validation already did) and prints the figures; the
+        run's RunRecord (run.json in the run folder) records that evaluation."""
         trainer, model = self.trainer, self.model
         if trainer.interrupted or trainer.fast_dev_run:
             return
@@ -82,15 +79,7 @@ class GANCLI(LightningCLI):
             rank_zero_info(f"Samples plotted in {path}")
         log_dir = trainer.log_dir  # a collective under DDP: every rank asks
         if log_dir:
-            rank_zero_info(f"Run folder: {log_dir}")
-            if trainer.is_global_zero:  # machine-readable, for experiments/reproduce.py
-                record = {"metrics": figures, "g_steps": getattr(model, "g_steps", None),
-                          "d_steps": getattr(model, "d_steps", None), "plots": plots,
-                          "protocols": {type(c).__name__: c.protocol for c in trainer.callbacks
-                                        if getattr(c, "protocol", None)}}
-                os.makedirs(log_dir, exist_ok=True)
-                with open(os.path.join(log_dir, "final_metrics.json"), "w") as f:
-                    json.dump(record, f, indent=1)
+            rank_zero_info(f"Run folder: {log_dir}")  # its run.json (RunRecord) holds these figures
 
 
 # ---------------------------------------------------------------------------- checkpoints and run folders

@@ -11,7 +11,7 @@ from .image_quality import ImageQuality
 from .metrics import matched_accuracy
 from .mode_coverage import ModeCoverage, ModeCoverageMetric
 from .plots import SampleGrid, SampleScatter
-from .progress import ProgressFile
+from .run_record import RunRecord, read_record
 from .stacked_mnist import StackedMNISTModes, StackedMNISTModesMetric
 from .wandb_logger import WandbLogger
 
@@ -20,7 +20,8 @@ __all__ = [
     "ModeCoverage",
     "ModeCoverageMetric",
     "SampleScatter",
-    "ProgressFile",
+    "RunRecord",
+    "read_record",
     "WandbLogger",
     "GeneratorModeShares",
     "CodeModeAccuracy",

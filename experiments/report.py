@@ -13,7 +13,7 @@ from typing import Optional
 import yaml
 
 from experiments.configs import LABELS, MODELS
-from experiments.runner import CODE_DIRS, CODE_FILES, ROOT, _commit, _sample_plot, _shown_path, code_state, run_threads
+from experiments.cache import CODE_DIRS, CODE_FILES, ROOT, code_state, commit, run_threads, sample_plot, shown_path
 
 METRIC_LABELS = {"modes": "modes", "hq": "HQ %", "kl": "KL", "fid": "FID", "inception_score": "IS"}
 
@@ -172,7 +172,7 @@ def write_figures(out: Path, table: str, results: list[dict], rows: list[dict], 
         folder = out / "runs" / r["model"] / f"seed{r['seed']}-{r['key']}"
         if r.get("sample_plot") and (folder / r["sample_plot"]).exists():  # the committed copy
             return folder / r["sample_plot"]
-        plot = Path(_sample_plot(r))
+        plot = Path(sample_plot(r))
         return plot if plot.is_absolute() else folder / plot
 
     models = [row["model"] for row in rows if any(r["model"] == row["model"] for r in ok)]
@@ -191,7 +191,7 @@ def write_figures(out: Path, table: str, results: list[dict], rows: list[dict], 
                 if last_plot(runs[j]).exists():
                     ax.imshow(mpimg.imread(last_plot(runs[j])))
                 else:  # e.g. a table rebuilt from committed results without the run folders
-                    ax.text(0.5, 0.5, f"plot not found:\n{_sample_plot(runs[j])}", ha="center", va="center", fontsize=6,
+                    ax.text(0.5, 0.5, f"plot not found:\n{sample_plot(runs[j])}", ha="center", va="center", fontsize=6,
                             transform=ax.transAxes, wrap=True)
         fig.tight_layout()
         path = out / f"{table}_samples.png"
@@ -256,11 +256,11 @@ def table_header(table: str, seeds: list[int], models: list[str], out: Path, ove
     seed_args = f"--seeds {len(seeds)}" if seeds == list(range(len(seeds))) else f"--seed-list {','.join(map(str, seeds))}"
     return (f"Command: `python experiments/reproduce.py {table} {seed_args}"
             + (f" --models {','.join(models)}" if models != MODELS else "")
-            + (f" --out {_shown_path(out)}" if out != (ROOT / "results" / table).resolve() else "")
+            + (f" --out {shown_path(out)}" if out != (ROOT / "results" / table).resolve() else "")
             + "".join(f" --set {a[2:]}={b}" for a, b in zip(overrides[::2], overrides[1::2]))
             + (" --report-only" if report_only else "") + "`. "
             + f"Runs trained at commit {', '.join(sorted({r.get('commit') or 'unknown' for r in results}))}; "
-            + f"table written at commit {_commit()}; {_machine()}. "
+            + f"table written at commit {commit()}; {_machine()}. "
             + "Threads per run: " + "; ".join(f"{label} ({n} run{'s' if n > 1 else ''})" for label, n in thread_counts.items())
             + f". Code: hash {current}; "
             + (f"{n_stale} of {sum(r['status'] == 'ok' for r in results)} runs stale (see the code column)."

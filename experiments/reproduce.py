@@ -16,7 +16,9 @@ For table T it trains `experiments/T/<model>.yaml` composed on the table's `expe
 Runs are cached: a run whose resolved config (the config file with the overrides, as
 `train.py fit --print_config` prints it; see experiments/configs.py) and seed did not change since it last
 finished is read back, not rerun (`--force` reruns everything), so an interrupted table resumes
-where it stopped. A failed run is retried on the next invocation and reported in the table
+where it stopped; a run interrupted while it trained (the runner or its machine stopped) continues from its
+last checkpoint if the code and thread count are still those it started with, else starts again (see
+`resumable` in experiments/runner.py; result.json lists the attempts it continued). A failed run is retried on the next invocation and reported in the table
 (with its log) until then. Independent runs go in parallel: `--jobs` of them (default: the CPU
 cores divided by `--threads`, or the GPUs divided by `--gpus-per-run` when GPUs are present,
 each run then seeing only its own GPUs through CUDA_VISIBLE_DEVICES). Progress (generator step
@@ -27,7 +29,7 @@ already a W&B run grouped by table and model, seeds as members).
 Code: each run's result.json records `code_hash`, a hash of the code that trains and evaluates
 it, taken when the run starts: every *.py file under models/, datamodules/ and callbacks/, and
 train.py (it builds the trainer and adds callbacks), by path relative to the project root, in
-sorted order (see `code_hash` in experiments/runner.py). Not included: the configs (already in
+sorted order (see `code_hash` in experiments/cache.py). Not included: the configs (already in
 the cache key), this runner and the rest of experiments/, tests, documentation, and the installed
 libraries. A cached run whose hash differs from
 the current tree's is *stale*; one without a hash (written before hashes were recorded) is
@@ -46,8 +48,9 @@ Threads: results on CPU depend on the thread count. Each run gets OMP_NUM_THREAD
 (default 1); result.json records it and torch.get_num_threads() of a Python process started with
 the run's environment; the table's header says which thread counts its runs used.
 
-The work is split in two modules: experiments/runner.py (the plan, the cache, executing runs, re-stamping) and
-experiments/report.py (aggregating and rendering the table and its figures).
+The work is split in three modules: experiments/runner.py (the plan, executing runs and continuing interrupted
+ones), experiments/cache.py (finished runs, the code hash, re-stamping) and experiments/report.py (aggregating and
+rendering the table and its figures).
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ from typing import Optional
 
 if __package__ in (None, ""):  # run as a script: the project root holds the experiments package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments import report, runner  # noqa: E402
+from experiments import cache, report, runner  # noqa: E402
 from experiments.configs import MODELS  # noqa: E402
 from experiments.runner import ROOT, Run, cli_overrides  # noqa: E402
 
@@ -78,10 +81,13 @@ def summary(table: str, runs: list[Run], models: list[str], seeds: list[int], re
             stale: list[Run], todo: list[Run], checks: list[Run], n_slots: int, out: Path, current: str,
             rerun_stale: bool, restamp: Optional[list[int]], report_only: bool, missing: list[str]) -> list[str]:
     """The lines printed before anything trains: what is cached, stale, to train or to check, and where."""
+    interrupted = [run.name for run in todo if runner.interrupted(run.folder(out))]
     lines = [f"{table}: {len(runs)} runs ({len(models)} models x {len(seeds)} seeds), {len(results)} cached"
              + (f" ({len(stale)} stale: trained by other code than this tree's, hash {current}, or code not recorded)"
                 if stale else "")
              + f", {len(todo)} to train" + (f" ({sum(run.name in results for run in todo)} of them stale)" if rerun_stale else "")
+             + (f" ({len(interrupted)} interrupted, continued from their last checkpoint unless the code or "
+                f"threads changed: {', '.join(interrupted)})" if interrupted else "")
              + (f", {len(checks)} to rerun as the re-stamp check" if restamp is not None else "")
              + f", {n_slots} at a time; results in {out}"
              + (f"; report only, {len(missing)} not run yet" if report_only else "")]
@@ -103,24 +109,24 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
     runs = runner.plan(table, models, seeds, overrides)
     out = Path(out).resolve()  # each run trains inside its own folder, so relative paths would break
     out.mkdir(parents=True, exist_ok=True)
-    current = runner.code_hash()
+    current = cache.code_hash()
     slot_envs = runner.slot_environments(jobs, threads, gpus_per_run)
-    results, todo = runner.read_cache(runs, out, force, rerun_stale, current)
-    stale = runner.stale_runs(runs, results, current)
+    results, todo = cache.read_cache(runs, out, force, rerun_stale, current)
+    stale = cache.stale_runs(runs, results, current)
     missing: list[str] = []
     if report_only or restamp is not None:  # a table of what has finished, e.g. while the rest trains elsewhere
         missing, todo = [run.name for run in todo], []
-    plan = runner.plan_restamp(stale, results, restamp, threads) if restamp is not None else runner.RestampPlan()
+    plan = cache.plan_restamp(stale, results, restamp, threads) if restamp is not None else cache.RestampPlan()
     for line in summary(table, runs, models, seeds, results, stale, todo, plan.checks, len(slot_envs), out, current,
                         rerun_stale, restamp, report_only, missing):
         echo(line)
 
-    jobs_list = [(run, run.folder(out)) for run in todo] + [(run, runner.check_folder(run, out, current))
+    jobs_list = [(run, run.folder(out)) for run in todo] + [(run, cache.check_folder(run, out, current))
                                                             for run in plan.checks]
-    done = runner.Execution(jobs_list, out, slot_envs, runner.known_walls(results), echo).run(progress_every)
+    done = runner.Execution(jobs_list, out, slot_envs, cache.known_walls(results), echo).run(progress_every)
     results.update((run.name, result) for run, result in zip(todo, done))
     check_results = {run.name: result for run, result in zip(plan.checks, done[len(todo):])}
-    restamped = (runner.restamp_runs(plan, restamp, results, check_results, out, current, echo)
+    restamped = (cache.restamp_runs(plan, restamp, results, check_results, out, current, echo)
                  if restamp is not None else [])
 
     ordered = [results[r.name] for r in runs if r.name in results]

@@ -1,11 +1,11 @@
-"""A table's runs: the plan (one `Run` per model and seed), the cache of finished runs (result.json, the code
-hash that marks a run stale, the --restamp check), and executing what is left in parallel slots with progress
-lines and an estimate of the time left. What the cache and the options do for a user is told in
+"""A table's runs: the plan (one `Run` per model and seed) and executing what the cache (experiments/cache.py)
+lacks: each run a `train.py fit` subprocess in its own folder, in parallel slots, followed through its run record
+(callbacks.RunRecord's run.json) for progress lines and an estimate of the time left, continued from its last
+checkpoint when an earlier attempt was interrupted. What the options do for a user is told in
 experiments/reproduce.py, the command line."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -23,77 +23,13 @@ from typing import Optional
 
 import yaml
 
+from callbacks.run_record import RECORD_FILE, finished_evaluation, read_record
 from experiments import configs
+from experiments.cache import code_hash, commit, keep_sample_plot, torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
-PROGRESS_FILE = "progress.json"  # written by callbacks.ProgressFile while the run trains (GAN_PROGRESS_FILE)
-# The code a run's figures depend on (besides its config and the installed libraries); see code_hash.
-CODE_DIRS = ("models", "datamodules", "callbacks")
-CODE_FILES = ("train.py",)
-CODE_ROOT = ROOT  # the tree whose code is hashed (tests point it at a copy)
-
-
-# ---------------------------------------------------------------------------------- code
-def code_files(root: Optional[Path] = None) -> list[Path]:
-    """The files whose contents make the code hash: *.py under CODE_DIRS (recursively) and CODE_FILES."""
-    root = Path(root or CODE_ROOT)
-    missing = [name for name in (*CODE_DIRS, *CODE_FILES) if not (root / name).exists()]
-    if missing:
-        raise SystemExit(f"cannot hash the training code: {', '.join(missing)} not found under {root}")
-    files = [p for d in CODE_DIRS for p in (root / d).rglob("*.py") if p.is_file()]
-    files += [root / name for name in CODE_FILES]
-    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
-
-
-def code_hash(root: Optional[Path] = None) -> str:
-    """12 hex digits of SHA-256 over (relative path, size, bytes) of each of `code_files`, in path order.
-
-    Paths are part of the hash, so renaming or adding a module changes it; files elsewhere
-    (README, tests, configs, this runner) do not. It hashes the working tree as it is, uncommitted
-    edits included, which is what a run started now would import."""
-    root = Path(root or CODE_ROOT)
-    h = hashlib.sha256()
-    for path in code_files(root):
-        data = path.read_bytes()
-        h.update(f"{path.relative_to(root).as_posix()}\0{len(data)}\0".encode())
-        h.update(data)
-    return h.hexdigest()[:12]
-
-
-def code_state(result: dict, current: str) -> str:
-    """'current', 'stale' (trained by other code) or 'unknown' (no hash recorded: counts as stale)."""
-    recorded = result.get("code_hash")
-    if not recorded:
-        return "unknown"
-    return "current" if recorded == current else "stale"
-
-
-_OMP_IN_COMMAND = re.compile(r"(?:^|\s)OMP_NUM_THREADS=(\d+)\s")
-
-
-def run_threads(result: dict) -> Optional[str]:
-    """The thread count a run used, as recorded: "OMP_NUM_THREADS=1, torch 1"; from the recorded
-    command when only that names it (runs imported from train.py commands); None if not recorded."""
-    threads = result.get("threads")
-    if threads:
-        return f"OMP_NUM_THREADS={threads.get('OMP_NUM_THREADS') or 'unset'}, torch {threads.get('torch_num_threads', '?')}"
-    match = _OMP_IN_COMMAND.search(" " + (result.get("command") or ""))
-    return f"OMP_NUM_THREADS={match.group(1)} (in its recorded command)" if match else None
-
-
-_TORCH_THREADS: dict[tuple, Optional[int]] = {}
-
-
-def torch_threads(env: dict[str, str]) -> Optional[int]:
-    """torch.get_num_threads() in a fresh Python process with environment `env` (what a run started with it
-    gets: torch reads OMP_NUM_THREADS at start-up); cached per thread-related environment."""
-    key = tuple(sorted((k, v) for k, v in env.items() if k.endswith("_NUM_THREADS")))
-    if key not in _TORCH_THREADS:
-        probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], env=env,
-                               capture_output=True, text=True)
-        _TORCH_THREADS[key] = int(probe.stdout.strip()) if probe.returncode == 0 and probe.stdout.strip().isdigit() else None
-    return _TORCH_THREADS[key]
+ATTEMPT_FILE = "attempt.json"  # in a run's folder while it trains: the code, commit and threads it started with
 
 
 # ---------------------------------------------------------------------------------- runs
@@ -165,12 +101,17 @@ def plan(table: str, models: list[str], seeds: list[int], overrides: list[str]) 
     return [Run(table, m, s, folder / f"{m}.yaml", overrides) for m in models for s in seeds]
 
 
+def _records(folder: Path) -> list[Path]:
+    """The run records (callbacks.RunRecord's run.json) under a run's folder, oldest first."""
+    return sorted(folder.glob(f"runs/*/version_*/{RECORD_FILE}"), key=lambda p: p.stat().st_mtime)
+
+
 def _current_step(folder: Path) -> Optional[int]:
-    """The run's latest global step (for progress): from its progress file, else its metrics.csv, if any."""
-    try:
-        return int(json.loads((folder / PROGRESS_FILE).read_text())["global_step"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    """The run's latest global step (for progress): from its run record, else its metrics.csv, if any."""
+    records = _records(folder)
+    record = read_record(records[-1].parent) if records else None
+    if record and record.get("global_step") is not None:
+        return int(record["global_step"])
     files = sorted(folder.glob("runs/*/version_*/metrics.csv"), key=lambda p: p.stat().st_mtime)
     if not files:
         return None
@@ -227,33 +168,84 @@ def seconds_left(running: list[tuple[str, float, Optional[float]]], pending: lis
     return max(sum(left) / max(slots, 1), max(left))
 
 
+def interrupted(folder: Path) -> bool:
+    """Whether `folder` holds an attempt that stopped while it trained: no result.json, an attempt.json and a
+    last.ckpt to continue from."""
+    return (not (folder / "result.json").exists() and (folder / ATTEMPT_FILE).is_file()
+            and any(folder.glob("runs/*/version_*/checkpoints/last.ckpt")))
+
+
+def resumable(folder: Path, stamp: dict) -> Optional[dict]:
+    """The interrupted attempt a run in `folder` continues, or None.
+
+    An attempt is interrupted when its folder has no result.json (a finished or failed run writes one) but an
+    attempt.json and a last.ckpt (the process was killed: a session or job ended, a machine went down). It is
+    continued only when it started with the same code hash and thread count as `stamp`; a continued run then
+    computes what one uninterrupted run computes (train.py resumes exactly, at an epoch end)."""
+    if not interrupted(folder):
+        return None
+    try:
+        attempt = json.loads((folder / ATTEMPT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    same = attempt.get("code_hash") == stamp["code_hash"] and attempt.get("threads") == stamp["threads"]
+    return attempt if same else None
+
+
 def execute(run: Run, out: Path, env: dict[str, str], folder: Optional[Path] = None) -> dict:
     """Trains one run in its folder (`folder`, default run.folder(out)) and returns its result (status ok or
-    failed), stamped with the code hash, commit and thread count at its start."""
+    failed), stamped with the code hash, commit and thread count at its start.
+
+    An interrupted attempt of the same code and threads (see resumable) is continued from its last checkpoint
+    (`--ckpt_path last`); otherwise whatever an earlier attempt left in the folder's runs/ is removed first, so a
+    rerun never continues a finished, failed or stale run's weights."""
     folder = folder or run.folder(out)
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / "train.log"
-    env = {**os.environ, **env, "GAN_PROGRESS_FILE": str(folder / PROGRESS_FILE)}
-    stamp = {"code_hash": code_hash(), "commit": _commit(),
+    env = {**os.environ, **env}
+    stamp = {"code_hash": code_hash(), "commit": commit(),
              "threads": {"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS"), "torch_num_threads": torch_threads(env)}}
+    earlier = resumable(folder, stamp)
+    command = run.command()
+    if earlier is not None:
+        command += ["--ckpt_path", "last"]
+        records = _records(folder)
+        seen = (read_record(records[-1].parent) or {}).get("updated") if records else None
+        attempts = [*earlier.get("attempts", []),
+                    {"commit": earlier.get("commit"), "start": earlier["start"], "reached_step": _current_step(folder),
+                     "wall_s": round(max(0.0, (seen or earlier["start"]) - earlier["start"]), 1)}]
+    else:
+        shutil.rmtree(folder / "runs", ignore_errors=True)
+        (folder / "result.json").unlink(missing_ok=True)
+        attempts = []
+    earlier_wall = sum(a["wall_s"] for a in attempts)  # up to the last record each interrupted attempt wrote
     start = time.time()
-    with open(log_path, "w") as log:
-        (folder / PROGRESS_FILE).unlink(missing_ok=True)
-        rc = subprocess.run(run.command(), cwd=folder, env=env, stdout=log,
-                            stderr=subprocess.STDOUT).returncode
-    wall = time.time() - start
-    finals = sorted(folder.glob("runs/*/version_*/final_metrics.json"), key=lambda p: p.stat().st_mtime)
+    (folder / ATTEMPT_FILE).write_text(json.dumps({**stamp, "start": start, "attempts": attempts}, indent=1))
+    with open(log_path, "a" if earlier is not None else "w") as log:
+        if earlier is not None:
+            log.write(f"\n==== continuing the interrupted attempt (it reached step {attempts[-1]['reached_step']}) "
+                      f"from its last checkpoint: {' '.join(command)}\n")
+            log.flush()
+        rc = subprocess.run(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    wall = time.time() - start + earlier_wall
+    records = _records(folder)
+    evaluation = finished_evaluation(read_record(records[-1].parent)) if records else None
     result = {"table": run.table, "model": run.model, "seed": run.seed, "key": run.key, "returncode": rc,
-              "wall_s": round(wall, 1), "log": str(log_path), "command": " ".join(run.command()), **stamp}
-    if rc == 0 and finals:
-        final = json.loads(finals[-1].read_text())
-        metrics = {k.removeprefix("val/"): v for k, v in final["metrics"].items()}
-        result |= {"status": "ok", "metrics": metrics, "g_steps": final.get("g_steps"), "plots": final.get("plots", [])}
+              "wall_s": round(wall, 1), "log": str(log_path), "command": " ".join(command), **stamp}
+    if attempts:
+        result["resumed"] = attempts  # the interrupted attempts it continued: commit, start, wall s, step reached
+    if rc == 0 and evaluation is not None:
+        record = read_record(records[-1].parent)
+        metrics = {k.removeprefix("val/"): v for k, v in evaluation["metrics"].items()}
+        result |= {"status": "ok", "metrics": metrics, "g_steps": evaluation["g_step"], "plots": record.get("plots", [])}
         keep_sample_plot(result, folder)
     else:
         reason = failure_reason(log_path.read_text(errors="replace")) if log_path.exists() else None
+        if rc == 0 and reason is None:
+            reason = f"exit code 0 but no finished evaluation in {RECORD_FILE}"
         result |= {"status": "failed", "error": reason or f"exit code {rc}"}
     (folder / "result.json").write_text(json.dumps(result, indent=1))
+    (folder / ATTEMPT_FILE).unlink(missing_ok=True)
     return result
 
 
@@ -271,35 +263,6 @@ def failure_reason(log: str) -> Optional[str]:
         if _EXCEPTION.search(line):
             return line
     return lines[-1] if lines else None
-
-
-def _sample_plot(result: dict) -> Optional[str]:
-    """The run's final sample plot (not e.g. InfoGAN's traversal), relative to its folder, if it logged one."""
-    plots = result.get("plots") or []
-    samples = [p for p in plots if "samples" in Path(p).parts]
-    return (samples or plots)[-1] if plots else None
-
-
-def keep_sample_plot(result: dict, folder: Path) -> bool:
-    """Copies the final sample plot next to result.json as ``samples.<ext>``, a file the repository keeps.
-
-    The run's own log folder (checkpoints, metrics, every plot) is not committed, so without this copy a
-    table rebuilt from committed results, in another clone or session, has no samples to show.
-    Returns whether the copy exists afterwards.
-    """
-    if result.get("sample_plot") and (folder / result["sample_plot"]).exists():
-        return True
-    plot = _sample_plot(result)
-    if plot is None:
-        return False
-    source = Path(plot) if Path(plot).is_absolute() else folder / plot
-    if not source.exists():
-        return False
-    target = folder / f"samples{source.suffix}"
-    shutil.copyfile(source, target)
-    result["sample_plot"] = target.name
-    return True
-
 
 
 # ---------------------------------------------------------------------------------- slots and progress
@@ -327,15 +290,6 @@ def slot_environments(jobs: Optional[int], threads: int, gpus_per_run: int) -> l
     if jobs:
         envs = [envs[i % len(envs)] for i in range(jobs)]
     return [{**env, "OMP_NUM_THREADS": str(threads)} for env in envs]
-
-
-def known_walls(results: dict[str, dict]) -> dict[str, list[float]]:
-    """Wall seconds of the cached runs per model: the first guess at what a run of that model costs."""
-    known: dict[str, list[float]] = {}
-    for cached in results.values():
-        if cached.get("wall_s"):
-            known.setdefault(cached["model"], []).append(cached["wall_s"])
-    return known
 
 
 class Execution:
@@ -413,181 +367,4 @@ class Execution:
         finally:
             stop.set()
         return results
-
-
-# ---------------------------------------------------------------------------------- the cache
-def read_result(run: Run, out: Path) -> Optional[dict]:
-    """The cached result of a finished run, or None."""
-    path = run.folder(out) / "result.json"
-    if not path.exists():
-        return None
-    result = json.loads(path.read_text())
-    return result if result.get("status") == "ok" else None
-
-
-def read_cache(runs: list[Run], out: Path, force: bool, rerun_stale: bool, current: str) -> tuple[dict[str, dict], list[Run]]:
-    """The finished runs' results by run name, and the runs to train: those not finished (or all, with `force`),
-    and with `rerun_stale` those trained by other code than `current`. A cached result gets the copy of its
-    sample plot it lacks (see keep_sample_plot)."""
-    results: dict[str, dict] = {}
-    todo = []
-    for run in runs:
-        cached = None if force else read_result(run, out)
-        if cached:
-            if not cached.get("sample_plot") and keep_sample_plot(cached, run.folder(out)):
-                (run.folder(out) / "result.json").write_text(json.dumps(cached, indent=1))
-            results[run.name] = cached
-            if rerun_stale and code_state(cached, current) != "current":
-                todo.append(run)
-        else:
-            todo.append(run)
-    return results, todo
-
-
-def stale_runs(runs: list[Run], results: dict[str, dict], current: str) -> list[Run]:
-    """The cached runs trained by other code than `current` (or by code not recorded)."""
-    return [run for run in runs if run.name in results and code_state(results[run.name], current) != "current"]
-
-
-def check_folder(run: Run, out: Path, current: str) -> Path:
-    """Where --restamp reruns a cached run to compare figures (beside it, so its folder stays as it was)."""
-    folder = run.folder(out)
-    return folder.with_name(f"{folder.name}-check-{current}")
-
-
-def old_code_group(result: dict) -> tuple[str, str]:
-    """What a stale run's code is known by, for --restamp: a check on one run vouches for the runs of the same
-    model with the same key. ("code", hash) when a hash is recorded; else ("commit", c) when the run records a
-    clean commit (runners before code hashes recorded the commit at the end of a run: an approximation, said in
-    the re-stamp record); else ("run", seed): nothing identifies its code, only its own rerun can check it."""
-    if result.get("code_hash"):
-        return "code", result["code_hash"]
-    commit = result.get("commit") or ""
-    if re.fullmatch(r"[0-9a-f]{7,40}", commit):
-        return "commit", commit
-    return "run", str(result["seed"])
-
-
-def _recorded_omp(result: dict) -> Optional[str]:
-    threads = result.get("threads") or {}
-    if threads.get("OMP_NUM_THREADS"):
-        return str(threads["OMP_NUM_THREADS"])
-    match = _OMP_IN_COMMAND.search(" " + (result.get("command") or ""))
-    return match.group(1) if match else None
-
-
-def metric_differences(cached: dict, fresh: dict) -> list[str]:
-    """Where two results' recorded figures differ (exact equality; NaN equals NaN): every metric either records,
-    and the generator steps when both record them."""
-    a, b = cached.get("metrics") or {}, fresh.get("metrics") or {}
-    pairs = [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))]
-    if cached.get("g_steps") is not None and fresh.get("g_steps") is not None:
-        pairs.append(("g_steps", cached["g_steps"], fresh["g_steps"]))
-
-    def same(x, y) -> bool:
-        both_nan = isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y)
-        return x == y or both_nan
-
-    return [f"{k}: cached {x!r}, rerun {y!r}" for k, x, y in pairs if not same(x, y)]
-
-
-
-@dataclass
-class RestampPlan:
-    """The stale runs grouped by model and old code (see old_code_group), the runs rerun as the check (the given
-    seeds' runs of each group), and the runs of groups without such a run, which stay stale."""
-    groups: dict[tuple, list[Run]] = field(default_factory=dict)
-    checks: list[Run] = field(default_factory=list)
-    unchecked: list[Run] = field(default_factory=list)
-
-
-def plan_restamp(stale: list[Run], results: dict[str, dict], seeds: list[int], threads: int) -> RestampPlan:
-    """What --restamp `seeds` reruns. SystemExit when a check would run with another thread count than its
-    cached run recorded, since its figures then need not match."""
-    restamp = RestampPlan()
-    for run in stale:
-        restamp.groups.setdefault((run.model, *old_code_group(results[run.name])), []).append(run)
-    for key in list(restamp.groups):
-        sample = [run for run in restamp.groups[key] if run.seed in seeds]
-        if sample:
-            restamp.checks += sample
-        else:
-            restamp.unchecked += restamp.groups.pop(key)
-    wrong_threads = [f"{run.name} (OMP_NUM_THREADS={_recorded_omp(results[run.name])})" for run in restamp.checks
-                     if _recorded_omp(results[run.name]) not in (None, str(threads))]
-    if wrong_threads:
-        raise SystemExit(f"--restamp: the check would run with --threads {threads}, but these runs were trained "
-                         f"with another thread count, so their figures need not match: {', '.join(wrong_threads)}; "
-                         "pass their --threads")
-    return restamp
-
-
-def _restamp_failures(restamp: RestampPlan, results: dict[str, dict], check_results: dict[str, dict]) -> list[str]:
-    failures = []
-    for run in restamp.checks:
-        fresh, cached = check_results[run.name], results[run.name]
-        if fresh["status"] != "ok":
-            failures.append(f"{run.name}: the check run failed ({fresh['error']}; log {fresh['log']})")
-        else:
-            failures += [f"{run.name}: {d}" for d in metric_differences(cached, fresh)]
-    return failures
-
-
-_RESTAMP_BASIS = {"code": "the code hash the runs record", "commit": "the commit the runs record (no code hash; "
-                  "older runners recorded the commit at the end of a run)", "run": "this run alone (no code hash, no clean commit)"}
-
-
-def restamp_runs(restamp: RestampPlan, seeds: list[int], results: dict[str, dict], check_results: dict[str, dict],
-                 out: Path, current: str, echo=print) -> list[str]:
-    """Stamps `current` on every run of each checked group, recording how in its result.json, if every check run
-    recorded exactly its cached run's figures; SystemExit naming each difference (nothing re-stamped) otherwise.
-    Returns the names of the re-stamped runs."""
-    failures = _restamp_failures(restamp, results, check_results)
-    if failures:
-        raise SystemExit(
-            f"--restamp: nothing re-stamped. The current code (hash {current}) does not reproduce the cached "
-            "figures exactly:\n  " + "\n  ".join(failures) + "\nThe check runs' results are in "
-            + ", ".join(_shown_path(check_folder(run, out, current)) for run in restamp.checks)
-            + "; --rerun-stale retrains the stale runs.")
-    at_commit, when = _commit(), time.strftime("%Y-%m-%d %H:%M:%S")
-    restamped: list[str] = []
-    for (model, kind, value), group in restamp.groups.items():
-        record_checks = [{"seed": run.seed, "folder": check_folder(run, out, current).relative_to(out).as_posix(),
-                          "metrics": check_results[run.name].get("metrics"),
-                          "g_steps": check_results[run.name].get("g_steps")}
-                         for run in restamp.checks if run in group]
-        for run in group:
-            result = results[run.name]
-            record = {"from_code_hash": result.get("code_hash"), "from_commit": result.get("commit"),
-                      "to_code_hash": current, "at_commit": at_commit, "time": when, "grouped_by": _RESTAMP_BASIS[kind],
-                      "rule": "every recorded metric and g_steps of each check run equal to the cached run's",
-                      "checks": record_checks}
-            if result.get("restamped"):
-                record["previous"] = result["restamped"]
-            result |= {"code_hash": current, "restamped": record}
-            (run.folder(out) / "result.json").write_text(json.dumps(result, indent=1))
-            restamped.append(run.name)
-    echo(f"re-stamped {len(restamped)} runs with code {current}: {', '.join(restamped) or 'none'}"
-         + (f"; left stale, no run of seeds {','.join(map(str, seeds))} trained by the same code to check them "
-            f"with: {', '.join(run.name for run in restamp.unchecked)}" if restamp.unchecked else ""))
-    return restamped
-
-
-# ---------------------------------------------------------------------------------- where and when
-def _shown_path(path: Path) -> str:
-    """A path as a command in the table's header shows it: relative to the project root when inside it."""
-    try:
-        return str(path.relative_to(ROOT.resolve()))
-    except ValueError:
-        return str(path)
-
-
-def _commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                               text=True).stdout.strip()
-        return (sha + (" (with uncommitted changes)" if dirty else "")) or "unknown"
-    except OSError:
-        return "unknown"
 

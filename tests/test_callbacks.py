@@ -4,6 +4,7 @@ files in the run folder only (the logger's, else default_root_dir), never in the
 
 from __future__ import annotations
 
+import json
 import os
 from types import SimpleNamespace
 
@@ -144,3 +145,52 @@ def test_a_mixture_callback_without_a_mixture_is_a_clear_error():
         ModeCoverage().setup(trainer, None, "fit")
     with pytest.raises(ValueError, match=r"GeneratorModeShares needs a datamodule .* \(centers, std\)"):
         GeneratorModeShares().setup(trainer, SimpleNamespace(num_generators=2), "fit")
+
+
+def test_run_record_follows_a_fit_to_its_end_and_records_the_final_evaluation(tmp_path):
+    from callbacks import RunRecord, read_record
+    from callbacks.run_record import finished_evaluation
+
+    L.seed_everything(0)
+    seen = []
+
+    class Reader(L.Callback):  # reads the file the way a runner outside the process does
+        def on_train_batch_end(self, trainer, *args):
+            seen.append(read_record(tmp_path))
+
+    record = RunRecord(every_s=0.0)
+    trainer = quiet_trainer(max_steps=20, default_root_dir=tmp_path, limit_val_batches=1,
+                            callbacks=[ModeCoverage(num_samples=50), Reader(), record])
+    trainer.fit(tiny_model(), datamodule=tiny_ring())  # 5 batches (10 optimizer steps) an epoch: 2 validations
+    steps = [r["global_step"] for r in seen if r]
+    assert steps[0] == 0 and steps[-1] == 18 and all(r["status"] == "running" for r in seen if r)
+    assert seen[6]["evaluation"]["g_step"] == 5  # the first epoch's validation, recorded while training went on
+    final = read_record(tmp_path)
+    assert final["status"] == "ended" and final["global_step"] == final["max_steps"] == 20
+    assert final["g_steps"] == final["d_steps"] == 10 and final["evaluation"]["g_step"] == 10
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    assert set(logged) >= {"val/modes", "val/hq", "val/kl"}  # KL is NaN here (no high-quality sample): NaN == NaN
+    assert json.dumps(final["evaluation"]["metrics"], sort_keys=True) == json.dumps(logged, sort_keys=True)
+    assert finished_evaluation(final) == final["evaluation"]
+    assert finished_evaluation({**final, "status": "interrupted"}) is None
+    assert finished_evaluation({**final, "evaluation": {"g_step": 5, "metrics": {}}}) is None  # not the final weights
+    assert not (tmp_path / "run.json.tmp").exists()
+
+
+def test_run_record_says_why_a_fit_failed(tmp_path):
+    from callbacks import RunRecord, read_record
+
+    model = tiny_model()
+    original = model.generator_loss
+
+    def poisoned(real, fake, latent):
+        loss, logs = original(real, fake, latent)
+        return (loss * float("nan"), logs) if model.g_steps == 3 else (loss, logs)
+
+    model.generator_loss = poisoned
+    trainer = quiet_trainer(max_steps=20, default_root_dir=tmp_path, limit_val_batches=0, callbacks=[RunRecord()])
+    with pytest.raises(Exception, match="g_loss is nan"):
+        trainer.fit(model, datamodule=tiny_ring())
+    record = read_record(tmp_path)
+    assert record["status"] == "failed" and "g_loss is nan at generator step 3" in record["error"]
+    assert record["evaluation"] is None

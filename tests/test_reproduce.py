@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from experiments import report, reproduce, runner
+from experiments import cache, report, reproduce, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -198,10 +198,14 @@ def test_a_two_model_two_seed_ring_table_end_to_end(tmp_path, monkeypatch):
                               "--set", "data.init_args.batch_size=64", "--jobs", "2", "--progress-every", "1000"])
     assert [r["status"] for r in summary["results"]] == ["ok"] * 4, summary["results"]
     assert all(r["g_steps"] == 10 for r in summary["results"])
-    for r in summary["results"]:  # progress comes from the file train.py's ProgressFile callback writes
+    for r in summary["results"]:  # progress and figures come from the run.json train.py's RunRecord writes
         folder = tmp_path / "out" / "runs" / r["model"] / f"seed{r['seed']}-{r['key']}"
-        record = json.loads((folder / "progress.json").read_text())
+        (record_file,) = folder.glob("runs/*/version_*/run.json")
+        record = json.loads(record_file.read_text())
         assert record["global_step"] == record["max_steps"] == 20 and runner._current_step(folder) == 20
+        assert record["status"] == "ended" and record["evaluation"]["g_step"] == record["g_steps"] == 10
+        assert {k.removeprefix("val/"): v for k, v in record["evaluation"]["metrics"].items()} == r["metrics"]
+        assert not (folder / runner.ATTEMPT_FILE).exists() and "resumed" not in r
     assert [(row["model"], row["seeds"]) for row in summary["rows"]] == [("gan", 2), ("mdgan", 2)]
     out = tmp_path / "out"
     text = (out / "ring8.md").read_text()
@@ -219,7 +223,7 @@ def test_a_two_model_two_seed_ring_table_end_to_end(tmp_path, monkeypatch):
                             "--set", "trainer.max_steps=20", "--set", "data.init_args.batches_per_epoch=10",
                             "--set", "data.init_args.batch_size=64", "--progress-every", "1000"])
     assert again["trained"] == 0 and again["rows"][0]["modes"] == summary["rows"][0]["modes"]
-    commit = runner._commit()
+    commit = cache.commit()
     assert all(r["commit"] == commit for r in again["results"])  # each run records the code it was trained with
     assert f"Runs trained at commit {commit}; table written at commit {commit}" in (out / "ring8.md").read_text()
     # ... and the hash of the code that trained it, and its thread count (CPU results depend on it), shown in the header
@@ -285,32 +289,32 @@ def test_code_hash_follows_the_training_code_and_nothing_else(tmp_path):
     for rel in code + other:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(f"# {rel}\n")
-    base = runner.code_hash(tmp_path)
+    base = cache.code_hash(tmp_path)
     assert re.fullmatch(r"[0-9a-f]{12}", base)
     for rel in other:  # documentation, tests, configs (in the run key already), this runner, non-Python files
         (tmp_path / rel).write_text("changed\n")
-        assert runner.code_hash(tmp_path) == base, rel
+        assert cache.code_hash(tmp_path) == base, rel
     (tmp_path / "models" / "__pycache__").mkdir()
     (tmp_path / "models" / "__pycache__" / "gan.cpython-311.pyc").write_bytes(b"\0bytecode")
-    assert runner.code_hash(tmp_path) == base
+    assert cache.code_hash(tmp_path) == base
     for rel in code:
         original = (tmp_path / rel).read_text()
         (tmp_path / rel).write_text(original + "x = 1\n")
-        assert runner.code_hash(tmp_path) != base, rel
+        assert cache.code_hash(tmp_path) != base, rel
         (tmp_path / rel).write_text(original)
-        assert runner.code_hash(tmp_path) == base
+        assert cache.code_hash(tmp_path) == base
     (tmp_path / "models" / "new.py").write_text("")  # a new module, even an empty one
-    assert runner.code_hash(tmp_path) != base
+    assert cache.code_hash(tmp_path) != base
     (tmp_path / "models" / "new.py").unlink()
     (tmp_path / "models" / "gan.py").rename(tmp_path / "models" / "gan2.py")  # same bytes, other path
-    assert runner.code_hash(tmp_path) != base
+    assert cache.code_hash(tmp_path) != base
     # the project's own list: every model, datamodule and callback module, and train.py
-    files = {p.relative_to(ROOT).as_posix() for p in runner.code_files(ROOT)}
+    files = {p.relative_to(ROOT).as_posix() for p in cache.code_files(ROOT)}
     assert {"models/base.py", "models/gan.py", "datamodules/gaussian_mixture.py", "callbacks/mode_coverage.py",
             "train.py"} <= files and all(f.endswith(".py") for f in files)
     assert not any(f.startswith(("tests/", "experiments/")) for f in files)
     with pytest.raises(SystemExit, match="cannot hash the training code: models, datamodules, callbacks, train.py"):
-        runner.code_hash(tmp_path / "empty")
+        cache.code_hash(tmp_path / "empty")
 
 
 @pytest.fixture
@@ -318,11 +322,11 @@ def stamped(tmp_path, fake_experiments, monkeypatch):
     """A copy of the training code whose hash the runner takes, and a fake `execute` that stamps it as the real
     one does. Figures are (modes 8, HQ 90 + seed, KL 0.01) unless `figures[(model, seed)]` says otherwise."""
     tree = tmp_path / "code"
-    for name in runner.CODE_DIRS:
+    for name in cache.CODE_DIRS:
         shutil.copytree(ROOT / name, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in runner.CODE_FILES:
+    for name in cache.CODE_FILES:
         shutil.copy(ROOT / name, tree / name)
-    monkeypatch.setattr(runner, "CODE_ROOT", tree)
+    monkeypatch.setattr(cache, "CODE_ROOT", tree)
     calls, figures = [], {}
 
     def execute(run, out, env, folder=None):
@@ -330,7 +334,7 @@ def stamped(tmp_path, fake_experiments, monkeypatch):
         calls.append((run.name, folder.name))
         metrics = figures.get((run.model, run.seed), {"modes": 8.0, "hq": 90.0 + run.seed, "kl": 0.01})
         result = {**fake_result(run.model, run.seed, **metrics), "key": run.key, "g_steps": 10,
-                  "code_hash": runner.code_hash(), "commit": "abc1234",
+                  "code_hash": cache.code_hash(), "commit": "abc1234",
                   "threads": {"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS"), "torch_num_threads": 1}}
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "result.json").write_text(json.dumps(result))
@@ -419,7 +423,7 @@ def test_restamp_refuses_on_a_differing_figure_and_restamps_on_identical_ones(tm
     # no code hash and no clean commit: nothing says which code trained it, so only its own rerun could check it
     stamped.make_legacy("mgan", 2, out, commit="19195e8 (with uncommitted changes)")
     stamped.edit_models()
-    new = runner.code_hash()
+    new = cache.code_hash()
     files = {(m, s): stamped.result_file(m, s, out) for m in ("gan", "mgan") for s in (0, 1, 2)}
     before = {k: p.read_text() for k, p in files.items()}
     stamped.calls.clear()
@@ -457,8 +461,8 @@ def test_restamp_refuses_on_a_differing_figure_and_restamps_on_identical_ones(tm
     stamped.calls.clear()
     assert reproduce.reproduce(**kwargs, rerun_stale=True)["trained"] == 1  # re-stamped runs count as current
     assert stamped.calls == [("mgan/seed2", files[("mgan", 2)].parent.name)]
-    assert runner.metric_differences({"metrics": {"kl": float("nan")}}, {"metrics": {"kl": float("nan")}}) == []
-    assert runner.metric_differences({"metrics": {"kl": 0.1}}, {"metrics": {"kl": 0.1, "x": 1}}) == ["x: cached None, rerun 1"]
+    assert cache.metric_differences({"metrics": {"kl": float("nan")}}, {"metrics": {"kl": float("nan")}}) == []
+    assert cache.metric_differences({"metrics": {"kl": 0.1}}, {"metrics": {"kl": 0.1, "x": 1}}) == ["x: cached None, rerun 1"]
 
 
 def test_max_steps_of_a_run_bounded_by_epochs_is_unknown(tmp_path):
@@ -469,3 +473,71 @@ def test_max_steps_of_a_run_bounded_by_epochs_is_unknown(tmp_path):
     assert runner.Run("t", "gan", 0, config, ["--trainer.max_steps", "300"]).max_steps() == 300
     config.write_text("trainer:\n  max_epochs: 20\n")
     assert runner.Run("t", "gan", 0, config).max_steps() is None
+
+
+_KILLABLE_RUNNER = """
+import json, sys
+from pathlib import Path
+from experiments import reproduce
+reproduce.main(json.loads(sys.argv[1]))
+"""
+
+
+def test_a_run_interrupted_with_its_runner_continues_from_its_last_checkpoint_to_the_same_figures(tmp_path, monkeypatch):
+    """The runner and its training process are killed mid-run (a session or job ending); the next invocation
+    continues the run from its last checkpoint, and the figures equal those of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    args = ["ring8", "--seed-list", "0", "--models", "gan", "--set", "trainer.max_steps=600",
+            "--set", "data.init_args.batches_per_epoch=10", "--set", "data.init_args.batch_size=64",
+            "--progress-every", "1000"]
+    killed_out, whole_out = tmp_path / "killed", tmp_path / "whole"
+    process = subprocess.Popen([sys.executable, "-c", _KILLABLE_RUNNER, json.dumps(args + ["--out", str(killed_out)])],
+                               cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    try:
+        while not list(killed_out.glob("runs/gan/seed0-*/runs/*/version_*/checkpoints/last.ckpt")):
+            assert process.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+            time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the runner and its training process, as a session's end does
+        process.wait()
+    (folder,) = killed_out.glob("runs/gan/seed0-*")
+    assert runner.interrupted(folder) and not (folder / "result.json").exists()
+
+    lines = []
+    resumed = reproduce.reproduce("ring8", [0], ["gan"], killed_out, runner.cli_overrides(
+        ["trainer.max_steps=600", "data.init_args.batches_per_epoch=10", "data.init_args.batch_size=64"]),
+        progress_every=1000, echo=lines.append)
+    assert "1 interrupted, continued from their last checkpoint" in lines[0] and "gan/seed0" in lines[0]
+    (result,) = resumed["results"]
+    assert result["status"] == "ok" and result["command"].endswith("--ckpt_path last"), result
+    (attempt,) = result["resumed"]
+    assert attempt["commit"] == result["commit"] and attempt["reached_step"] >= 20
+    assert "continuing the interrupted attempt" in Path(result["log"]).read_text()
+
+    whole = reproduce.main(args + ["--out", str(whole_out)])["results"][0]
+    assert whole["status"] == "ok" and "resumed" not in whole
+    assert result["g_steps"] == whole["g_steps"] == 300 and result["metrics"] == whole["metrics"]
+
+
+def test_an_interrupted_run_of_other_code_starts_again(tmp_path):
+    """An interrupted attempt whose code hash or threads differ from the current ones is not continued: its
+    run folders are removed and the run trains from the start."""
+    folder = tmp_path / "seed0-abc"
+    ckpt = folder / "runs" / "ring8" / "version_0" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"")
+    stamp = {"code_hash": "aaaaaaaaaaaa", "commit": "abc1234", "threads": {"OMP_NUM_THREADS": "1", "torch_num_threads": 1}}
+    (folder / runner.ATTEMPT_FILE).write_text(json.dumps({**stamp, "start": 0.0, "attempts": []}))
+    assert runner.interrupted(folder) and runner.resumable(folder, stamp) is not None
+    assert runner.resumable(folder, {**stamp, "code_hash": "bbbbbbbbbbbb"}) is None
+    assert runner.resumable(folder, {**stamp, "threads": {"OMP_NUM_THREADS": "2", "torch_num_threads": 2}}) is None
+    (folder / "result.json").write_text("{}")  # a finished or failed run is never continued
+    assert not runner.interrupted(folder) and runner.resumable(folder, stamp) is None
