@@ -18,7 +18,9 @@ in one process and interleaved chunk by chunk (so a noisy machine slows both ali
   `toggled_optimizer` does). Each plain chunk runs right after a Lightning chunk.
 
 Reported per config: ms per batch and per generator step (median over chunks), generator steps
-and samples per second, the Lightning/plain ratio, the cost of one evaluation by the config's
+and samples per second, floating-point operations per batch (torch.utils.flop_counter on the plain
+loop) and the rate the Lightning loop achieves, also as a share of the machine's float32 matmul rate
+measured in the same process, the Lightning/plain ratio, the cost of one evaluation by the config's
 callbacks as a percentage of the training time between two evaluations (the config's
 `check_val_every_n_epoch` epochs of training batches), and peak memory (CUDA peak allocated on GPU; the process's peak RSS on
 CPU, which only grows, so read it as an upper bound). The table is printed and written to
@@ -90,10 +92,11 @@ class PlainLoop:
                 self._step(self.opt_g, self.g_params, self.d_params, m.generator_loss, real,
                            m.generate(z_g) if fresh else fake, z_g)
 
-            if g_now and m.generator_step_first:
+            g_first = m.generator_step_first or m.hparams.get("simultaneous", False)
+            if g_now and g_first:
                 g_step()
             self._step(self.opt_d, self.d_params, self.g_params, m.discriminator_loss, real, fake.detach(), z_d)
-            if g_now and not m.generator_step_first:
+            if g_now and not g_first:
                 g_step()
             self.batches += 1
 
@@ -120,6 +123,33 @@ class _Interleave(L.Callback):
             t = time.perf_counter()
             self.plain.run(self.chunk)
             self.plain_ms.append(1e3 * (time.perf_counter() - t) / self.chunk)
+
+
+def flops_per_batch(plain: PlainLoop, batches: int) -> float:
+    """Floating-point operations of one batch of the plain loop (forward, backward and optimiser steps), counted
+    by torch.utils.flop_counter over `batches` batches (a multiple of n_critic, so G steps are in the mean)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        plain.run(batches)
+    return counter.get_total_flops() / batches
+
+
+def matmul_gflops(device: torch.device, n: int = 1024, repeats: int = 20) -> float:
+    """The machine's float32 matmul rate at this process's thread count: 2 n^3 flops per n x n product,
+    median over `repeats` products (after a warm-up)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    times = []
+    for i in range(repeats + 3):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= 3:
+            times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
 
 
 def _peak_memory_mib(device: torch.device) -> float:
@@ -209,7 +239,9 @@ def benchmark(spec: str, chunks: int, chunk: int, warmup: int, accelerator: str,
             eval_note = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
             print(f"{spec}: evaluation not timed ({eval_note})", flush=True)
     per_g = model.n_critic
+    flops = flops_per_batch(plain, per_g * 2)
     return {
+        "gflop_batch": flops / 1e9, "gflops": flops / 1e9 / (lightning_ms / 1e3),
         "config": spec, "model": type(model).__name__,
         "lightning_ms_batch": lightning_ms, "plain_ms_batch": plain_ms, "ratio": lightning_ms / plain_ms,
         "lightning_ms_g": lightning_ms * per_g, "g_steps_per_s": 1e3 / (lightning_ms * per_g),
@@ -221,18 +253,24 @@ def benchmark(spec: str, chunks: int, chunk: int, warmup: int, accelerator: str,
     }
 
 
-def render(rows: list[dict], baseline: str | None = None) -> str:
+def render(rows: list[dict], baseline: str | None = None, matmul: float | None = None) -> str:
     base = next((r for r in rows if r["model"] == baseline), rows[0])
     lines = ["| config | model | Lightning ms / batch | plain ms / batch | Lightning / plain | ms / G step | "
-             "x baseline G step | G steps / s | samples / s | eval % of training | peak MiB |",
-             "|" + " --- |" * 11]
+             "x baseline G step | G steps / s | samples / s | eval % of training | peak MiB | GFLOP / batch | "
+             "GFLOP/s (Lightning) | % of matmul rate |",
+             "|" + " --- |" * 14]
     for r in rows:
+        share = f"{100 * r['gflops'] / matmul:.0f}" if matmul else "n/a"
         lines.append(
             f"| {r['config']} | {r['model']} | {r['lightning_ms_batch']:.2f} | {r['plain_ms_batch']:.2f} | "
             f"{r['ratio']:.3f} | {r['lightning_ms_g']:.2f} | {r['lightning_ms_g'] / base['lightning_ms_g']:.2f} | "
             f"{r['g_steps_per_s']:.1f} | {r['samples_per_s']:.0f} | "
-            f"{'n/a' if r['eval_pct'] != r['eval_pct'] else format(r['eval_pct'], '.2f')} | {r['peak_mib']:.0f} |")
+            f"{'n/a' if r['eval_pct'] != r['eval_pct'] else format(r['eval_pct'], '.2f')} | {r['peak_mib']:.0f} | "
+            f"{r['gflop_batch']:.3f} | {r['gflops']:.1f} | {share} |")
     notes = [f"- {r['config']}: evaluation not timed: {r['eval_note']}" for r in rows if r.get("eval_note")]
+    if matmul:
+        notes.append(f"- matmul rate of this machine at this thread count: {matmul:.1f} GFLOP/s (float32 1024 x 1024 "
+                     f"products, median of 20); FLOPs counted by torch.utils.flop_counter on the plain loop")
     return "\n".join(lines) + "\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
 
 
@@ -265,7 +303,7 @@ def main(argv=None) -> list[dict]:
         r = rows[-1]
         print(f"{config}: Lightning {r['lightning_ms_batch']:.2f} ms/batch, plain {r['plain_ms_batch']:.2f}, "
               f"ratio {r['ratio']:.3f}", flush=True)
-    table = render(rows, baseline="GAN")
+    table = render(rows, baseline="GAN", matmul=matmul_gflops(torch.device("cuda" if args.accelerator == "gpu" else "cpu")))
     print(table)
     if args.out:
         args.out.write_text(f"Command: `{' '.join(['python', 'experiments/benchmark.py', *(argv or sys.argv[1:])])}`\n\n"

@@ -31,10 +31,18 @@ EXPERIMENTS = ROOT / "experiments"
 PROTOCOL = "protocol.yaml"
 # The models of every table, baseline first: the order of a table's rows and runs. The runner, the tests and
 # the sweeps take the list from here (W&B sweep files cannot import it: tests/test_cluster.py checks them).
-MODELS = ["gan", "wgan_gp", "unrolled_gan", "minibatch_gan", "mgan", "mdgan", "infogan"]
+MODELS = ["gan", "wgan_gp", "unrolled_gan", "minibatch_gan", "mgan", "mdgan", "infogan", "pacgan2", "pacgan3", "pacgan4"]
 LABELS = {
     "gan": "GAN", "wgan_gp": "WGAN-GP", "unrolled_gan": "Unrolled GAN", "minibatch_gan": "Minibatch discrimination",
-    "mgan": "MGAN", "mdgan": "MD-GAN", "infogan": "InfoGAN",
+    "mgan": "MGAN", "mdgan": "MD-GAN", "infogan": "InfoGAN", "pacgan2": "PacGAN2", "pacgan3": "PacGAN3",
+    "pacgan4": "PacGAN4",
+}
+
+# Arguments added to a class after runs of it were cached, each with the value that keeps the behaviour those runs
+# had ("*": any class). At that value the argument is left out of a run's key, so adding it leaves finished runs
+# cached; any other value enters the key like every other argument.
+ADDED_ARGUMENTS: dict[tuple[str, str], object] = {
+    ("*", "simultaneous"): False,  # GANBase: simultaneous updates (the alternating loop before it)
 }
 
 _RESOLVED: dict[tuple, dict] = {}
@@ -46,6 +54,18 @@ def with_protocol(config: Path) -> list[Path]:
     config = Path(config)
     protocol = config.with_name(PROTOCOL)
     return [protocol, config] if protocol.is_file() and config.name != PROTOCOL else [config]
+
+
+def table_models(table: str, experiments: Optional[Path] = None) -> list[str]:
+    """The models `table` has a config for, in MODELS order. SystemExit naming a config file that is not a model
+    of MODELS (add it there, with its label, to put it in tables)."""
+    folder = Path(experiments or EXPERIMENTS) / table
+    names = {p.stem for p in folder.glob("*.yaml") if p.name != PROTOCOL}
+    unknown = sorted(names - set(MODELS))
+    if unknown:
+        raise SystemExit(f"experiments/{table}/ has configs {unknown} that are not in experiments.configs.MODELS; "
+                         f"add them there (and to LABELS) or remove them")
+    return [m for m in MODELS if m in names]
 
 
 def model_configs(table: str, model: str, experiments: Optional[Path] = None) -> list[Path]:
@@ -93,7 +113,23 @@ def resolve(configs: Sequence[Path], overrides: Sequence[str] = ()) -> dict:
     return json.loads(json.dumps(_RESOLVED[cache_key]))  # a copy: callers may edit it
 
 
+def _without_added_defaults(node):
+    """`node` without the ADDED_ARGUMENTS that hold their old-behaviour value, at any depth."""
+    if isinstance(node, list):
+        return [_without_added_defaults(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _without_added_defaults(v) for k, v in node.items()}
+    init_args = out.get("init_args")
+    if "class_path" in out and isinstance(init_args, dict):
+        out["init_args"] = {k: v for k, v in init_args.items()
+                            if not any((cls, k) in ADDED_ARGUMENTS and ADDED_ARGUMENTS[(cls, k)] == v
+                                       for cls in (out["class_path"], "*"))}
+    return out
+
+
 def run_key(resolved: dict) -> str:
-    """12 hex digits of SHA-256 over the resolved config without its seed (JSON, keys sorted)."""
-    body = {k: v for k, v in resolved.items() if k != "seed_everything"}
+    """12 hex digits of SHA-256 over the resolved config without its seed (JSON, keys sorted), and without the
+    ADDED_ARGUMENTS at their old-behaviour values."""
+    body = _without_added_defaults({k: v for k, v in resolved.items() if k != "seed_everything"})
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]

@@ -248,14 +248,14 @@ def _thread_counts(results: list[dict]) -> dict[str, int]:
 
 
 def table_header(table: str, seeds: list[int], models: list[str], out: Path, overrides: list[str], report_only: bool,
-           results: list[dict], current: str, missing: list[str]) -> str:
+                 results: list[dict], current: str, missing: list[str], table_models: Optional[list[str]] = None) -> str:
     """The paragraph under the table's title: the command that writes it, the commits, machine and thread counts
     of its runs, whether they were trained by the current code (hash `current`), and the runs not trained yet."""
     n_stale = sum(code_state(r, current) != "current" for r in results if r["status"] == "ok")
     thread_counts = _thread_counts(results)
     seed_args = f"--seeds {len(seeds)}" if seeds == list(range(len(seeds))) else f"--seed-list {','.join(map(str, seeds))}"
     return (f"Command: `python experiments/reproduce.py {table} {seed_args}"
-            + (f" --models {','.join(models)}" if models != MODELS else "")
+            + (f" --models {','.join(models)}" if models != (table_models or MODELS) else "")
             + (f" --out {shown_path(out)}" if out != (ROOT / "results" / table).resolve() else "")
             + "".join(f" --set {a[2:]}={b}" for a, b in zip(overrides[::2], overrides[1::2]))
             + (" --report-only" if report_only else "") + "`. "

@@ -63,7 +63,7 @@ from typing import Optional
 if __package__ in (None, ""):  # run as a script: the project root holds the experiments package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments import cache, report, runner  # noqa: E402
-from experiments.configs import MODELS  # noqa: E402
+from experiments.configs import MODELS, table_models  # noqa: E402
 from experiments.runner import ROOT, Run, cli_overrides  # noqa: E402
 
 
@@ -130,7 +130,8 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
                  if restamp is not None else [])
 
     ordered = [results[r.name] for r in runs if r.name in results]
-    header = report.table_header(table, seeds, models, out, overrides, report_only, ordered, current, missing)
+    header = report.table_header(table, seeds, models, out, overrides, report_only, ordered, current, missing,
+                                 table_models(table, runner.EXPERIMENTS))
     rows, written = report.write_table(table, out, ordered, report.published(table, runner.EXPERIMENTS), header,
                                        current, use_wandb)
     echo("wrote " + ", ".join(map(str, written)))
@@ -143,7 +144,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     parser.add_argument("table", help="benchmark folder under experiments/: ring8, grid25, ...")
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
     parser.add_argument("--seed-list", help="explicit comma-separated seeds instead of --seeds")
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {MODELS}")
+    parser.add_argument("--models", help=f"comma-separated subset of the table's models (default: every model of "
+                                          f"{MODELS} the table has a config for)")
     parser.add_argument("--out", type=Path, help="output folder (default results/<table>)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for every run, e.g. trainer.max_steps=200 (repeatable)")
@@ -164,7 +166,11 @@ def main(argv: Optional[list[str]] = None) -> dict:
                         help="train nothing: write the table from the finished runs and list the missing ones")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else list(range(args.seeds))
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.models:
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+    else:
+        runner.plan(args.table, [], [], [])  # a clear error for an unknown table
+        models = table_models(args.table, runner.EXPERIMENTS)
     out = args.out or ROOT / "results" / args.table
     restamp = None
     if args.restamp is not None:

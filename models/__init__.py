@@ -8,6 +8,8 @@ from .infogan import InfoGAN
 from .mdgan import MDGAN
 from .mgan import MGAN
 from .minibatch_discrimination import MinibatchDiscriminationGAN
+from .pacgan import PacGAN
+from .pacgan_networks import BatchNormMLPGenerator, BlocksBatchNorm1d, Maxout, MaxoutDiscriminator
 from .networks import (
     DCGANDiscriminator,
     DCGANGenerator,
@@ -28,6 +30,11 @@ __all__ = [
     "MGAN",
     "MDGAN",
     "InfoGAN",
+    "PacGAN",
+    "BatchNormMLPGenerator",
+    "BlocksBatchNorm1d",
+    "Maxout",
+    "MaxoutDiscriminator",
     "PerGeneratorLinear",
     "MinibatchDiscrimination",
     "NonFiniteLossError",

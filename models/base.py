@@ -7,15 +7,18 @@ generator step. Per batch:
     fake = G(z)                       generated once; with a graph only if G steps on it
     D step:  minimise discriminator_loss(real, fake.detach(), z)
     G step:  minimise generator_loss(real, fake, z)   (every n_critic batches; after the D step,
-                                                       or before it if generator_step_first)
+                                                       or before it: simultaneous updates)
              with fresh_generator_latents, on fake = G(z') for a new z' instead
 
-The variant can choose the order: `generator_step_first = True` gives a simultaneous update
-(both gradients at the same D), the default lets G answer the updated D. The latents reach the
-loss hooks as an argument, for losses that read codes in them (MGAN's generator index, InfoGAN's codes).
+The order is a choice: `simultaneous=True` (an argument of every model) takes both gradients at the
+same point, G's against the D that both updates start from, and applies both in the step (the
+PacGAN/ALI code's update); the default alternates, G answering the updated D. A variant whose
+paper fixes the order sets the class attribute `generator_step_first` (Unrolled GAN). The latents
+reach the loss hooks as an argument, for losses that read codes in them (MGAN's generator index,
+InfoGAN's codes).
 
 A variant overrides the small hooks (`discriminator_loss`, `generator_loss`, `sample_latent`,
-`generate`, `configure_networks`, `discriminator_modules`) and rewrites `training_step` only where
+`generate`, `discriminate`, `configure_networks`, `discriminator_modules`) and rewrites `training_step` only where
 its algorithm really changes the loop, then still through `optimize()`.
 
 What the base takes care of, so variants do not have to:
@@ -81,6 +84,9 @@ class GANBase(CheckpointHooks, L.LightningModule):
             keys. The discriminators of models that differentiate through D's gradient (the
             WGAN-GP penalty, Unrolled GAN's second-order unrolling) stay eager: compiled
             graphs do not support double backward. A GPU option; on CPU it needs a C++ compiler.
+        simultaneous: on batches with a generator step, take G's gradient at the point D's is taken at
+            (G steps first, against the D both updates start from; D's fakes are the pre-update G's)
+            instead of letting G answer the updated D. Both gradients come from one forward pass.
         fresh_generator_latents: on batches with a generator step, draw a new z for it instead of
             reusing the discriminator step's fakes (WGAN-GP's Algorithm 1, line 11; the InfoGAN
             authors' code). Draws from the same noise stream, after the discriminator's z.
@@ -96,6 +102,10 @@ class GANBase(CheckpointHooks, L.LightningModule):
     # usual alternation); True, G steps first against the D both updates started from, i.e. a
     # simultaneous update (Unrolled GAN, Metz et al. 2017, Eq. 6-7).
     generator_step_first: bool = False
+
+    # Samples the discriminator judges together, one score per group (`discriminate`): 1 for every model but
+    # PacGAN, whose D sees `packing` samples at once.
+    packing: int = 1
 
     # Fixed, disjoint parts of the training set the model trains on, one batch share each
     # (`datamodules.parts`): 1 for every model but those that give each network its own data (MD-GAN).
@@ -117,6 +127,7 @@ class GANBase(CheckpointHooks, L.LightningModule):
         compile_networks: bool | dict[str, Any] = False,
         channels_last: bool = False,
         fresh_generator_latents: bool = False,
+        simultaneous: bool = False,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -170,6 +181,10 @@ class GANBase(CheckpointHooks, L.LightningModule):
         """The generator's loss on fakes made from `latent` that carry G's graph, and values to log."""
         raise NotImplementedError
 
+    def discriminate(self, x: Tensor) -> Tensor:
+        """The discriminator's scores for data x: one per sample, or per group of `packing` samples (PacGAN)."""
+        return self.discriminator(x)
+
     def discriminator_modules(self) -> list[nn.Module]:
         """The modules the discriminator's optimiser steps: D, and a variant's heads or extra
         discriminators (override). Compilation and per-discriminator clipping act on these."""
@@ -214,11 +229,12 @@ class GANBase(CheckpointHooks, L.LightningModule):
         opt_g, opt_d = self.optimizers()
 
         logs: dict[str, Tensor] = {}
-        if g_step_now and self.generator_step_first:
+        g_first = self.generator_step_first or self.hparams.get("simultaneous", False)
+        if g_step_now and g_first:
             logs |= self._generator_step_on(opt_g, real, g_latent, g_fake if not fresh else None)
         logs |= self.optimize(opt_d, self.discriminator_loss, real, d_fake.detach(), d_latent, name="d_loss")
         self.d_steps += 1
-        if g_step_now and not self.generator_step_first:
+        if g_step_now and not g_first:
             logs |= self._generator_step_on(opt_g, real, g_latent, g_fake if not fresh else None)
         if self.d_steps % self.trainer.log_every_n_steps == 0:
             # Lightning writes to the loggers only every log_every_n_steps batches, but each
@@ -317,9 +333,10 @@ class GANBase(CheckpointHooks, L.LightningModule):
         The benchmark metrics (modes, HQ %, KL, FID...) come from callbacks, on `sample(n)`.
         """
         real = self.unpack_batch(batch)
+        real = real[: real.shape[0] // self.packing * self.packing]  # whole groups of `packing`
         fake = self.sample(real.shape[0], rng=self.evaluation_rng())
-        self.log("val/d_real", self.discriminator(real).float().mean(), sync_dist=True)
-        self.log("val/d_fake", self.discriminator(fake).float().mean(), sync_dist=True)
+        self.log("val/d_real", self.discriminate(real).float().mean(), sync_dist=True)
+        self.log("val/d_fake", self.discriminate(fake).float().mean(), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         self.last_validated_g_step = self.g_steps

@@ -31,7 +31,7 @@ def check_data_shape(model, data_shape: tuple[int, ...]) -> None:
                 f"(e.g. --model.init_args.generator.init_args.out_dim {data_shape[0]} for an MLP)"
             )
         try:
-            scores = model.discriminator(torch.zeros(2, *data_shape, device=model.device))
+            scores = model.discriminate(torch.zeros(2 * model.packing, *data_shape, device=model.device))
         except RuntimeError as err:
             raise ValueError(
                 f"the discriminator rejects data of shape {data_shape}: {err}. Set its input size to match "
@@ -39,6 +39,6 @@ def check_data_shape(model, data_shape: tuple[int, ...]) -> None:
             ) from err
         if tuple(scores.shape) != (2,):
             raise ValueError(
-                f"the discriminator must return one score per sample, shape (B,); it returned "
-                f"{tuple(scores.shape)} for a batch of 2"
+                f"the discriminator must return one score per sample (per group of {model.packing} for a packing "
+                f"of {model.packing}), shape (B,); it returned {tuple(scores.shape)} for a batch of {2 * model.packing}"
             )

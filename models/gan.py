@@ -42,9 +42,9 @@ class GAN(GANBase):
         self.loss_fns = loss_fns
 
     def discriminator_loss(self, real: Tensor, fake: Tensor, latent: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        real_scores, fake_scores = self.discriminator(real), self.discriminator(fake)
+        real_scores, fake_scores = self.discriminate(real), self.discriminate(fake)
         loss = self.loss_fns.discriminator(real_scores, fake_scores)
         return loss, {"d_real": real_scores.detach().float().mean(), "d_fake": fake_scores.detach().float().mean()}
 
     def generator_loss(self, real: Tensor, fake: Tensor, latent: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        return self.loss_fns.generator(self.discriminator(fake)), {}
+        return self.loss_fns.generator(self.discriminate(fake)), {}

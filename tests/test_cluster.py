@@ -13,7 +13,7 @@ import torch
 import yaml
 
 import train
-from experiments.configs import MODELS
+from experiments.configs import table_models
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def test_slurm_template_passes_the_allocation_to_lightning():
 def test_sweep_covers_every_model_and_its_runs_parse(table, capsys, monkeypatch):
     sweep = yaml.safe_load((ROOT / f"experiments/sweeps/{table}.yaml").read_text())
     configs = sweep["parameters"]["config"]["values"]
-    assert configs == [f"experiments/{table}/{model}.yaml" for model in MODELS]  # the one model list, in its order
+    assert configs == [f"experiments/{table}/{model}.yaml" for model in table_models(table)]  # the one model list
     assert sweep["command"][4] == f"--config=experiments/{table}/protocol.yaml"  # each model composed on its protocol
     assert sweep["parameters"]["seed_everything"]["values"] == list(range(10))
     assert sweep["command"][3] == "fit" and sweep["program"] == "train.py"

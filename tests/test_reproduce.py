@@ -61,7 +61,7 @@ def fake_experiments(tmp_path, monkeypatch):
     """A copy of the ring8 configs, and `execute` replaced by a recorder (no training)."""
     folder = tmp_path / "experiments" / "ring8"
     folder.mkdir(parents=True)
-    for name in ("protocol", "gan", "mgan"):
+    for name in ("protocol", "gan", "mgan", "wgan_gp"):  # runs take gan and mgan: a subset of the table's models
         shutil.copy(ROOT / "experiments" / "ring8" / f"{name}.yaml", folder)
     shutil.copy(ROOT / "experiments" / "published.yaml", tmp_path / "experiments")
     monkeypatch.setattr(runner, "EXPERIMENTS", tmp_path / "experiments")
@@ -126,6 +126,21 @@ def test_the_cache_key_is_the_resolved_config_so_a_comment_edit_reruns_nothing(t
     assert runner.Run("ring8", "gan", 0, folder / "gan.yaml", ["--model.init_args.g_lr", "0.001"]).key == runs[0].key
     with pytest.raises(SystemExit, match="does not resolve"):
         runner.Run("ring8", "gan", 0, folder / "gan.yaml", ["--model.init_args.no_such_option", "1"]).key
+
+
+def test_an_argument_added_later_leaves_the_keys_of_runs_from_before_it_at_its_old_behaviour():
+    """`simultaneous` joined every model's arguments after the ring8 runs were cached: at False (the loop those
+    runs had) it stays out of the key, so they stay cached; at True the run is another run."""
+    from experiments import configs
+
+    resolved = configs.resolve(configs.model_configs("ring8", "gan"))
+    assert resolved["model"]["init_args"]["simultaneous"] is False
+    before = json.loads(json.dumps(resolved))
+    del before["model"]["init_args"]["simultaneous"]  # the config as it resolved before the argument existed
+    assert configs.run_key(resolved) == configs.run_key(before)
+    assert runner.Run("ring8", "gan", 0, ROOT / "experiments" / "ring8" / "gan.yaml").key == "73a437c26f61"  # the folder the cached runs are in
+    resolved["model"]["init_args"]["simultaneous"] = True
+    assert configs.run_key(resolved) != configs.run_key(before)
 
 
 def test_report_only_trains_nothing_and_lists_the_missing_runs(tmp_path, fake_experiments):
