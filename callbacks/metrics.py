@@ -10,7 +10,11 @@ Definitions:
   mode is *captured* if it is the nearest centre of at least one HQ sample; HQ % = HQ samples /
   all samples * 100; KL = KL(q || p) = sum_k q_k log(q_k / p_k), q the histogram of HQ samples
   over modes, p the true mixture weights: 0 when every mode gets its share, log K when one mode
-  takes all, NaN when no sample is HQ (q is undefined then).
+  takes all, NaN when no sample is HQ (q is undefined then). Spread = the mean over captured modes
+  of the HQ samples' standard deviation about their own mean (root mean squared over the D
+  coordinates), in units of the modes' std: 0 for a point mass on each mode however many modes it
+  covers; for samples from the modes themselves, cut at 3 std, sqrt(1 - 4.5 e^-4.5 / (1 - e^-4.5))
+  = 0.974 in 2D.
 - Stacked MNIST: each channel of a (3, 28, 28) sample is classified by an MNIST classifier; the
   mode is the digit triple (`datamodules.StackedMNIST.mode_of`). Modes captured = modes with at
   least one sample; KL = KL(p_gen || Uniform(1000)) = sum_m p_m log(1000 p_m).
@@ -40,6 +44,19 @@ def nearest_modes(samples: Tensor, centers: Tensor, radius: float) -> tuple[Tens
         raise ValueError(f"samples have dimension {samples.shape[1]} but the centres have {centers.shape[1]}")
     dist, nearest = torch.cdist(samples, centers.to(samples)).min(dim=1)
     return nearest, dist <= radius
+
+
+def mode_spread(hq_per_mode: Tensor, hq_sum: Tensor, hq_sq_sum: Tensor, std: float) -> Tensor:
+    """Mean over captured modes of sqrt(per-coordinate variance of the mode's HQ samples) / std, from the HQ
+    count (K,), the sum of the HQ samples (K, D) and the sum of their squared norms (K,) per mode; NaN when
+    no mode is captured."""
+    captured = hq_per_mode > 0
+    if not bool(captured.any()):
+        return torch.tensor(float("nan"), dtype=torch.float64, device=hq_sum.device)
+    n = hq_per_mode[captured].double()
+    mean = hq_sum[captured].double() / n[:, None]
+    variance = (hq_sq_sum[captured].double() / n - mean.pow(2).sum(1)).clamp(min=0) / hq_sum.shape[1]
+    return (variance.sqrt() / std).mean()
 
 
 def mode_coverage(hq_per_mode: Tensor, total: Tensor, weights: Tensor) -> dict[str, Tensor]:

@@ -1,5 +1,5 @@
-"""Mode coverage on 2D Gaussian mixtures: modes captured, high-quality samples %, KL (definitions
-in `callbacks.metrics`)."""
+"""Mode coverage on 2D Gaussian mixtures: modes captured, high-quality samples %, KL and the within-mode
+spread (definitions in `callbacks.metrics`)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from .base import EvaluationCallback, local_sample_count, mixture_of
-from .metrics import mode_coverage, nearest_modes
+from .metrics import mode_coverage, mode_spread, nearest_modes
 
 
 class ModeCoverageMetric(Metric):
-    """Counts HQ samples per mode; states are sums, so DDP ranks merge by addition.
+    """Counts HQ samples per mode, and sums their coordinates and squared norms (for the spread); states are
+    sums, so DDP ranks merge by addition.
 
     Args:
         centers: (K, D) mode centres.
@@ -36,17 +37,24 @@ class ModeCoverageMetric(Metric):
             raise ValueError(f"weights must have one entry per centre ({k}); got shape {tuple(weights.shape)}")
         self.register_buffer("centers", centers)
         self.register_buffer("weights", weights / weights.sum())
-        self.radius = threshold * float(std)
+        self.radius, self.std = threshold * float(std), float(std)
         self.add_state("hq_per_mode", default=torch.zeros(k, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("hq_sum", default=torch.zeros(k, centers.shape[1], dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("hq_sq_sum", default=torch.zeros(k, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, samples: Tensor) -> None:
         nearest, hq = nearest_modes(samples, self.centers, self.radius)
-        self.hq_per_mode += torch.bincount(nearest[hq], minlength=self.centers.shape[0])
+        k = self.centers.shape[0]
+        self.hq_per_mode += torch.bincount(nearest[hq], minlength=k)
+        x = samples.detach().double().flatten(1)[hq]
+        self.hq_sum.index_add_(0, nearest[hq], x)
+        self.hq_sq_sum.index_add_(0, nearest[hq], x.pow(2).sum(1))
         self.total += samples.shape[0]
 
     def compute(self) -> dict[str, Tensor]:
-        return mode_coverage(self.hq_per_mode, self.total, self.weights)
+        return {**mode_coverage(self.hq_per_mode, self.total, self.weights),
+                "spread": mode_spread(self.hq_per_mode, self.hq_sum, self.hq_sq_sum, self.std)}
 
 
 class ModeCoverage(EvaluationCallback):
@@ -55,7 +63,7 @@ class ModeCoverage(EvaluationCallback):
     Reads the centres, std and weights from the datamodule (`trainer.datamodule`). The samples
     are split across DDP ranks so the total is exactly `num_samples`, each rank drawing from its
     own latent stream (`evaluation_rng`); the metric's sums merge them. Logs `val/modes`,
-    `val/hq` (percent) and `val/kl`; `self.last` keeps the last values for scripts.
+    `val/hq` (percent), `val/kl` and `val/spread`; `self.last` keeps the last values for scripts.
     """
 
     def __init__(self, num_samples: int = 2500, threshold: float = 3.0):

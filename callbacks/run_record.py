@@ -42,7 +42,8 @@ class RunRecord(L.Callback):
     Fields: ``status`` ("running", then "ended" when training reached its limit, "interrupted" or "failed" with
     ``error``); ``global_step``, ``max_steps``, ``g_steps``, ``d_steps``; ``evaluation``: ``{"g_step", "metrics"}``,
     the ``val/*`` figures of the newest validation (the one train.py runs on the final weights included);
-    ``plots``: the newest file of each plotting callback; ``protocols``: how each evaluation callback measured
+    ``history``: every evaluation's ``{"g_step", metrics...}`` in order (the run's curve; a resumed fit keeps the
+    entries up to its checkpoint's step); ``plots``: the newest file of each plotting callback; ``protocols``: how each evaluation callback measured
     (e.g. the features and reference split of a FID); ``updated``: Unix time of the write.
 
     While training it is rewritten at most every `every_s` seconds (the CSV logger buffers its rows, so a reader
@@ -75,7 +76,10 @@ class RunRecord(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         log_dir = trainer.log_dir  # a collective under DDP: every rank asks, rank 0 writes
         self.folder = Path(log_dir) if log_dir else None
-        self.record = {"status": "running", "evaluation": None, "plots": [], "protocols": {}}
+        earlier = read_record(self.folder) if self.folder is not None else None
+        g_steps = getattr(pl_module, "g_steps", 0)
+        history = [e for e in (earlier or {}).get("history", []) if e.get("g_step", 0) <= g_steps] if g_steps else []
+        self.record = {"status": "running", "evaluation": None, "history": history, "plots": [], "protocols": {}}
         self._write(trainer, **self._steps(trainer, pl_module))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -94,7 +98,10 @@ class RunRecord(L.Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         plots = [str(c.last_path) for c in trainer.callbacks if getattr(c, "last_path", None)]
         protocols = {type(c).__name__: c.protocol for c in trainer.callbacks if getattr(c, "protocol", None)}
-        self._write(trainer, evaluation={"g_step": getattr(pl_module, "g_steps", None), "metrics": metrics},
+        g_step = getattr(pl_module, "g_steps", None)
+        history = [e for e in self.record.get("history", []) if e.get("g_step") != g_step]  # one entry per step
+        history.append({"g_step": g_step, **{k.removeprefix("val/"): v for k, v in metrics.items()}})
+        self._write(trainer, evaluation={"g_step": g_step, "metrics": metrics}, history=history,
                     plots=plots, protocols=protocols, **self._steps(trainer, pl_module))
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:

@@ -214,6 +214,49 @@ def write_figures(out: Path, table: str, results: list[dict], rows: list[dict], 
     return written
 
 
+def mean_curves(results: list[dict], metric: str) -> dict[str, tuple[list[float], list[float], int]]:
+    """Per model, the mean over its seeds of `metric` at each generator step its finished runs all evaluated
+    (their recorded curves), and the number of seeds: {model: (steps, means, seeds)}. Runs without a curve
+    (trained before curves were recorded) are left out."""
+    curves: dict[str, tuple[list[float], list[float], int]] = {}
+    for model in dict.fromkeys(r["model"] for r in results):
+        runs = [r["curve"] for r in results if r["model"] == model and r["status"] == "ok" and r.get("curve")]
+        if not runs:
+            continue
+        per_run = [{e["g_step"]: e.get(metric) for e in curve if e.get(metric) is not None} for curve in runs]
+        steps = sorted(set.intersection(*(set(values) for values in per_run)))
+        if steps:
+            curves[model] = (steps, [mean_std([values[s] for values in per_run])[0] for s in steps], len(runs))
+    return curves
+
+
+def write_curves(out: Path, table: str, results: list[dict], metrics: list[str]) -> Optional[Path]:
+    """`table`_curves.png: each metric against the generator step, one line per model (mean over seeds), from
+    the curves the runs recorded; None when no run recorded one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [(metric, mean_curves(results, metric)) for metric in metrics]
+    shown = [(metric, curves) for metric, curves in shown if curves]
+    if not shown:
+        return None
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.4), squeeze=False)
+    for ax, (metric, curves) in zip(axes[0], shown):
+        for model, (steps, means, seeds) in curves.items():
+            ax.plot(steps, means, label=f"{LABELS.get(model, model)} ({seeds} seeds)", linewidth=1)
+        ax.set_xlabel("generator step")
+        ax.set_ylabel(metric + (" (reverse KL)" if metric == "kl" else ""))
+        ax.set_title(f"{table}: {metric}", fontsize=9)
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    path = out / f"{table}_curves.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def log_table_to_wandb(table: str, rows: list[dict], metrics: list[str], out: Path) -> None:
     import wandb
 
@@ -277,6 +320,8 @@ def write_table(table: str, out: Path, results: list[dict], pub: dict, header_te
     (out / f"{table}.md").write_text(render_markdown(table, rows, metrics, pub["rows"], header_text, current_code=current))
     write_csv(out / f"{table}.csv", rows, metrics, pub["rows"], current_code=current)
     figures = write_figures(out, table, results, rows)
+    curves = write_curves(out, table, results, metrics)
+    figures += [curves] if curves else []
     if use_wandb:
         log_table_to_wandb(table, rows, metrics, out)
     return rows, [out / f"{table}.md", out / f"{table}.csv", *figures]

@@ -237,7 +237,8 @@ def execute(run: Run, out: Path, env: dict[str, str], folder: Optional[Path] = N
     if rc == 0 and evaluation is not None:
         record = read_record(records[-1].parent)
         metrics = {k.removeprefix("val/"): v for k, v in evaluation["metrics"].items()}
-        result |= {"status": "ok", "metrics": metrics, "g_steps": evaluation["g_step"], "plots": record.get("plots", [])}
+        result |= {"status": "ok", "metrics": metrics, "g_steps": evaluation["g_step"], "plots": record.get("plots", []),
+                   "curve": record.get("history", [])}  # every evaluation of the run: the table's curves figure
         keep_sample_plot(result, folder)
     else:
         reason = failure_reason(log_path.read_text(errors="replace")) if log_path.exists() else None

@@ -93,7 +93,7 @@ def test_split_across_two_instances_and_merged_equals_one_instance():
 
 def test_states_are_sum_reduced():
     m = ModeCoverageMetric(torch.zeros(2, 2), 1.0)
-    assert set(m._reductions) == {"hq_per_mode", "total"}
+    assert set(m._reductions) == {"hq_per_mode", "hq_sum", "hq_sq_sum", "total"}
     for fn in m._reductions.values():
         assert_close(fn(torch.tensor([[1.0, 2.0], [3.0, 4.0]])), torch.tensor([4.0, 6.0]))
 
@@ -101,3 +101,35 @@ def test_states_are_sum_reduced():
 def test_dimension_mismatch_is_a_clear_error(ring):
     with pytest.raises(ValueError, match="dimension 3"):
         metric_for(ring).update(torch.zeros(4, 3))
+
+
+def test_spread_is_the_hq_samples_std_about_their_mean_in_units_of_std(ring):
+    """Worked by hand: mode 0 gets c + (s, 0) and c - (s, 0): mean c, variance s^2 per sample over 2 coordinates,
+    so sqrt(s^2 / 2) / s = 1 / sqrt 2; mode 1 gets c + (s, s) and c + (-s, -s): variance 2 s^2, so 1. Mean 0.854."""
+    s, c = ring.std, ring.centers
+    samples = torch.stack([c[0] + torch.tensor([s, 0.0]), c[0] - torch.tensor([s, 0.0]),
+                           c[1] + torch.tensor([s, s]), c[1] - torch.tensor([s, s])])
+    m = metric_for(ring)
+    m.update(samples)
+    assert m.compute()["spread"].item() == pytest.approx((1 / math.sqrt(2) + 1) / 2, rel=1e-5)  # float32 inputs
+    point_masses = metric_for(ring)  # every mode covered, nothing of its width: perfect modes and KL, spread 0
+    point_masses.update(c.repeat(10, 1))
+    out = point_masses.compute()
+    assert out["modes"].item() == 8 and out["kl"].item() == pytest.approx(0, abs=1e-12)
+    assert out["spread"].item() == pytest.approx(0, abs=1e-6)
+    nothing = metric_for(ring)
+    nothing.update(c + 1.0)  # no HQ sample: undefined
+    assert math.isnan(nothing.compute()["spread"].item())
+
+
+def test_samples_from_the_data_have_the_spread_of_a_gaussian_cut_at_3_std():
+    """A 2D Gaussian cut at radius 3 std keeps E[r^2 | r < 3] = 2 (1 - 5.5 e^-4.5) / (1 - e^-4.5) (the chi-square
+    with 2 degrees of freedom), so the spread is the square root of half of it: 0.974."""
+    grid = Grid()
+    points, _ = grid.sample(200_000, __import__("numpy").random.default_rng(0))
+    m = metric_for(grid)
+    m.update(points)
+    tail = math.exp(-4.5)
+    expected = math.sqrt((1 - 5.5 * tail) / (1 - tail))
+    assert expected == pytest.approx(0.974, abs=5e-4)
+    assert m.compute()["spread"].item() == pytest.approx(expected, abs=3e-3)

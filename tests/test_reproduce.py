@@ -227,6 +227,9 @@ def test_a_two_model_two_seed_ring_table_end_to_end(tmp_path, monkeypatch):
     assert "| GAN (ours) | 2 |" in text and "| MD-GAN (ours) | 2 |" in text and "PacGAN Table 1" in text
     assert (out / "ring8.csv").read_text().startswith("model,seeds,failed_seeds,modes_mean,modes_std,hq_mean")
     assert (out / "ring8_samples.png").exists() and (out / "ring8_modes.png").exists()
+    assert (out / "ring8_curves.png").exists() and all(r["curve"][-1]["g_step"] == 10 for r in summary["results"])
+    curves = report.mean_curves(summary["results"], "hq")
+    assert set(curves) == {"gan", "mdgan"} and all(seeds == 2 for _, _, seeds in curves.values())
     # the grid really shows the runs' scatter plots (blue samples), not empty panels
     import matplotlib.image as mpimg
 
@@ -540,6 +543,8 @@ def test_a_run_interrupted_with_its_runner_continues_from_its_last_checkpoint_to
     whole = reproduce.main(args + ["--out", str(whole_out)])["results"][0]
     assert whole["status"] == "ok" and "resumed" not in whole
     assert result["g_steps"] == whole["g_steps"] == 300 and result["metrics"] == whole["metrics"]
+    assert [e["g_step"] for e in whole["curve"]] == list(range(10, 301, 10))  # an evaluation every epoch
+    assert json.dumps(result["curve"]) == json.dumps(whole["curve"])  # the curve survives the interruption
 
 
 def test_an_interrupted_run_of_other_code_starts_again(tmp_path):
