@@ -31,10 +31,11 @@ EXPERIMENTS = ROOT / "experiments"
 PROTOCOL = "protocol.yaml"
 # The models of every table, baseline first: the order of a table's rows and runs. The runner, the tests and
 # the sweeps take the list from here (W&B sweep files cannot import it: tests/test_cluster.py checks them).
-MODELS = ["gan", "wgan_gp", "unrolled_gan", "minibatch_gan", "mgan", "mdgan", "infogan", "pacgan2", "pacgan3", "pacgan4"]
+MODELS = ["gan", "wgan_gp", "unrolled_gan", "minibatch_gan", "mgan", "mdgan", "infogan", "d2gan", "pacgan2", "pacgan3",
+          "pacgan4"]
 LABELS = {
     "gan": "GAN", "wgan_gp": "WGAN-GP", "unrolled_gan": "Unrolled GAN", "minibatch_gan": "Minibatch discrimination",
-    "mgan": "MGAN", "mdgan": "MD-GAN", "infogan": "InfoGAN", "pacgan2": "PacGAN2", "pacgan3": "PacGAN3",
+    "mgan": "MGAN", "mdgan": "MD-GAN", "infogan": "InfoGAN", "d2gan": "D2GAN", "pacgan2": "PacGAN2", "pacgan3": "PacGAN3",
     "pacgan4": "PacGAN4",
 }
 

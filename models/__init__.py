@@ -3,6 +3,7 @@
 from . import losses
 from .base import GANBase
 from .runtime import NonFiniteLossError
+from .d2gan import D2GAN
 from .gan import GAN
 from .infogan import InfoGAN
 from .mdgan import MDGAN
@@ -30,6 +31,7 @@ __all__ = [
     "MGAN",
     "MDGAN",
     "InfoGAN",
+    "D2GAN",
     "PacGAN",
     "BatchNormMLPGenerator",
     "BlocksBatchNorm1d",

@@ -12,7 +12,7 @@ import models
 from datamodules import Ring
 from models import MLPDiscriminator, MLPGenerator
 
-MODELS = ("GAN", "UnrolledGAN", "MinibatchDiscriminationGAN", "WGANGP", "MGAN", "MDGAN", "InfoGAN")
+MODELS = ("GAN", "UnrolledGAN", "MinibatchDiscriminationGAN", "WGANGP", "MGAN", "MDGAN", "InfoGAN", "D2GAN", "PacGAN")
 VARIANTS = MODELS[1:]
 
 # What each variant needs to show its mechanism at tiny size (model arguments).
@@ -20,6 +20,7 @@ MODEL_DEFAULTS = {
     "UnrolledGAN": {"unrolled_steps": 2},
     "MDGAN": {"num_discriminators": 3},
     "InfoGAN": {"categorical_codes": [8], "continuous_codes": 2},
+    "PacGAN": {"packing": 2},
 }
 
 
@@ -41,7 +42,8 @@ def tiny_model(name: str = "GAN", *, noise_dim: int = 8, hidden_dim: int = 16, n
     if generator is None:
         generator = MLPGenerator(latent_dim=noise_dim + codes, hidden_dim=hidden_dim, num_generators=num_generators)
     if discriminator is None:
-        discriminator = MLPDiscriminator(hidden_dim=hidden_dim, minibatch_kernels=minibatch_kernels)
+        in_dim = 2 * kwargs.get("packing", 1)  # PacGAN's D sees `packing` samples at once
+        discriminator = MLPDiscriminator(in_dim=in_dim, hidden_dim=hidden_dim, minibatch_kernels=minibatch_kernels)
     return getattr(models, name)(generator, discriminator, **kwargs)
 
 

@@ -421,7 +421,8 @@ def test_every_model_trains_compiled_and_channels_last_on_images(name):
     L.seed_everything(0)
     latent = 16 + (10 if name == "InfoGAN" else 0)
     gen = DCGANGenerator(latent_dim=latent, image_size=28, channels=3, width=4, num_generators=3 if name == "MGAN" else 1)
-    disc = DCGANDiscriminator(image_size=28, channels=3, width=4, norm="layer" if name == "WGANGP" else "batch",
+    channels = 6 if name == "PacGAN" else 3  # PacGAN2's D sees two 3-channel images stacked on channels
+    disc = DCGANDiscriminator(image_size=28, channels=channels, width=4, norm="layer" if name == "WGANGP" else "batch",
                               minibatch_kernels=3 if name == "MinibatchDiscriminationGAN" else 0)
     kwargs = {"UnrolledGAN": {"unrolled_steps": 1}, "MDGAN": {"num_discriminators": 2},
               "InfoGAN": {"categorical_codes": [8], "continuous_codes": 2}, "WGANGP": {"n_critic": 2}}.get(name, {})
