@@ -192,59 +192,65 @@ def resumable(folder: Path, stamp: dict) -> Optional[dict]:
     return attempt if same else None
 
 
+def prepare_attempt(folder: Path, stamp: dict) -> Optional[list[dict]]:
+    """Readies `folder` for an attempt with `stamp` (code hash, commit, threads). Returns the attempts it
+    continues (earlier interrupted ones first; see resumable) with the commit, start, wall seconds and step
+    reached of each, or None for a fresh start, for which whatever an earlier attempt left is removed first, so a
+    rerun never continues a finished, failed or stale run's weights."""
+    earlier = resumable(folder, stamp)
+    if earlier is None:
+        shutil.rmtree(folder / "runs", ignore_errors=True)
+        (folder / "result.json").unlink(missing_ok=True)
+        return None
+    records = _records(folder)
+    seen = (read_record(records[-1].parent) or {}).get("updated") if records else None  # its last sign of life
+    return [*earlier.get("attempts", []),
+            {"commit": earlier.get("commit"), "start": earlier["start"], "reached_step": _current_step(folder),
+             "wall_s": round(max(0.0, (seen or earlier["start"]) - earlier["start"]), 1)}]
+
+
+def outcome(folder: Path, returncode: int, log_path: Path) -> dict:
+    """What a finished attempt in `folder` gives: status ok with the final evaluation's metrics, generator steps,
+    plots and curve (from its run record), or status failed with the reason from its log."""
+    records = _records(folder)
+    record = read_record(records[-1].parent) if records else None
+    evaluation = finished_evaluation(record)
+    if returncode == 0 and evaluation is not None:
+        metrics = {k.removeprefix("val/"): v for k, v in evaluation["metrics"].items()}
+        return {"status": "ok", "metrics": metrics, "g_steps": evaluation["g_step"], "plots": record.get("plots", []),
+                "curve": record.get("history", [])}  # every evaluation of the run: the table's curves figure
+    if returncode == 0:
+        return {"status": "failed", "error": f"exit code 0 but no evaluation of the final weights in its {RECORD_FILE}"}
+    reason = failure_reason(log_path.read_text(errors="replace")) if log_path.exists() else None
+    return {"status": "failed", "error": reason or f"exit code {returncode}"}
+
+
 def execute(run: Run, out: Path, env: dict[str, str], folder: Optional[Path] = None) -> dict:
     """Trains one run in its folder (`folder`, default run.folder(out)) and returns its result (status ok or
-    failed), stamped with the code hash, commit and thread count at its start.
-
-    An interrupted attempt of the same code and threads (see resumable) is continued from its last checkpoint
-    (`--ckpt_path last`); otherwise whatever an earlier attempt left in the folder's runs/ is removed first, so a
-    rerun never continues a finished, failed or stale run's weights."""
+    failed), stamped with the code hash, commit and thread count at its start. An interrupted attempt of the same
+    code and threads is continued from its last checkpoint (`--ckpt_path last`; see prepare_attempt)."""
     folder = folder or run.folder(out)
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / "train.log"
     env = {**os.environ, **env}
     stamp = {"code_hash": code_hash(), "commit": commit(),
              "threads": {"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS"), "torch_num_threads": torch_threads(env)}}
-    earlier = resumable(folder, stamp)
-    command = run.command()
-    if earlier is not None:
-        command += ["--ckpt_path", "last"]
-        records = _records(folder)
-        seen = (read_record(records[-1].parent) or {}).get("updated") if records else None
-        attempts = [*earlier.get("attempts", []),
-                    {"commit": earlier.get("commit"), "start": earlier["start"], "reached_step": _current_step(folder),
-                     "wall_s": round(max(0.0, (seen or earlier["start"]) - earlier["start"]), 1)}]
-    else:
-        shutil.rmtree(folder / "runs", ignore_errors=True)
-        (folder / "result.json").unlink(missing_ok=True)
-        attempts = []
-    earlier_wall = sum(a["wall_s"] for a in attempts)  # up to the last record each interrupted attempt wrote
+    attempts = prepare_attempt(folder, stamp)
+    command = run.command() + (["--ckpt_path", "last"] if attempts else [])
     start = time.time()
-    (folder / ATTEMPT_FILE).write_text(json.dumps({**stamp, "start": start, "attempts": attempts}, indent=1))
-    with open(log_path, "a" if earlier is not None else "w") as log:
-        if earlier is not None:
+    (folder / ATTEMPT_FILE).write_text(json.dumps({**stamp, "start": start, "attempts": attempts or []}, indent=1))
+    with open(log_path, "a" if attempts else "w") as log:
+        if attempts:
             log.write(f"\n==== continuing the interrupted attempt (it reached step {attempts[-1]['reached_step']}) "
                       f"from its last checkpoint: {' '.join(command)}\n")
             log.flush()
         rc = subprocess.run(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
-    wall = time.time() - start + earlier_wall
-    records = _records(folder)
-    evaluation = finished_evaluation(read_record(records[-1].parent)) if records else None
+    wall = time.time() - start + sum(a["wall_s"] for a in attempts or [])
     result = {"table": run.table, "model": run.model, "seed": run.seed, "key": run.key, "returncode": rc,
-              "wall_s": round(wall, 1), "log": str(log_path), "command": " ".join(command), **stamp}
-    if attempts:
-        result["resumed"] = attempts  # the interrupted attempts it continued: commit, start, wall s, step reached
-    if rc == 0 and evaluation is not None:
-        record = read_record(records[-1].parent)
-        metrics = {k.removeprefix("val/"): v for k, v in evaluation["metrics"].items()}
-        result |= {"status": "ok", "metrics": metrics, "g_steps": evaluation["g_step"], "plots": record.get("plots", []),
-                   "curve": record.get("history", [])}  # every evaluation of the run: the table's curves figure
+              "wall_s": round(wall, 1), "log": str(log_path), "command": " ".join(command), **stamp,
+              **({"resumed": attempts} if attempts else {}), **outcome(folder, rc, log_path)}
+    if result["status"] == "ok":
         keep_sample_plot(result, folder)
-    else:
-        reason = failure_reason(log_path.read_text(errors="replace")) if log_path.exists() else None
-        if rc == 0 and reason is None:
-            reason = f"exit code 0 but no finished evaluation in {RECORD_FILE}"
-        result |= {"status": "failed", "error": reason or f"exit code {rc}"}
     (folder / "result.json").write_text(json.dumps(result, indent=1))
     (folder / ATTEMPT_FILE).unlink(missing_ok=True)
     return result
