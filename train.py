@@ -25,6 +25,7 @@ from typing import Any, Optional
 import lightning as L
 import torch
 import yaml
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
@@ -56,7 +57,11 @@ class GANCLI(LightningCLI):
             resume_step = getattr(self, "resume_step", None)
             if resume_step is not None:
                 continue_metrics_file(trainer, resume_step)
-            trainer.callbacks += [RecordWandbRun(), RunRecord()]  # run.json: what experiments/runner.py reads
+            # run.json (what experiments/runner.py reads) before the checkpoint callbacks, so an evaluation is in
+            # the record before the checkpoint after it exists
+            first_checkpoint = next((i for i, c in enumerate(trainer.callbacks) if isinstance(c, Checkpoint)),
+                                    len(trainer.callbacks))
+            trainer.callbacks[first_checkpoint:first_checkpoint] = [RecordWandbRun(), RunRecord()]
         return trainer
 
     def after_fit(self) -> None:

@@ -92,6 +92,11 @@ class RunRecord(L.Callback):
         status = "interrupted" if trainer.interrupted else "ended"
         self._write(trainer, status=status, **self._steps(trainer, pl_module))
 
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # a fit resumed from its final checkpoint trains nothing, and Lightning then skips on_train_end
+        if self.record.get("status") == "running" and not trainer.interrupted:
+            self._write(trainer, status="ended", **self._steps(trainer, pl_module))
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
@@ -105,5 +110,8 @@ class RunRecord(L.Callback):
                     plots=plots, protocols=protocols, **self._steps(trainer, pl_module))
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        # stopped from outside (Ctrl-C, a job's or session's end): it can continue from its last checkpoint
+        status = "interrupted" if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) else "failed"
         self._write(trainer, status=status, error=f"{type(exception).__name__}: {exception}")

@@ -215,6 +215,8 @@ def outcome(folder: Path, returncode: int, log_path: Path) -> dict:
     records = _records(folder)
     record = read_record(records[-1].parent) if records else None
     evaluation = finished_evaluation(record)
+    if record is not None and record.get("status") == "interrupted":  # stopped from outside: continue it later
+        return {"status": "interrupted", "error": "interrupted (SIGTERM or Ctrl-C); the next invocation continues it"}
     if returncode == 0 and evaluation is not None:
         metrics = {k.removeprefix("val/"): v for k, v in evaluation["metrics"].items()}
         return {"status": "ok", "metrics": metrics, "g_steps": evaluation["g_step"], "plots": record.get("plots", []),
@@ -249,6 +251,8 @@ def execute(run: Run, out: Path, env: dict[str, str], folder: Optional[Path] = N
     result = {"table": run.table, "model": run.model, "seed": run.seed, "key": run.key, "returncode": rc,
               "wall_s": round(wall, 1), "log": str(log_path), "command": " ".join(command), **stamp,
               **({"resumed": attempts} if attempts else {}), **outcome(folder, rc, log_path)}
+    if result["status"] == "interrupted":  # no result.json: the attempt stays, to be continued
+        return result
     if result["status"] == "ok":
         keep_sample_plot(result, folder)
     (folder / "result.json").write_text(json.dumps(result, indent=1))
@@ -366,7 +370,7 @@ class Execution:
             with ThreadPoolExecutor(max_workers=self.n_slots) as pool:
                 for (run, folder), result in zip(self.jobs, pool.map(self.work, self.jobs)):
                     is_check = folder != run.folder(self.out)
-                    status = "ok" if result["status"] == "ok" else f"FAILED ({result['error']}; log {result['log']})"
+                    status = "ok" if result["status"] == "ok" else f"{result['status'].upper()} ({result['error']}; log {result['log']})"
                     figures = ", ".join(f"{k} {v:.4g}" for k, v in sorted(result.get("metrics", {}).items()))
                     self.echo(f"finished {run.name}{' (re-stamp check)' if is_check else ''} in {result['wall_s']:.0f} s: "
                               f"{status} {figures}")

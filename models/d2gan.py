@@ -28,7 +28,8 @@ from .base import GANBase
 def log_softplus(a: Tensor) -> Tensor:
     """log(softplus(a)), finite for every finite a (softplus underflows to 0 below about -88 in float32, where
     log(softplus(a)) = a - e^a / 2 + ... = a to float precision)."""
-    return torch.where(a < -20, a, F.softplus(a).log())
+    return torch.where(a < -20, a, F.softplus(a.clamp(min=-20)).log())  # the clamp keeps the unused branch's
+    # gradient finite (0 * inf would be NaN)
 
 
 class D2GAN(GANBase):

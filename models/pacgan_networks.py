@@ -41,6 +41,11 @@ class BlocksBatchNorm1d(nn.Module):
         self.register_buffer("running_stdev", torch.ones(num_features))
 
     def forward(self, x: Tensor) -> Tensor:
+        dtype, x = x.dtype, x.float()  # statistics in float32 under mixed precision, as BatchNorm's are
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self._normalise(x).to(dtype)
+
+    def _normalise(self, x: Tensor) -> Tensor:
         if not self.training:
             return (x - self.running_mean) / self.running_stdev * self.weight + self.bias
         if x.shape[0] % self.groups:

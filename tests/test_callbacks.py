@@ -194,3 +194,19 @@ def test_run_record_says_why_a_fit_failed(tmp_path):
     record = read_record(tmp_path)
     assert record["status"] == "failed" and "g_loss is nan at generator step 3" in record["error"]
     assert record["evaluation"] is None
+
+
+def test_run_record_of_a_fit_resumed_from_its_final_checkpoint_says_ended(tmp_path):
+    """Such a fit trains nothing and Lightning skips on_train_end; the record must still say the run ended."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from callbacks import RunRecord, read_record
+
+    L.seed_everything(0)
+    trainer = quiet_trainer(max_steps=10, default_root_dir=tmp_path, limit_val_batches=0, enable_checkpointing=True,
+                            callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True), RunRecord()])
+    trainer.fit(tiny_model(), datamodule=tiny_ring())
+    again = quiet_trainer(max_steps=10, default_root_dir=tmp_path, limit_val_batches=0, callbacks=[RunRecord()])
+    again.fit(tiny_model(), datamodule=tiny_ring(), ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    record = read_record(tmp_path)
+    assert record["status"] == "ended" and record["g_steps"] == 5

@@ -105,3 +105,10 @@ def test_the_configs_hold_the_authors_settings(table):
     args = resolve(model_configs(table, "d2gan"))["model"]["init_args"]
     assert (args["alpha"], args["beta"], args["g_lr"], args["d_lr"]) == (1.0, 1.0, 2e-4, 2e-4)
     assert args["betas"] == [0.5, 0.999] and args["fresh_generator_latents"] is True and args["n_critic"] == 1
+
+
+def test_log_softplus_has_finite_gradients_far_below_zero():
+    a = torch.tensor([-200.0, -110.0, -25.0, 0.0], requires_grad=True)
+    log_softplus(a).sum().backward()
+    assert torch.isfinite(a.grad).all()
+    assert a.grad[:3].tolist() == pytest.approx([1.0, 1.0, 1.0])  # d/da of a, where log softplus(a) = a

@@ -180,3 +180,13 @@ def test_the_protocol_configs_hold_the_authors_settings(table):
             assert (data["num_modes"], data["radius"], data["std"]) == (8, 1.0, 0.01)
         else:
             assert (data["side"], data["spacing"], data["std"]) == (5, 2.0, 0.05)
+
+
+def test_pacgan_with_the_blocks_batchnorm_generator_trains_under_bf16_mixed():
+    torch.manual_seed(0)
+    model = PacGAN(BatchNormMLPGenerator(hidden_dim=16, n_hidden=2), MaxoutDiscriminator(in_dim=4, hidden_dim=8),
+                   packing=2, simultaneous=True)
+    quiet_trainer(max_steps=6, limit_val_batches=0, precision="bf16-mixed").fit(model, datamodule=tiny_ring())
+    assert model.g_steps == 3 and all(torch.isfinite(p).all() for p in model.parameters())
+    bn = next(m for m in model.generator.modules() if isinstance(m, BlocksBatchNorm1d))
+    assert bn.running_mean.dtype == torch.float32 and torch.isfinite(bn.running_stdev).all()
