@@ -39,8 +39,8 @@ LABELS = {
     "pacgan4": "PacGAN4",
 }
 
-# Arguments added to a class after runs of it were cached, each with the value that keeps the behaviour those runs
-# had ("*": any class). At that value the argument is left out of a run's key, so adding it leaves finished runs
+# Arguments added to a model class after runs of it were cached, each with the value that keeps the behaviour those
+# runs had ("*": any model class). At that value the argument is left out of a run's key, so adding it leaves finished runs
 # cached; any other value enters the key like every other argument.
 ADDED_ARGUMENTS: dict[tuple[str, str], object] = {
     ("*", "simultaneous"): False,  # GANBase: simultaneous updates (the alternating loop before it)
@@ -114,23 +114,27 @@ def resolve(configs: Sequence[Path], overrides: Sequence[str] = ()) -> dict:
     return json.loads(json.dumps(_RESOLVED[cache_key]))  # a copy: callers may edit it
 
 
-def _without_added_defaults(node):
-    """`node` without the ADDED_ARGUMENTS that hold their old-behaviour value, at any depth."""
-    if isinstance(node, list):
-        return [_without_added_defaults(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _without_added_defaults(v) for k, v in node.items()}
-    init_args = out.get("init_args")
-    if "class_path" in out and isinstance(init_args, dict):
-        out["init_args"] = {k: v for k, v in init_args.items()
-                            if not any((cls, k) in ADDED_ARGUMENTS and ADDED_ARGUMENTS[(cls, k)] == v
-                                       for cls in (out["class_path"], "*"))}
-    return out
+def _without_added_defaults(model: dict) -> dict:
+    """The model node of a resolved config without the ADDED_ARGUMENTS that hold their old-behaviour value (same
+    type and value: 0 is not False)."""
+    init_args = model.get("init_args")
+    if "class_path" not in model or not isinstance(init_args, dict):
+        return model
+
+    def old_behaviour(name, value) -> bool:
+        for cls in (model["class_path"], "*"):
+            if (cls, name) in ADDED_ARGUMENTS:
+                default = ADDED_ARGUMENTS[(cls, name)]
+                return type(value) is type(default) and value == default
+        return False
+
+    return {**model, "init_args": {k: v for k, v in init_args.items() if not old_behaviour(k, v)}}
 
 
 def run_key(resolved: dict) -> str:
     """12 hex digits of SHA-256 over the resolved config without its seed (JSON, keys sorted), and without the
     ADDED_ARGUMENTS at their old-behaviour values."""
-    body = _without_added_defaults({k: v for k, v in resolved.items() if k != "seed_everything"})
+    body = {k: v for k, v in resolved.items() if k != "seed_everything"}
+    if isinstance(body.get("model"), dict):
+        body["model"] = _without_added_defaults(body["model"])
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]

@@ -141,6 +141,8 @@ def test_an_argument_added_later_leaves_the_keys_of_runs_from_before_it_at_its_o
     assert runner.Run("ring8", "gan", 0, ROOT / "experiments" / "ring8" / "gan.yaml").key == "73a437c26f61"  # the folder the cached runs are in
     resolved["model"]["init_args"]["simultaneous"] = True
     assert configs.run_key(resolved) != configs.run_key(before)
+    resolved["model"]["init_args"]["simultaneous"] = 0  # not the old behaviour's value: another type
+    assert configs.run_key(resolved) != configs.run_key(before)
 
 
 def test_report_only_trains_nothing_and_lists_the_missing_runs(tmp_path, fake_experiments):
