@@ -92,7 +92,7 @@ class PlainLoop:
                 self._step(self.opt_g, self.g_params, self.d_params, m.generator_loss, real,
                            m.generate(z_g) if fresh else fake, z_g)
 
-            g_first = m.generator_step_first or m.hparams.get("simultaneous", False)
+            g_first = m.generator_steps_first()
             if g_now and g_first:
                 g_step()
             self._step(self.opt_d, self.d_params, self.g_params, m.discriminator_loss, real, fake.detach(), z_d)

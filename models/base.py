@@ -229,7 +229,7 @@ class GANBase(CheckpointHooks, L.LightningModule):
         opt_g, opt_d = self.optimizers()
 
         logs: dict[str, Tensor] = {}
-        g_first = self.generator_step_first or self.hparams.get("simultaneous", False)
+        g_first = self.generator_steps_first()
         if g_step_now and g_first:
             logs |= self._generator_step_on(opt_g, real, g_latent, g_fake if not fresh else None)
         logs |= self.optimize(opt_d, self.discriminator_loss, real, d_fake.detach(), d_latent, name="d_loss")
@@ -255,6 +255,10 @@ class GANBase(CheckpointHooks, L.LightningModule):
         self.g_steps += 1
         self.step_lr_schedulers()
         return logs
+
+    def generator_steps_first(self) -> bool:
+        """Whether G steps before D on batches with both: simultaneous updates, chosen or fixed by the variant."""
+        return self.generator_step_first or bool(self.hparams.get("simultaneous", False))
 
     def generator_steps_this_batch(self) -> bool:
         """True on the batches that end with a generator step (every n_critic-th D step)."""

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .base import GANBase
+from .networks import reinitialise
 
 
 def log_softplus(a: Tensor) -> Tensor:
@@ -48,11 +49,8 @@ class D2GAN(GANBase):
         self.alpha, self.beta = float(alpha), float(beta)
 
     def configure_networks(self) -> None:
-        d2 = copy.deepcopy(self.discriminator)  # its own initial weights, drawn as D1's were
-        layers = [d2] if hasattr(d2, "reset_parameters") else [m for m in d2.modules() if hasattr(m, "reset_parameters")]
-        for layer in layers:
-            layer.reset_parameters()
-        self.discriminator2 = d2
+        self.discriminator2 = copy.deepcopy(self.discriminator)
+        reinitialise(self.discriminator2)  # its own initial weights, drawn as D1's were
 
     def discriminator_modules(self) -> list[nn.Module]:
         return [self.discriminator, self.discriminator2]

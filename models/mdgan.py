@@ -42,20 +42,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import GANBase
+from .networks import reinitialise
 from datamodules.parts import share_bounds
 
 from .losses import AGGREGATIONS, aggregate_losses, d_logistic_loss, g_nonsaturating_loss
 
 _SWAP_STREAM = 2  # key of the share-permutation stream (same on every rank)
-
-
-def _reinitialise(module: nn.Module) -> None:
-    if hasattr(module, "reset_parameters"):
-        module.reset_parameters()
-        return
-    for m in module.modules():
-        if m is not module and hasattr(m, "reset_parameters"):
-            m.reset_parameters()
 
 
 class MDGAN(GANBase):
@@ -110,7 +102,7 @@ class MDGAN(GANBase):
         copies = []
         for _ in range(self.num_discriminators - 1):
             d = copy.deepcopy(self.discriminator)
-            _reinitialise(d)
+            reinitialise(d)
             copies.append(d)
         self.other_discriminators = nn.ModuleList(copies)
 

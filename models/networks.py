@@ -275,6 +275,17 @@ def _dcgan_base_size(image_size: int) -> tuple[int, int]:
     return base, n_up
 
 
+def reinitialise(module: nn.Module) -> None:
+    """Fresh random weights for `module`, drawn as at construction: its own `reset_parameters` if it has one,
+    else each submodule's (e.g. an extra discriminator copied from the configured one)."""
+    if hasattr(module, "reset_parameters"):
+        module.reset_parameters()
+        return
+    for m in module.modules():
+        if m is not module and hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+
+
 def dcgan_init(module: nn.Module) -> None:
     """Radford et al. 2016, Section 4: weights ~ N(0, 0.02); BatchNorm scale ~ N(1, 0.02), bias 0."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, PerGeneratorLinear)):
