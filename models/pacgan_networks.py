@@ -62,7 +62,11 @@ class BlocksBatchNorm1d(nn.Module):
 
 class Maxout(nn.Module):
     """Linear(in, units * pieces), then the max over each consecutive group of `pieces` outputs (Blocks'
-    LinearMaxout)."""
+    LinearMaxout).
+
+    The max is `max(-1).values`, whose backward scatters the gradient to the arg-max; `amax`'s backward builds a
+    tie mask and divides by the tie count, which made a PacGAN-protocol batch about 20 % slower on CPU. The two
+    differ only on exact ties, which continuous inputs never produce."""
 
     def __init__(self, in_features: int, units: int, pieces: int):
         super().__init__()
@@ -70,7 +74,7 @@ class Maxout(nn.Module):
         self.linear = nn.Linear(in_features, units * pieces)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear(x).unflatten(-1, (self.units, self.pieces)).amax(-1)
+        return self.linear(x).unflatten(-1, (self.units, self.pieces)).max(-1).values
 
 
 def _normal_init(module: nn.Module, std: float) -> None:

@@ -128,6 +128,18 @@ def test_maxout_takes_the_max_of_consecutive_pieces():
     assert layer(torch.tensor([[1.0], [-1.0]])).tolist() == [[2.0, 3.0], [-1.0, 1.0]]
 
 
+def test_maxout_gradient_goes_to_the_winning_piece_only():
+    # Worked by hand: piece weights 1, 2 (unit 1) and 3, -1 (unit 2). x = 1 is won by the pieces of weight 2 and 3,
+    # x = -1 by those of weight 1 and -1; d(sum of outputs)/d(weight) of a piece is the sum of the x it won.
+    layer = Maxout(1, units=2, pieces=2)
+    with torch.no_grad():
+        layer.linear.weight.copy_(torch.tensor([[1.0], [2.0], [3.0], [-1.0]]))
+        layer.linear.bias.zero_()
+    layer(torch.tensor([[1.0], [-1.0]])).sum().backward()
+    assert layer.linear.weight.grad.flatten().tolist() == [-1.0, 1.0, 1.0, -1.0]
+    assert layer.linear.bias.grad.tolist() == [1.0, 1.0, 1.0, 1.0]
+
+
 def test_protocol_networks_have_the_authors_shapes_and_initialisation():
     torch.manual_seed(0)
     g, d = BatchNormMLPGenerator(), MaxoutDiscriminator(in_dim=4)
