@@ -342,8 +342,8 @@ def data_image_shape(data) -> Optional[tuple[int, int, int]]:
 def fill_image_shape(config) -> None:
     """Links the data's image shape to the networks: a generator or discriminator with `image_size`
     and `channels` arguments (the DCGAN pair) that the config leaves out gets them from the
-    datamodule's `image_shape`, so YAMLs do not repeat the numbers; values that contradict the
-    data are rejected here, before anything is built."""
+    datamodule's `image_shape`, so YAMLs do not repeat the numbers (a PacGAN discriminator: packing x the data's
+    channels); values that contradict the data are rejected here, before anything is built."""
     model = config.get("model")
     model_args = model.get("init_args") if model is not None else None
     if model_args is None:
@@ -358,17 +358,21 @@ def fill_image_shape(config) -> None:
     channels, height, width = shape
     if height != width:
         raise ValueError(f"the data's images are {height} x {width}; DCGAN networks need square images")
+    packing = model_args.get("packing") or 1  # PacGAN's D sees `packing` images stacked on channels
     for role, net in networks.items():
-        for key, value in (("image_size", height), ("channels", channels)):
+        stacked = packing if role == "discriminator" else 1
+        for key, value in (("image_size", height), ("channels", channels * stacked)):
             if key not in net.init_args:
                 continue
             given = net.init_args[key]
             if given is None:
                 net.init_args[key] = value
             elif int(given) != value:
+                packed = f", {stacked} of them stacked on channels (packing {stacked})" if stacked > 1 else ""
                 raise ValueError(
                     f"model.init_args.{role}.init_args.{key} is {given} but the data's images are {shape} "
-                    f"(C, H, W): remove {key} from the config to take it from the data, or change the data"
+                    f"(C, H, W){packed}, so it must be {value}: remove {key} from the config to take it from the "
+                    f"data, or change the data"
                 )
 
 

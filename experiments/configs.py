@@ -32,18 +32,21 @@ PROTOCOL = "protocol.yaml"
 # The models of every table, baseline first: the order of a table's rows and runs. The runner, the tests and
 # the sweeps take the list from here (W&B sweep files cannot import it: tests/test_cluster.py checks them).
 MODELS = ["gan", "wgan_gp", "unrolled_gan", "minibatch_gan", "mgan", "mdgan", "infogan", "d2gan", "pacgan2", "pacgan3",
-          "pacgan4"]
+          "pacgan4", "veegan"]
 LABELS = {
     "gan": "GAN", "wgan_gp": "WGAN-GP", "unrolled_gan": "Unrolled GAN", "minibatch_gan": "Minibatch discrimination",
     "mgan": "MGAN", "mdgan": "MD-GAN", "infogan": "InfoGAN", "d2gan": "D2GAN", "pacgan2": "PacGAN2", "pacgan3": "PacGAN3",
-    "pacgan4": "PacGAN4",
+    "pacgan4": "PacGAN4", "veegan": "VEEGAN",
 }
 
 # Arguments added to a model class after runs of it were cached, each with the value that keeps the behaviour those
 # runs had ("*": any model class). At that value the argument is left out of a run's key, so adding it leaves finished runs
-# cached; any other value enters the key like every other argument.
+# cached; any other value enters the key like every other argument. A class path names the model or a class nested in
+# its arguments (a network); "*" matches the model class only.
 ADDED_ARGUMENTS: dict[tuple[str, str], object] = {
     ("*", "simultaneous"): False,  # GANBase: simultaneous updates (the alternating loop before it)
+    ("models.MLPGenerator", "weight_init"): "torch",  # the MLPs' initialisation (nn.Linear's before it)
+    ("models.MLPDiscriminator", "weight_init"): "torch",
 }
 
 _RESOLVED: dict[tuple, dict] = {}
@@ -114,21 +117,26 @@ def resolve(configs: Sequence[Path], overrides: Sequence[str] = ()) -> dict:
     return json.loads(json.dumps(_RESOLVED[cache_key]))  # a copy: callers may edit it
 
 
-def _without_added_defaults(model: dict) -> dict:
-    """The model node of a resolved config without the ADDED_ARGUMENTS that hold their old-behaviour value (same
-    type and value: 0 is not False)."""
-    init_args = model.get("init_args")
-    if "class_path" not in model or not isinstance(init_args, dict):
-        return model
+def _without_added_defaults(node, top: bool = True):
+    """A resolved model node without the ADDED_ARGUMENTS that hold their old-behaviour value (same type and value:
+    0 is not False), in the model's own arguments and in those of the classes nested in them (its networks)."""
+    if isinstance(node, list):
+        return [_without_added_defaults(item, top=False) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _without_added_defaults(v, top=False) for k, v in node.items()}
+    init_args = node.get("init_args")
+    if "class_path" not in node or not isinstance(init_args, dict):
+        return node
 
     def old_behaviour(name, value) -> bool:
-        for cls in (model["class_path"], "*"):
+        for cls in (node["class_path"], "*") if top else (node["class_path"],):
             if (cls, name) in ADDED_ARGUMENTS:
                 default = ADDED_ARGUMENTS[(cls, name)]
                 return type(value) is type(default) and value == default
         return False
 
-    return {**model, "init_args": {k: v for k, v in init_args.items() if not old_behaviour(k, v)}}
+    return {**node, "init_args": {k: v for k, v in init_args.items() if not old_behaviour(k, v)}}
 
 
 def run_key(resolved: dict) -> str:

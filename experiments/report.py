@@ -42,19 +42,26 @@ def aggregate(results: list[dict], metrics: list[str]) -> list[dict]:
                "imported": sorted(r["seed"] for r in ok if r.get("imported")),
                "code": [{k: r.get(k) for k in ("seed", "code_hash", "commit", "restamped")} for r in ok]}
         for metric in metrics:
-            row[metric] = mean_std([r["metrics"].get(metric, float("nan")) for r in ok])
+            values = [r["metrics"].get(metric, float("nan")) for r in ok]
+            row[metric] = mean_std(values)
+            # seeds whose value is missing or not finite (a metric added after they ran, a NaN figure): the cell
+            # says how many seeds its mean is over
+            row[f"{metric}_seeds"] = sum(v is not None and math.isfinite(v) for v in values)
         row["wall_s"] = mean_std([r["wall_s"] for r in ok])[0]
         rows.append(row)
     return rows
 
 
-def _fmt(mean: float, std: float, seeds: int, metric: str) -> str:
+def _fmt(mean: float, std: float, seeds: int, metric: str, counted: Optional[int] = None) -> str:
+    """mean ± std to the metric's digits; with `counted` < `seeds`, how many of the row's seeds the figure is over."""
     if math.isnan(mean):
         return "–"
     digits = {"modes": 1, "hq": 1, "kl": 3}.get(metric, 3)
     if metric == "kl" and 0 < abs(mean) < 0.01:
         digits = 4
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if seeds > 1 else f"{mean:.{digits}f}"
+    counted = seeds if counted is None else counted
+    text = f"{mean:.{digits}f} ± {std:.{digits}f}" if counted > 1 else f"{mean:.{digits}f}"
+    return text + (f" ({counted} of {seeds} seeds)" if counted < seeds else "")
 
 
 def restamp_note(record: dict) -> str:
@@ -108,7 +115,7 @@ def render_markdown(table: str, rows: list[dict], metrics: list[str], published:
     notes: list[str] = []
     for row in rows:
         cells = [row["label"] + " (ours)", str(row["seeds"])]
-        cells += [_fmt(*row[m], row["seeds"], m) for m in metrics]
+        cells += [_fmt(*row[m], row["seeds"], m, row.get(f"{m}_seeds")) for m in metrics]
         cells += ["–" if math.isnan(row["wall_s"]) else f"{row['wall_s']:.0f}"]
         if current_code:
             cells.append(code_cell(row.get("code", []), current_code, notes))
@@ -214,23 +221,36 @@ def write_figures(out: Path, table: str, results: list[dict], rows: list[dict], 
     return written
 
 
-def mean_curves(results: list[dict], metric: str) -> dict[str, tuple[list[float], list[float], int]]:
+def mean_curves(results: list[dict], metric: str, current: Optional[str] = None
+                ) -> dict[str, tuple[list[float], list[float], int, str]]:
     """Per model, the mean over its seeds of `metric` at each generator step its finished runs all evaluated
-    (their recorded curves), and the number of seeds: {model: (steps, means, seeds)}. Runs without a curve
-    (trained before curves were recorded) are left out."""
-    curves: dict[str, tuple[list[float], list[float], int]] = {}
+    (their recorded curves), the number of seeds, and a note for the legend: {model: (steps, means, seeds, note)}.
+    A value that is not finite is not averaged in; the note names the seeds that had one, and with `current` (the
+    tree's code hash) how many of the runs are stale. Runs without a curve (trained before curves were recorded)
+    are left out."""
+    curves: dict[str, tuple[list[float], list[float], int, str]] = {}
     for model in dict.fromkeys(r["model"] for r in results):
-        runs = [r["curve"] for r in results if r["model"] == model and r["status"] == "ok" and r.get("curve")]
+        runs = [r for r in results if r["model"] == model and r["status"] == "ok" and r.get("curve")]
         if not runs:
             continue
-        per_run = [{e["g_step"]: e.get(metric) for e in curve if e.get(metric) is not None} for curve in runs]
+        per_run = [{e["g_step"]: e.get(metric) for e in r["curve"] if e.get(metric) is not None} for r in runs]
         steps = sorted(set.intersection(*(set(values) for values in per_run)))
-        if steps:
-            curves[model] = (steps, [mean_std([values[s] for values in per_run])[0] for s in steps], len(runs))
+        if not steps:
+            continue
+        notes = []
+        if current is not None:
+            stale = sum(code_state(r, current) != "current" for r in runs)
+            notes += [f"{stale} stale"] if stale else []
+        non_finite = [r["seed"] for r, values in zip(runs, per_run) if not all(math.isfinite(values[s]) for s in steps)]
+        notes += [f"non-finite at some steps: seed{'s' if len(non_finite) > 1 else ''} "
+                  f"{','.join(map(str, non_finite))}"] if non_finite else []
+        curves[model] = (steps, [mean_std([values[s] for values in per_run])[0] for s in steps], len(runs),
+                         "; ".join(notes))
     return curves
 
 
-def write_curves(out: Path, table: str, results: list[dict], metrics: list[str]) -> Optional[Path]:
+def write_curves(out: Path, table: str, results: list[dict], metrics: list[str],
+                 current: Optional[str] = None) -> Optional[Path]:
     """`table`_curves.png: each metric against the generator step, one line per model (mean over seeds), from
     the curves the runs recorded; None when no run recorded one."""
     import matplotlib
@@ -238,14 +258,15 @@ def write_curves(out: Path, table: str, results: list[dict], metrics: list[str])
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [(metric, mean_curves(results, metric)) for metric in metrics]
+    shown = [(metric, mean_curves(results, metric, current)) for metric in metrics]
     shown = [(metric, curves) for metric, curves in shown if curves]
     if not shown:
         return None
     fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.4), squeeze=False)
     for ax, (metric, curves) in zip(axes[0], shown):
-        for model, (steps, means, seeds) in curves.items():
-            ax.plot(steps, means, label=f"{LABELS.get(model, model)} ({seeds} seeds)", linewidth=1)
+        for model, (steps, means, seeds, note) in curves.items():
+            label = f"{LABELS.get(model, model)} ({seeds} seed{'s' if seeds > 1 else ''}{'; ' + note if note else ''})"
+            ax.plot(steps, means, label=label, linewidth=1)
         ax.set_xlabel("generator step")
         ax.set_ylabel(metric + (" (reverse KL)" if metric == "kl" else ""))
         ax.set_title(f"{table}: {metric}", fontsize=9)
@@ -320,7 +341,7 @@ def write_table(table: str, out: Path, results: list[dict], pub: dict, header_te
     (out / f"{table}.md").write_text(render_markdown(table, rows, metrics, pub["rows"], header_text, current_code=current))
     write_csv(out / f"{table}.csv", rows, metrics, pub["rows"], current_code=current)
     figures = write_figures(out, table, results, rows)
-    curves = write_curves(out, table, results, metrics)
+    curves = write_curves(out, table, results, metrics, current)
     figures += [curves] if curves else []
     if use_wandb:
         log_table_to_wandb(table, rows, metrics, out)

@@ -29,6 +29,9 @@ from experiments.cache import code_hash, commit, keep_sample_plot, torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
+# The libraries whose versions a run's figures depend on besides the code: an interrupted attempt is continued only
+# under the same versions (see resumable), and result.json records them.
+LIBRARIES = ("torch", "lightning", "numpy")
 ATTEMPT_FILE = "attempt.json"  # in a run's folder while it trains: the code, commit and threads it started with
 
 
@@ -175,13 +178,27 @@ def interrupted(folder: Path) -> bool:
             and any(folder.glob("runs/*/version_*/checkpoints/last.ckpt")))
 
 
+def library_versions() -> dict[str, Optional[str]]:
+    """{library: installed version} for LIBRARIES (None where one is not installed)."""
+    from importlib import metadata
+
+    versions: dict[str, Optional[str]] = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def resumable(folder: Path, stamp: dict) -> Optional[dict]:
     """The interrupted attempt a run in `folder` continues, or None.
 
     An attempt is interrupted when its folder has no result.json (a finished or failed run writes one) but an
     attempt.json and a last.ckpt (the process was killed: a session or job ended, a machine went down). It is
-    continued only when it started with the same code hash and thread count as `stamp`; a continued run then
-    computes what one uninterrupted run computes (train.py resumes exactly, at an epoch end)."""
+    continued only when it started with the same code hash, thread count and library versions (LIBRARIES) as
+    `stamp`; a continued run then computes what one uninterrupted run computes (train.py resumes exactly, at an
+    epoch end)."""
     if not interrupted(folder):
         return None
     try:
@@ -189,6 +206,8 @@ def resumable(folder: Path, stamp: dict) -> Optional[dict]:
     except (OSError, ValueError):
         return None
     same = attempt.get("code_hash") == stamp["code_hash"] and attempt.get("threads") == stamp["threads"]
+    # the libraries that compute it too (an attempt from before they were recorded is judged without them)
+    same = same and attempt.get("libraries", stamp.get("libraries")) == stamp.get("libraries")
     return attempt if same else None
 
 
@@ -236,7 +255,8 @@ def execute(run: Run, out: Path, env: dict[str, str], folder: Optional[Path] = N
     log_path = folder / "train.log"
     env = {**os.environ, **env}
     stamp = {"code_hash": code_hash(), "commit": commit(),
-             "threads": {"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS"), "torch_num_threads": torch_threads(env)}}
+             "threads": {"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS"), "torch_num_threads": torch_threads(env)},
+             "libraries": library_versions()}
     attempts = prepare_attempt(folder, stamp)
     command = run.command() + (["--ckpt_path", "last"] if attempts else [])
     start = time.time()

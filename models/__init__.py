@@ -20,6 +20,7 @@ from .networks import (
     PerGeneratorLinear,
 )
 from .unrolled_gan import UnrolledGAN
+from .veegan import VEEGAN
 from .wgan_gp import WGANGP
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "InfoGAN",
     "D2GAN",
     "PacGAN",
+    "VEEGAN",
     "BatchNormMLPGenerator",
     "BlocksBatchNorm1d",
     "Maxout",

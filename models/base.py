@@ -107,6 +107,11 @@ class GANBase(CheckpointHooks, L.LightningModule):
     # PacGAN, whose D sees `packing` samples at once.
     packing: int = 1
 
+    # The arguments that are networks: kept out of the hyperparameters as modules, recorded as the configs that
+    # rebuild them (load_from_checkpoint). A variant with an extra network argument (VEEGAN's reconstructor) adds
+    # its name and calls `record_network_configs` for it.
+    network_arguments: tuple[str, ...] = ("generator", "discriminator")
+
     # Fixed, disjoint parts of the training set the model trains on, one batch share each
     # (`datamodules.parts`): 1 for every model but those that give each network its own data (MD-GAN).
     data_parts: int = 1
@@ -131,8 +136,9 @@ class GANBase(CheckpointHooks, L.LightningModule):
     ):
         super().__init__()
         self.automatic_optimization = False
-        self.save_hyperparameters(ignore=["generator", "discriminator", "lr_scheduler"])
-        self._hparams.update(network_configs(generator, discriminator))  # so a checkpoint loads on its own
+        self.save_hyperparameters(ignore=[*self.network_arguments, "lr_scheduler"])
+        # so a checkpoint loads on its own (a variant's extra networks: see record_network_configs)
+        self._hparams.update(network_configs({"generator": generator, "discriminator": discriminator}))
         self._hparams_initial = copy.deepcopy(self._hparams)
         if not isinstance(n_critic, int) or n_critic < 1:
             raise ValueError(f"n_critic must be an integer >= 1 (discriminator steps per generator step); got {n_critic!r}")
@@ -159,6 +165,12 @@ class GANBase(CheckpointHooks, L.LightningModule):
         self.g_steps = 0
         self.noise: Optional[torch.Generator] = None
         self.last_validated_g_step: Optional[int] = None
+
+    def record_network_configs(self, **networks: nn.Module) -> None:
+        """Records the configs that rebuild a variant's extra network arguments (named in `network_arguments`)
+        in the hyperparameters, as the base does for G and D, so that its checkpoints load on their own."""
+        self._hparams.update(network_configs(networks))
+        self._hparams_initial = copy.deepcopy(self._hparams)
 
     # ------------------------------------------------------------------ hooks for variants
     def configure_networks(self) -> None:

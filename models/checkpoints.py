@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover
     _given_hyperparameters = None
 
 
-def network_configs(generator: nn.Module, discriminator: nn.Module) -> dict[str, Any]:
+def network_configs(networks: Mapping[str, nn.Module]) -> dict[str, Any]:
     """The {class_path, init_args} configs that rebuild the networks (and the LR scheduler), for a
     model's hyperparameters, so that its checkpoint loads on its own (`load_from_checkpoint`).
 
@@ -29,8 +29,8 @@ def network_configs(generator: nn.Module, discriminator: nn.Module) -> dict[str,
     callable is left out the same way (sampling does not need it).
     """
     given = (_given_hyperparameters.get() if _given_hyperparameters is not None else None) or {}
-    configs = {}
-    for role, module in (("generator", generator), ("discriminator", discriminator)):
+    configs: dict[str, Any] = {}
+    for role, module in networks.items():
         config = given.get(role) if is_class_config(given.get(role)) else getattr(module, "init_config", None)
         if is_class_config(config):
             configs[role] = copy.deepcopy(plain(config))
@@ -159,7 +159,7 @@ def prepare_checkpoint_load(cls: type, checkpoint_path, kwargs: dict[str, Any]) 
                          f"with {getattr(target, '__name__', saved_class)}.load_from_checkpoint (or GANBase's)")
     if target is not cls:
         return target, kwargs
-    for role in ("generator", "discriminator"):
+    for role in cls.network_arguments:
         if role in kwargs:
             continue
         if not is_class_config(hparams.get(role)):

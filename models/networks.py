@@ -66,6 +66,29 @@ def _hidden_layers(in_dim: int, hidden_dim: int, n_hidden: int, activation: str)
     return layers, width
 
 
+# Weight initialisations of the MLPs: "torch", nn.Linear's own (Kaiming-uniform weights, uniform biases); "xavier",
+# Glorot-uniform weights and zero biases (the default of TensorFlow's dense and slim layers, which the VEEGAN
+# authors' code uses).
+WEIGHT_INITS = ("torch", "xavier")
+
+
+def _check_weight_init(weight_init: str) -> None:
+    if weight_init not in WEIGHT_INITS:
+        raise ValueError(f"unknown weight_init {weight_init!r}; choose one of {list(WEIGHT_INITS)}")
+
+
+def _init_linears(module: nn.Module, weight_init: str) -> None:
+    """Re-draws every nn.Linear of `module` by `weight_init` ("torch": as constructed)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            if weight_init == "torch":
+                m.reset_parameters()
+            else:
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+
 def _mlp(in_dim: int, hidden_dim: int, n_hidden: int, out_dim: int, activation: str) -> nn.Sequential:
     layers, width = _hidden_layers(in_dim, hidden_dim, n_hidden, activation)
     return nn.Sequential(*layers, nn.Linear(width, out_dim))
@@ -181,11 +204,16 @@ class MLPGenerator(nn.Module):
 
     With `num_generators = K > 1` it is a mixture of K generators that share every layer but
     the first (MGAN): `forward(z, index)` sends sample i through first layer `index[i]`.
+    `weight_init` ("torch" or "xavier", see WEIGHT_INITS) draws the Linear layers' weights.
     """
 
     def __init__(self, latent_dim: int = 256, out_dim: int = 2, hidden_dim: int = 128, n_hidden: int = 2,
-                 activation: str = "tanh", num_generators: int = 1):
+                 activation: str = "tanh", num_generators: int = 1, weight_init: str = "torch"):
         super().__init__()
+        _check_weight_init(weight_init)
+        if weight_init != "torch" and num_generators > 1:
+            raise ValueError(f"weight_init {weight_init!r} is for num_generators 1 (MGAN's per-generator first layer "
+                             f"keeps its own initialisation); got num_generators {num_generators}")
         self.latent_dim = latent_dim
         self.out_dim = out_dim
         self.num_generators = num_generators
@@ -193,6 +221,8 @@ class MLPGenerator(nn.Module):
         if num_generators > 1:
             first = self.net[0]
             self.net[0] = PerGeneratorLinear(first.in_features, first.out_features, num_generators)
+        if weight_init != "torch":
+            _init_linears(self, weight_init)
 
     def forward(self, z: Tensor, index: Tensor | None = None) -> Tensor:
         if self.num_generators == 1:
@@ -210,13 +240,15 @@ class MLPDiscriminator(nn.Module):
     """x (B, in_dim) -> score (B,).
 
     With `minibatch_kernels > 0`, a `MinibatchDiscrimination` layer sits between the last hidden
-    layer and the output (Salimans et al. 2016).
+    layer and the output (Salimans et al. 2016). `weight_init` ("torch" or "xavier", see WEIGHT_INITS) draws
+    the Linear layers' weights.
     """
 
     def __init__(self, in_dim: int = 2, hidden_dim: int = 128, n_hidden: int = 2, activation: str = "tanh",
-                 minibatch_kernels: int = 0, minibatch_kernel_dim: int = 5):
+                 minibatch_kernels: int = 0, minibatch_kernel_dim: int = 5, weight_init: str = "torch"):
         super().__init__()
-        self.in_dim = in_dim
+        _check_weight_init(weight_init)
+        self.in_dim, self.weight_init = in_dim, weight_init
         if minibatch_kernels > 0 and n_hidden < 1:
             raise ValueError("minibatch discrimination needs n_hidden >= 1 (it acts on hidden features)")
         layers, width = _hidden_layers(in_dim, hidden_dim, n_hidden, activation)
@@ -226,6 +258,8 @@ class MLPDiscriminator(nn.Module):
             layers.append(MinibatchDiscrimination(width, minibatch_kernels, minibatch_kernel_dim))
             width += minibatch_kernels
         self.net = nn.Sequential(*layers, nn.Linear(width, 1))
+        if weight_init != "torch":
+            _init_linears(self, weight_init)
 
     def features(self, x: Tensor) -> Tensor:
         """The last hidden layer's output (B, feature_dim): the trunk that extra heads share."""
@@ -243,6 +277,8 @@ class MLPDiscriminator(nn.Module):
         for m in self.modules():
             if m is not self and hasattr(m, "reset_parameters"):
                 m.reset_parameters()
+        if self.weight_init != "torch":
+            _init_linears(self, self.weight_init)
 
 
 # Discriminator normalisations: BatchNorm (DCGAN), or layer norm over (C, H, W) for critics whose

@@ -12,7 +12,7 @@ import models
 from datamodules import Ring
 from models import MLPDiscriminator, MLPGenerator
 
-MODELS = ("GAN", "UnrolledGAN", "MinibatchDiscriminationGAN", "WGANGP", "MGAN", "MDGAN", "InfoGAN", "D2GAN", "PacGAN")
+MODELS = ("GAN", "UnrolledGAN", "MinibatchDiscriminationGAN", "WGANGP", "MGAN", "MDGAN", "InfoGAN", "D2GAN", "PacGAN", "VEEGAN")
 VARIANTS = MODELS[1:]
 
 # What each variant needs to show its mechanism at tiny size (model arguments).
@@ -21,6 +21,7 @@ MODEL_DEFAULTS = {
     "MDGAN": {"num_discriminators": 3},
     "InfoGAN": {"categorical_codes": [8], "continuous_codes": 2},
     "PacGAN": {"packing": 2},
+    "VEEGAN": {"extra_noise_dim": 2},
 }
 
 
@@ -43,7 +44,12 @@ def tiny_model(name: str = "GAN", *, noise_dim: int = 8, hidden_dim: int = 16, n
         generator = MLPGenerator(latent_dim=noise_dim + codes, hidden_dim=hidden_dim, num_generators=num_generators)
     if discriminator is None:
         in_dim = 2 * kwargs.get("packing", 1)  # PacGAN's D sees `packing` samples at once
+        if name == "VEEGAN":  # D judges (z, x) pairs: the reconstructed latents and the sample
+            in_dim += generator.latent_dim - kwargs["extra_noise_dim"]
         discriminator = MLPDiscriminator(in_dim=in_dim, hidden_dim=hidden_dim, minibatch_kernels=minibatch_kernels)
+    if name == "VEEGAN" and "reconstructor" not in kwargs:
+        kwargs["reconstructor"] = MLPGenerator(latent_dim=2, out_dim=generator.latent_dim - kwargs["extra_noise_dim"],
+                                               hidden_dim=hidden_dim)
     return getattr(models, name)(generator, discriminator, **kwargs)
 
 

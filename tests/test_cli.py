@@ -17,8 +17,9 @@ from experiments.configs import MODELS, PROTOCOL, compose_args, table_models
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_TABLES = ("stacked_mnist", "stacked_mnist_cpu", "cifar10")
 PACGAN_TABLES = ("ring8_pacgan", "grid25_pacgan")  # the PacGAN 2D protocol: the baseline and PacGAN2-4 so far
+VEEGAN_TABLES = ("grid25_veegan",)  # the VEEGAN 2D protocol: the baseline and VEEGAN
 TABLES = ("ring8", "grid25", *IMAGE_TABLES)
-EXPERIMENTS = sorted(str(p.relative_to(ROOT)) for t in ("ring8", "grid25", *PACGAN_TABLES) for p in (ROOT / "experiments" / t).glob("*.yaml")
+EXPERIMENTS = sorted(str(p.relative_to(ROOT)) for t in ("ring8", "grid25", *PACGAN_TABLES, *VEEGAN_TABLES) for p in (ROOT / "experiments" / t).glob("*.yaml")
                      if p.name != PROTOCOL)
 IMAGE_EXPERIMENTS = sorted(str(p.relative_to(ROOT)) for t in IMAGE_TABLES for p in (ROOT / "experiments" / t).glob("*.yaml")
                            if p.name != PROTOCOL)
@@ -48,14 +49,17 @@ def test_every_experiment_yaml_runs_with_fast_dev_run(config):
 
 
 def test_every_benchmark_folder_has_every_model():
-    """The tables of the first protocols have the seven models of the zoo (the 2D ones D2GAN too); the
-    PacGAN-protocol tables the baseline, D2GAN and PacGAN2-4; every config of every table is a model of MODELS
-    (table_models says so)."""
+    """The tables of the first protocols have the seven models of the zoo and D2GAN (the 2D ones VEEGAN too, the
+    image ones PacGAN2); the PacGAN-protocol tables the baseline, D2GAN, PacGAN2-4 and VEEGAN; the VEEGAN-protocol
+    table the baseline and VEEGAN; every config of every table is a model of MODELS (table_models says so)."""
     seven = set(MODELS[:7])
-    for table in TABLES:  # D2GAN so far on the 2D tables only
-        assert set(table_models(table)) == seven | ({"d2gan"} if table in ("ring8", "grid25") else set()), table
+    for table in TABLES:  # VEEGAN so far on the 2D tables only (its pair discriminator is an MLP)
+        extra = {"d2gan", "veegan"} if table in ("ring8", "grid25") else {"d2gan", "pacgan2"}
+        assert set(table_models(table)) == seven | extra, table
     for table in PACGAN_TABLES:
-        assert table_models(table) == ["gan", "d2gan", "pacgan2", "pacgan3", "pacgan4"], table
+        assert table_models(table) == ["gan", "d2gan", "pacgan2", "pacgan3", "pacgan4", "veegan"], table
+    for table in VEEGAN_TABLES:
+        assert table_models(table) == ["gan", "veegan"], table
 
 
 @pytest.fixture
@@ -144,6 +148,19 @@ def test_network_size_that_contradicts_the_data_is_a_clear_error(image_data):
                    run=False)
 
 
+def test_pacgan_discriminator_takes_packing_times_the_datas_channels(image_data):
+    """PacGAN stacks its m images on channels: train.py gives its D m x the data's channels, G the data's."""
+    cli = train.main(args=[*compose_args(ROOT / "experiments/stacked_mnist_cpu/pacgan2.yaml"), "--trainer.logger", "false",
+                           "--trainer.accelerator", "cpu"], run=False)
+    assert cli.model.packing == 2 and cli.model.generator.image_shape == (3, 28, 28)
+    assert cli.model.discriminator.image_shape == (6, 28, 28)
+    assert cli.model.discriminate(cli.model.sample(4)).shape == (2,)  # 4 images, 2 packed pairs, 2 scores
+    with pytest.raises(ValueError, match=r"discriminator.init_args.channels is 3 but the data's images are \(3, 28, 28\) \(C, H, W\), "
+                                         r"2 of them stacked on channels \(packing 2\), so it must be 6"):
+        train.main(args=[*compose_args(ROOT / "experiments/stacked_mnist_cpu/pacgan2.yaml"), "--trainer.logger", "false",
+                         "--model.init_args.discriminator.init_args.channels", "3"], run=False)
+
+
 def test_inception_features_offline_are_a_clear_error(image_data):
     from callbacks.image_quality import ImageQuality
 
@@ -201,6 +218,7 @@ BATCHNORM_GENERATOR = ["--model.init_args.generator", "tests.ddp_helpers.BatchNo
     ("experiments/ring8/infogan.yaml", []),
     ("experiments/ring8/d2gan.yaml", []),  # two discriminators, one optimiser
     ("experiments/ring8_pacgan/pacgan2.yaml", []),  # packed D, Blocks BatchNorm in G, simultaneous updates
+    ("experiments/grid25_veegan/veegan.yaml", []),  # a third network (F) stepped with G
 ])
 def test_two_process_ddp_on_cpu_trains_in_sync(tmp_path, config, extra):
     dump = tmp_path / "dump"

@@ -73,3 +73,35 @@ class FeaturesOnly(torch.nn.Module):
 def test_models_with_heads_on_the_trunk_refuse_other_discriminators_naming_what_is_missing(build, head):
     with pytest.raises(ValueError, match=rf"must provide `score`, `feature_dim` \({head} shares its trunk\)"):
         build(FeaturesOnly())
+
+
+def test_xavier_weight_init_draws_glorot_uniform_weights_and_zero_biases():
+    """Glorot & Bengio 2010, Eq. 16: W ~ U[-a, a], a = sqrt(6 / (fan_in + fan_out)), variance a^2 / 3; biases 0."""
+    torch.manual_seed(0)
+    net = MLPDiscriminator(in_dim=300, hidden_dim=500, n_hidden=1, activation="relu", weight_init="xavier")
+    first = net.net[0]
+    bound = (6 / (300 + 500)) ** 0.5
+    assert first.weight.abs().max().item() <= bound and first.weight.abs().max().item() > 0.99 * bound
+    assert first.weight.var().item() == pytest.approx(bound ** 2 / 3, rel=0.02)
+    assert all(m.bias.abs().sum().item() == 0 for m in net.modules() if isinstance(m, torch.nn.Linear))
+    generator = MLPGenerator(latent_dim=8, out_dim=2, weight_init="xavier")
+    assert all(m.bias.abs().sum().item() == 0 for m in generator.modules() if isinstance(m, torch.nn.Linear))
+    net.reset_parameters()  # redrawn the same way
+    assert net.net[0].bias.abs().sum().item() == 0 and net.net[0].weight.abs().max().item() <= bound
+
+
+def test_torch_weight_init_is_nn_linears_own_draw():
+    """weight_init "torch" leaves the layers as nn.Linear draws them: the same numbers as before the option."""
+    torch.manual_seed(0)
+    expected = [torch.nn.Linear(4, 16), torch.nn.Linear(16, 16), torch.nn.Linear(16, 2)]
+    torch.manual_seed(0)
+    generator = MLPGenerator(latent_dim=4, out_dim=2, hidden_dim=16)
+    linears = [m for m in generator.modules() if isinstance(m, torch.nn.Linear)]
+    assert all(torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias) for a, b in zip(expected, linears))
+
+
+def test_unknown_weight_init_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown weight_init 'he'; choose one of"):
+        MLPDiscriminator(weight_init="he")
+    with pytest.raises(ValueError, match="weight_init 'xavier' is for num_generators 1"):
+        MLPGenerator(num_generators=3, weight_init="xavier")

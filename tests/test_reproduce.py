@@ -34,7 +34,8 @@ def test_aggregate_mean_and_sample_std_over_seeds_and_failed_runs_reported():
     assert mgan["seeds"] == 1 and mgan["failed"] == [0] and mgan["modes"] == (8.0, 0.0)
     text = report.render_markdown("ring8", rows, ["modes", "hq", "kl"],
                                      [{"method": "GAN", "modes": 1, "hq": 99.3, "kl": None, "source": "VEEGAN Table 1"}])
-    assert "| GAN (ours) | 3 | 7.0 ± 1.0 | 85.0 ± 5.0 | 0.020 ± 0.014 | 11 | this repository, seeds 0,1,2 |" in text
+    # the NaN seed is not averaged in, and the cell says so
+    assert "| GAN (ours) | 3 | 7.0 ± 1.0 | 85.0 ± 5.0 | 0.020 ± 0.014 (2 of 3 seeds) | 11 | this repository, seeds 0,1,2 |" in text
     assert "| MGAN (ours) | 1 | 8.0 | 99.0 | 0.0010 | 11 |" in text and "failed seeds [0] (logs: mgan-0.log)" in text
     assert "| GAN |  | 1 | 99.3 | – |  | VEEGAN Table 1 |" in text
 
@@ -145,6 +146,26 @@ def test_an_argument_added_later_leaves_the_keys_of_runs_from_before_it_at_its_o
     assert configs.run_key(resolved) != configs.run_key(before)
 
 
+def test_an_argument_added_later_to_a_network_leaves_the_keys_of_runs_from_before_it():
+    """`weight_init` joined the MLP networks' arguments after the ring8 runs were cached: at "torch" (nn.Linear's
+    own initialisation, what those runs had) it stays out of the key; "xavier" is another run."""
+    from experiments import configs
+
+    resolved = configs.resolve(configs.model_configs("ring8", "gan"))
+    networks = [resolved["model"]["init_args"][name]["init_args"] for name in ("generator", "discriminator")]
+    assert [n["weight_init"] for n in networks] == ["torch", "torch"]
+    before = json.loads(json.dumps(resolved))
+    for name in ("generator", "discriminator"):
+        del before["model"]["init_args"][name]["init_args"]["weight_init"]
+    assert configs.run_key(resolved) == configs.run_key(before)
+    assert runner.Run("ring8", "gan", 0, ROOT / "experiments" / "ring8" / "gan.yaml").key == "73a437c26f61"
+    networks[0]["weight_init"] = "xavier"
+    assert configs.run_key(resolved) != configs.run_key(before)
+    networks[0]["weight_init"] = "torch"
+    networks[1]["simultaneous"] = False  # "*" entries are the model's own arguments, not its networks'
+    assert configs.run_key(resolved) != configs.run_key(before)
+
+
 def test_report_only_trains_nothing_and_lists_the_missing_runs(tmp_path, fake_experiments):
     folder, calls = fake_experiments
     kwargs = dict(table="ring8", models=["gan", "mgan"], out=tmp_path / "out", overrides=[], jobs=1,
@@ -231,7 +252,7 @@ def test_a_two_model_two_seed_ring_table_end_to_end(tmp_path, monkeypatch):
     assert (out / "ring8_samples.png").exists() and (out / "ring8_modes.png").exists()
     assert (out / "ring8_curves.png").exists() and all(r["curve"][-1]["g_step"] == 10 for r in summary["results"])
     curves = report.mean_curves(summary["results"], "hq")
-    assert set(curves) == {"gan", "mdgan"} and all(seeds == 2 for _, _, seeds in curves.values())
+    assert set(curves) == {"gan", "mdgan"} and all(seeds == 2 for _, _, seeds, _ in curves.values())
     # the grid really shows the runs' scatter plots (blue samples), not empty panels
     import matplotlib.image as mpimg
 
@@ -550,8 +571,8 @@ def test_a_run_interrupted_with_its_runner_continues_from_its_last_checkpoint_to
 
 
 def test_an_interrupted_run_of_other_code_starts_again(tmp_path):
-    """An interrupted attempt whose code hash or threads differ from the current ones is not continued: its
-    run folders are removed and the run trains from the start."""
+    """An interrupted attempt whose code hash, threads or library versions differ from the current ones is not
+    continued: its run folders are removed and the run trains from the start."""
     folder = tmp_path / "seed0-abc"
     ckpt = folder / "runs" / "ring8" / "version_0" / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir(parents=True)
@@ -561,5 +582,29 @@ def test_an_interrupted_run_of_other_code_starts_again(tmp_path):
     assert runner.interrupted(folder) and runner.resumable(folder, stamp) is not None
     assert runner.resumable(folder, {**stamp, "code_hash": "bbbbbbbbbbbb"}) is None
     assert runner.resumable(folder, {**stamp, "threads": {"OMP_NUM_THREADS": "2", "torch_num_threads": 2}}) is None
+    # under other library versions it starts again too; an attempt that predates their recording is judged without
+    versions = {"torch": "2.14.0", "lightning": "2.6.6", "numpy": "2.3.0"}
+    assert runner.resumable(folder, {**stamp, "libraries": versions}) is not None
+    (folder / runner.ATTEMPT_FILE).write_text(json.dumps({**stamp, "libraries": versions, "start": 0.0, "attempts": []}))
+    assert runner.resumable(folder, {**stamp, "libraries": versions}) is not None
+    assert runner.resumable(folder, {**stamp, "libraries": {**versions, "torch": "2.15.0"}}) is None
+    assert set(runner.library_versions()) == set(runner.LIBRARIES) and runner.library_versions()["torch"]
     (folder / "result.json").write_text("{}")  # a finished or failed run is never continued
     assert not runner.interrupted(folder) and runner.resumable(folder, stamp) is None
+
+
+def test_a_seed_without_a_finite_figure_is_said_in_the_cell_and_the_curve_legend():
+    """A NaN figure (or a metric a run predates) is not averaged in, and the table and the curves say so."""
+    def run(seed, hq, code="current-hash"):
+        curve = [{"g_step": 1, "hq": 10.0}, {"g_step": 2, "hq": hq}]
+        return {"model": "gan", "seed": seed, "status": "ok", "metrics": {"modes": 8.0, "hq": hq}, "wall_s": 1.0,
+                "curve": curve, "code_hash": code}
+
+    results = [run(0, 50.0), run(1, float("nan")), run(2, 70.0, code="old-hash")]
+    (row,) = report.aggregate(results, ["modes", "hq"])
+    assert row["seeds"] == 3 and row["hq_seeds"] == 2 and row["hq"][0] == 60.0
+    assert report._fmt(*row["hq"], row["seeds"], "hq", row["hq_seeds"]) == "60.0 ± 14.1 (2 of 3 seeds)"
+    assert report._fmt(*row["modes"], row["seeds"], "modes", row["modes_seeds"]) == "8.0 ± 0.0"
+    steps, means, seeds, note = report.mean_curves(results, "hq", current="current-hash")["gan"]
+    assert steps == [1, 2] and means == [10.0, 60.0] and seeds == 3
+    assert note == "1 stale; non-finite at some steps: seed 1"

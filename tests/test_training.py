@@ -409,7 +409,7 @@ def test_compile_networks_rejects_a_non_dict():
         tiny_model(compile_networks="max-autotune")
 
 
-@pytest.mark.parametrize("name", ["GAN", *VARIANTS])
+@pytest.mark.parametrize("name", ["GAN", *(v for v in VARIANTS if v != "VEEGAN")])  # VEEGAN: flat pairs only
 def test_every_model_trains_compiled_and_channels_last_on_images(name):
     """Both GPU options on the DCGAN pair of every model (compiled with the aot_eager backend, so no
     C++ toolchain is needed): a few steps train and every weight stays finite."""

@@ -1,0 +1,126 @@
+"""VEEGAN: the losses on hand-set networks against values worked by hand, the data pairs' z drawn from F's Normal,
+which player learns from which term, and bad arguments."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from models import VEEGAN, DCGANDiscriminator, GANBase, MLPDiscriminator, MLPGenerator
+from tests.factories import quiet_trainer, tiny_model, tiny_ring
+
+
+class _Linear(nn.Linear):
+    """A bias-free linear map with set weights; `latent_dim`/`out_dim`/`in_dim` as the zoo's networks have them."""
+
+    def __init__(self, weight: list[list[float]], squeeze: bool = False):
+        super().__init__(len(weight[0]), len(weight), bias=False)
+        with torch.no_grad():
+            self.weight.copy_(torch.tensor(weight))
+        self.latent_dim = self.in_dim = len(weight[0])
+        self.out_dim, self.squeeze = len(weight), squeeze
+
+    def forward(self, x):
+        out = super().forward(x)
+        return out.squeeze(1) if self.squeeze else out
+
+
+def _hand_set(reconstructor_std: float = 0.0) -> VEEGAN:
+    # latent [z, eps] (1 + 1); G(z, eps) = z + eps; F(x) = 2 x; D([z, x]) = z - x.
+    return VEEGAN(_Linear([[1.0, 1.0]]), _Linear([[1.0, -1.0]], squeeze=True), _Linear([[2.0]]),
+                  extra_noise_dim=1, reconstructor_std=reconstructor_std)
+
+
+def softplus(a: float) -> float:
+    return math.log1p(math.exp(a))
+
+
+def test_losses_on_hand_set_networks_match_values_worked_by_hand():
+    model = _hand_set()
+    latent, real = torch.tensor([[1.0, 0.5], [-1.0, 2.0]]), torch.tensor([[2.0], [0.5]])
+    fake = model.generate(latent)
+    assert fake.flatten().tolist() == [1.5, 1.0]
+    # Generated pairs (z, x): (1, 1.5) and (-1, 1) score -0.5 and -2 (label 1); data pairs (F(x), x) = (4, 2) and
+    # (1, 0.5) score 2 and 0.5 (label 0).
+    d_loss, logs = model.discriminator_loss(real, fake, latent)
+    expected = (softplus(0.5) + softplus(2.0)) / 2 + (softplus(2.0) + softplus(0.5)) / 2
+    assert d_loss.item() == pytest.approx(expected, rel=1e-6)
+    assert logs["d_fake"].item() == pytest.approx(-1.25) and logs["d_real"].item() == pytest.approx(1.25)
+    # G and F: mean logit of the generated pairs, (-0.5 - 2) / 2, plus 0.5 (z - F(G(z)))^2 averaged:
+    # z = 1, F(1.5) = 3 -> 2; z = -1, F(1) = 2 -> 4.5.
+    g_loss, logs = model.generator_loss(real, fake, latent)
+    assert logs["adversarial"].item() == pytest.approx(-1.25)
+    assert logs["reconstruction"].item() == pytest.approx((2.0 + 4.5) / 2)
+    assert g_loss.item() == pytest.approx(-1.25 + 3.25)
+
+
+def test_reconstruction_sums_over_the_latent_dimensions():
+    # z 2-d, F(x) = (x, -x), G(z) = z1 + z2; z = (1, 2): G = 3, F = (3, -3), 0.5 * ((1 - 3)^2 + (2 + 3)^2) = 14.5.
+    model = VEEGAN(_Linear([[1.0, 1.0]]), _Linear([[0.0, 0.0, 1.0]], squeeze=True), _Linear([[1.0], [-1.0]]))
+    latent = torch.tensor([[1.0, 2.0]])
+    _, logs = model.generator_loss(torch.zeros(1, 1), model.generate(latent), latent)
+    assert logs["reconstruction"].item() == pytest.approx(14.5)
+
+
+def test_data_pairs_draw_z_from_the_reconstructors_unit_normal():
+    model = _hand_set(reconstructor_std=1.0)
+    x = torch.full((20000, 1), 1.5)  # F(x) = 3
+    z = model.data_codes(x, rng=torch.Generator().manual_seed(0))
+    assert z.mean().item() == pytest.approx(3.0, abs=0.03) and z.std().item() == pytest.approx(1.0, abs=0.02)
+    assert torch.equal(_hand_set(reconstructor_std=0.0).data_codes(x), torch.full((20000, 1), 3.0))
+
+
+def test_only_the_reconstruction_term_trains_the_reconstructor_and_g_gets_both():
+    model = _hand_set()
+    latent, real = torch.tensor([[1.0, 0.5]]), torch.tensor([[2.0]])
+    fake = model.generate(latent)
+    _, logs = model.generator_loss(real, fake, latent)
+    adversarial = model.pair_scores(model.code(latent), fake).mean()
+    assert torch.autograd.grad(adversarial, model.reconstructor.weight, allow_unused=True)[0] is None
+    # d/dW_G of D(z, G) = -(z + eps) (D(z, x) = z - x); of 0.5 (z - 2 G)^2 = -2 (z - 2 G) * (z, eps) = 4 * (1, 0.5)
+    g_loss, _ = model.generator_loss(real, fake, latent)
+    grad = torch.autograd.grad(g_loss, model.generator.weight)[0]
+    assert grad.flatten().tolist() == pytest.approx([-1.0 + 4.0, -0.5 + 2.0])
+    assert {id(p) for p in model.generator_parameters()} == {id(model.generator.weight), id(model.reconstructor.weight)}
+    assert [id(p) for p in model.discriminator_parameters()] == [id(model.discriminator.weight)]
+
+
+def test_a_training_step_moves_g_and_f_with_the_generator_and_d_with_the_discriminator():
+    torch.manual_seed(0)
+    model = tiny_model("VEEGAN", simultaneous=True)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    quiet_trainer(max_steps=2, limit_val_batches=0).fit(model, tiny_ring())
+    moved = {name.split(".")[0] for name, p in model.named_parameters() if not torch.equal(before[name], p)}
+    assert moved == {"generator", "discriminator", "reconstructor"}
+
+
+def test_checkpoint_loads_with_its_reconstructor(tmp_path):
+    torch.manual_seed(0)
+    model = tiny_model("VEEGAN")
+    trainer = quiet_trainer(max_steps=2, limit_val_batches=0, enable_checkpointing=True, default_root_dir=tmp_path)
+    trainer.fit(model, tiny_ring())
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = GANBase.load_from_checkpoint(path)
+    assert type(loaded) is VEEGAN and loaded.code_dim == model.code_dim
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"extra_noise_dim": -1}, "extra_noise_dim must be an integer >= 0"),
+    ({"extra_noise_dim": 8}, "leaves no latent to reconstruct"),
+    ({"reconstructor_std": float("nan")}, "reconstructor_std must be a finite number"),
+    ({"reconstructor": MLPGenerator(latent_dim=2, out_dim=5)}, "set reconstructor.init_args.out_dim to 6"),
+    ({"discriminator": MLPDiscriminator(in_dim=2)}, "its in_dim must be 6 \\(z\\) plus"),
+    ({"discriminator": DCGANDiscriminator(image_size=28, channels=1)}, "DCGANDiscriminator has none"),
+])
+def test_bad_arguments_are_refused_with_what_to_do(kwargs, message):
+    generator = MLPGenerator(latent_dim=8)
+    arguments = {"generator": generator, "discriminator": MLPDiscriminator(in_dim=8),
+                 "reconstructor": MLPGenerator(latent_dim=2, out_dim=6), "extra_noise_dim": 2, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        VEEGAN(**arguments)
