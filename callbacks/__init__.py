@@ -6,6 +6,7 @@ draw samples, merge counts or features across ranks, and log and write what they
 
 from .base import EvaluationCallback
 from .classifier import MNISTClassifier, load_classifier, save_classifier
+from .diversity import DiversityMetrics
 from .diagnostics import CodeModeAccuracy, GeneratorModeShares, LatentTraversal
 from .image_quality import ImageQuality
 from .metrics import matched_accuracy
@@ -30,6 +31,7 @@ __all__ = [
     "StackedMNISTModes",
     "StackedMNISTModesMetric",
     "ImageQuality",
+    "DiversityMetrics",
     "SampleGrid",
     "MNISTClassifier",
     "load_classifier",

@@ -1,0 +1,113 @@
+"""Label-free diversity signals at every validation, on any data: NDB / JSD, the near-duplicate rate and the
+support size it implies, and recall / coverage (definitions in `callbacks.metrics`).
+
+None of them needs to know the modes, so they watch for collapse where the mode-counting metrics cannot (a folder
+of the user's images). Each is computed on features of the samples: the samples themselves ("data": 2D points,
+or flattened pixels), the project's MNIST classifier per channel (the MNIST family, offline), or Inception's pool
+features (needs torch-fidelity and its weights).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from .base import EvaluationCallback, local_sample_count
+from .image_quality import FeatureSet, inception_features
+from .metrics import bin_proportions, duplicate_rate, kmeans_bins, ndb_jsd, precision_recall_density_coverage
+
+DIVERSITY_FEATURES = ("data", "mnist_classifier", "inception")
+
+
+class Flatten(nn.Module):
+    """The samples themselves as features, one row each."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(1)
+
+
+class DiversityMetrics(EvaluationCallback):
+    """NDB / JSD, duplicate rate, support size, recall and coverage of `num_samples` generated samples against the
+    datamodule's validation split (the reference) at every validation.
+
+    Args:
+        features: "data", "mnist_classifier" or "inception" (see the module docstring).
+        num_bins: NDB's k-means bins, fitted once per datamodule on the reference's features (seeded, so a resumed
+            run gets the same bins). The authors use 100 to 300 bins with tens of thousands of samples; keep the
+            reference at tens of samples per bin or more.
+        significance: the level of NDB's two-sided two-proportion test per bin.
+        num_samples: generated samples per evaluation, split across ranks.
+        duplicate_quantile: the quantile of the reference's nearest-neighbour distances below which two generated
+            samples count as near-duplicates (`callbacks.metrics.duplicate_rate`); it uses as many generated
+            samples as there are reference samples, as do recall and coverage (k 3 and 5).
+        classifier_path: the MNIST classifier, for features "mnist_classifier".
+        seed: k-means' seed.
+
+    Logs `val/ndb`, `val/ndb_fraction`, `val/jsd`, `val/duplicate_rate`, `val/support_size`, `val/recall`,
+    `val/coverage`; `self.protocol` says which features and samples.
+    """
+
+    def __init__(self, features: str = "data", num_bins: int = 50, significance: float = 0.05,
+                 num_samples: int = 2500, duplicate_quantile: float = 0.01, batch_size: int = 500,
+                 classifier_path: str = "checkpoints/mnist_classifier.pt", seed: int = 0):
+        super().__init__()
+        if features not in DIVERSITY_FEATURES:
+            raise ValueError(f"features must be one of {list(DIVERSITY_FEATURES)}; got {features!r}")
+        if not (isinstance(num_bins, int) and num_bins >= 2):
+            raise ValueError(f"num_bins must be an integer >= 2; got {num_bins!r}")
+        if not 0 < significance < 1:
+            raise ValueError(f"significance must be in (0, 1), e.g. 0.05; got {significance!r}")
+        if not 0 < duplicate_quantile < 1:
+            raise ValueError(f"duplicate_quantile must be in (0, 1), e.g. 0.01; got {duplicate_quantile!r}")
+        if num_samples < num_bins:
+            raise ValueError(f"num_samples ({num_samples}) must be at least num_bins ({num_bins})")
+        self.features, self.num_bins, self.significance = features, num_bins, significance
+        self.num_samples, self.duplicate_quantile, self.batch_size = num_samples, duplicate_quantile, batch_size
+        self.classifier_path, self.seed = classifier_path, seed
+        self.metric: Optional[FeatureSet] = None
+        self._bins: Optional[tuple[int, Tensor, Tensor]] = None  # (id of the datamodule, centres, proportions)
+        self.protocol = ""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.features == "inception":
+            extractor = inception_features()
+        elif self.features == "mnist_classifier":
+            from .classifier import ChannelFeatures, load_classifier
+
+            extractor = ChannelFeatures(load_classifier(self.classifier_path))
+        else:
+            extractor = Flatten()
+        self.metric = FeatureSet(extractor.eval())
+
+    def bins(self, trainer: L.Trainer, reference: Tensor) -> tuple[Tensor, Tensor]:
+        """NDB's bin centres and reference proportions, fitted at the first evaluation of each datamodule."""
+        key = id(trainer.datamodule)
+        if self._bins is None or self._bins[0] != key:
+            centres, proportions = kmeans_bins(reference, self.num_bins, seed=self.seed)
+            self._bins = (key, centres, proportions)
+        return self._bins[1], self._bins[2]
+
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metric = self.metric.to(pl_module.device)
+        for i, batch in enumerate(trainer.datamodule.val_dataloader()):
+            if i % trainer.world_size == trainer.global_rank:  # each real sample on one rank only
+                metric.update(pl_module.unpack_batch(batch).to(pl_module.device), real=True)
+        for samples in self.sample_batches(pl_module, local_sample_count(self.num_samples, trainer), self.batch_size):
+            metric.update(samples, real=False)
+        real, fake = metric.compute()
+        metric.reset()
+        real, fake = real.cpu(), fake.cpu()
+        centres, reference = self.bins(trainer, real)
+        values = ndb_jsd(reference, real.shape[0], bin_proportions(fake, centres), fake.shape[0], self.significance)
+        n = min(real.shape[0], fake.shape[0])
+        duplicates = duplicate_rate(real[:n], fake[:n], self.duplicate_quantile)
+        pr = precision_recall_density_coverage(real[:n], fake[:n])
+        values |= {"duplicate_rate": duplicates["duplicate_rate"], "support_size": duplicates["support_size"],
+                   "recall": pr["recall"], "coverage": pr["coverage"]}
+        self.protocol = (f"{self.features} features; NDB over {self.num_bins} k-means bins of {real.shape[0]} reference "
+                         f"samples (the validation split) at level {self.significance}, {fake.shape[0]} generated; "
+                         f"duplicates, recall and coverage on {n} of each")
+        self.log_values(pl_module, values)
