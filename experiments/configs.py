@@ -45,6 +45,9 @@ LABELS = {
 # its arguments (a network); "*" matches the model class only.
 ADDED_ARGUMENTS: dict[tuple[str, str], object] = {
     ("*", "simultaneous"): False,  # GANBase: simultaneous updates (the alternating loop before it)
+    ("*", "entropy_weight"): 0.0,  # GANBase: the generator regularisers, off before them
+    ("*", "entropy_space"): "data",
+    ("*", "mode_seeking_weight"): 0.0,
     ("models.MLPGenerator", "weight_init"): "torch",  # the MLPs' initialisation (nn.Linear's before it)
     ("models.MLPDiscriminator", "weight_init"): "torch",
 }

@@ -44,6 +44,7 @@ What the base takes care of, so variants do not have to:
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, Optional
 
 import lightning as L
@@ -52,6 +53,7 @@ from lightning.pytorch.cli import LRSchedulerCallable
 from torch import Tensor, nn
 
 from .checkpoints import CheckpointHooks, network_configs
+from .regularizers import knn_entropy, mode_seeking_loss
 from .checks import check_data_shape, check_generator_accepts_latents
 from .runtime import (all_reduce_gradients, broadcast_buffers, compile_modules, disable_ddp_reducer, distributed,
                       non_finite_loss_error, seeded_rng, skip_nvml_probe_without_gpus)
@@ -90,6 +92,12 @@ class GANBase(CheckpointHooks, L.LightningModule):
         fresh_generator_latents: on batches with a generator step, draw a new z for it instead of
             reusing the discriminator step's fakes (WGAN-GP's Algorithm 1, line 11; the InfoGAN
             authors' code). Draws from the same noise stream, after the discriminator's z.
+        entropy_weight: lambda of the entropy regulariser: G's loss minus lambda x the k-NN (k 1) entropy estimate
+            of the generated batch (`models.regularizers.knn_entropy`); 0 turns it off. Any variant.
+        entropy_space: where the entropy is estimated: "data" (the samples, flattened) or "features" (the
+            discriminator's trunk features, for discriminators with `features`).
+        mode_seeking_weight: lambda of MSGAN's mode-seeking term (`models.regularizers.mode_seeking_loss`); 0 off.
+            Both weights are attributes (`entropy_weight`, `mode_seeking_weight`) that a callback may change.
         channels_last: store 4-D weights and image batches in channels-last memory format (NHWC),
             the layout GPU convolution kernels prefer under mixed precision. Same results.
     """
@@ -133,6 +141,9 @@ class GANBase(CheckpointHooks, L.LightningModule):
         channels_last: bool = False,
         fresh_generator_latents: bool = False,
         simultaneous: bool = False,
+        entropy_weight: float = 0.0,
+        entropy_space: str = "data",
+        mode_seeking_weight: float = 0.0,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -146,6 +157,14 @@ class GANBase(CheckpointHooks, L.LightningModule):
             raise ValueError(f"gradient_clip_algorithm must be 'norm' or 'value'; got {gradient_clip_algorithm!r}")
         if not isinstance(compile_networks, (bool, dict)):
             raise ValueError(f"compile_networks must be true/false or a dict of torch.compile arguments; got {compile_networks!r}")
+        for name, value in (("entropy_weight", entropy_weight), ("mode_seeking_weight", mode_seeking_weight)):
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0 (0 turns the regulariser off); got {value!r}")
+        if entropy_space not in ("data", "features"):
+            raise ValueError(f"entropy_space must be 'data' or 'features'; got {entropy_space!r}")
+        if entropy_space == "features" and not hasattr(discriminator, "features"):
+            raise ValueError(f"entropy_space 'features' needs a discriminator with `features` (its trunk); "
+                             f"{type(discriminator).__name__} has none: use entropy_space 'data'")
         if gradient_clip_val is not None and gradient_clip_val <= 0:
             raise ValueError(f"gradient_clip_val must be positive or None; got {gradient_clip_val}")
         if latent_dim is None:
@@ -157,6 +176,7 @@ class GANBase(CheckpointHooks, L.LightningModule):
         self.latent_dim = int(latent_dim)
         self.n_critic = n_critic
         self.lr_scheduler = lr_scheduler
+        self.entropy_weight, self.mode_seeking_weight = float(entropy_weight), float(mode_seeking_weight)
         self.configure_networks()
         self.register_buffer("val_z", self.sample_latent(num_fixed_latents, rng=torch.Generator().manual_seed(0)))
         check_generator_accepts_latents(self)
@@ -263,10 +283,35 @@ class GANBase(CheckpointHooks, L.LightningModule):
 
     def generator_step(self, optimizer, real: Tensor, fake: Tensor, latent: Tensor) -> dict[str, Tensor]:
         """One generator step, counted, with the LR schedulers stepped."""
-        logs = self.optimize(optimizer, self.generator_loss, real, fake, latent, name="g_loss")
+        logs = self.optimize(optimizer, self.regularized_generator_loss, real, fake, latent, name="g_loss")
         self.g_steps += 1
         self.step_lr_schedulers()
         return logs
+
+    def regularized_generator_loss(self, real: Tensor, fake: Tensor, latent: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The variant's `generator_loss` plus `generator_regularization`: what the generator step minimises."""
+        loss, logs = self.generator_loss(real, fake, latent)
+        term, more = self.generator_regularization(real, fake, latent)
+        return (loss + term if term is not None else loss), {**logs, **more}
+
+    def generator_regularization(self, real: Tensor, fake: Tensor, latent: Tensor
+                                 ) -> tuple[Optional[Tensor], dict[str, Tensor]]:
+        """The regularisers added to every variant's generator loss (None when all are off), and values to log:
+        - entropy_weight > 0: -entropy_weight x the k-NN entropy of the batch (data or D's features);
+        - mode_seeking_weight > 0: mode_seeking_weight x MSGAN's 1 / (ratio + 1e-5).
+        Override (calling super) to add a variant's own."""
+        term: Optional[Tensor] = None
+        logs: dict[str, Tensor] = {}
+        if self.entropy_weight > 0:
+            x = self.discriminator.features(fake) if self.hparams.get("entropy_space") == "features" else fake
+            entropy = knn_entropy(x.float())
+            term = -self.entropy_weight * entropy
+            logs["entropy"] = entropy.detach()
+        if self.mode_seeking_weight > 0:
+            loss, ratio = mode_seeking_loss(fake.float(), latent.float())
+            term = (term if term is not None else 0) + self.mode_seeking_weight * loss
+            logs["mode_seeking_ratio"] = ratio.detach()
+        return term, logs
 
     def generator_steps_first(self) -> bool:
         """Whether G steps before D on batches with both: simultaneous updates, chosen or fixed by the variant."""
