@@ -6,6 +6,7 @@ draw samples, merge counts or features across ranks, and log and write what they
 
 from .base import EvaluationCallback
 from .classifier import MNISTClassifier, load_classifier, save_classifier
+from .collapse_monitor import CollapseMonitor
 from .diversity import DiversityMetrics
 from .diagnostics import CodeModeAccuracy, GeneratorModeShares, LatentTraversal
 from .image_quality import ImageQuality
@@ -32,6 +33,7 @@ __all__ = [
     "StackedMNISTModesMetric",
     "ImageQuality",
     "DiversityMetrics",
+    "CollapseMonitor",
     "SampleGrid",
     "MNISTClassifier",
     "load_classifier",

@@ -1,0 +1,189 @@
+"""`CollapseMonitor`: watch a diversity signal and the training curves, say when collapse is coming, and act.
+
+The loop the codebase exists to support: evaluate the diversity of the samples periodically (any validation
+metric: `callbacks.DiversityMetrics`' label-free ones on any data, or modes / KL where the modes are known); when
+it crosses a threshold for `patience` evaluations in a row, or the training curves show a warning sign, log an
+event and apply a preventive action.
+
+Warning signs in the curves (Arjovsky & Bottou 2017 and common practice; `loss_warning`), judged at each
+validation over the generator steps since the previous one:
+- the discriminator's loss near zero (below `d_loss_floor`) while the generator's rises: D wins outright and G's
+  gradients carry little information;
+- a sudden drop of the generator's loss (by more than `g_drop` of its previous level): G found one output that
+  fools D, the classic prelude to collapsing onto it.
+
+Actions (`action`): "none" (report only), "stop" (end training; keep the best weights by the monitored signal with
+a ModelCheckpoint(monitor=<signal>) beside it), "entropy" / "mode_seeking" (switch on that generator regulariser
+at weight `action_value`; see `models.regularizers`), "lr" (multiply both learning rates by `action_value`),
+"n_critic" (set the discriminator steps per generator step to `action_value`). Each detection is logged as
+`collapse/detected` (1 at the evaluation that fires), printed in one line, raised as a W&B alert where W&B logs
+online, kept in `events` (saved in checkpoints, so a resumed run re-applies its actions) and written to
+`<run folder>/collapse_events.json`. List it after the callbacks that log its signal: it reads the signal at the
+end of each validation epoch, when those have logged it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Optional, Sequence
+
+import lightning as L
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_info
+
+ACTIONS = ("none", "stop", "entropy", "mode_seeking", "lr", "n_critic")
+
+
+def loss_warning(d_losses: Sequence[float], g_losses: Sequence[float], d_loss_floor: float = 0.05,
+                 g_drop: float = 0.5) -> Optional[str]:
+    """The warning sign the loss curves of one evaluation window show (None when there is none): D's mean loss
+    below `d_loss_floor` while G's loss ends higher than it started, or G's mean loss over the second half of the
+    window below (1 - g_drop) x its mean over the first half. Needs at least 4 values of each."""
+    if len(d_losses) < 4 or len(g_losses) < 4:
+        return None
+    d_mean = sum(d_losses) / len(d_losses)
+    half = len(g_losses) // 2
+    first, second = sum(g_losses[:half]) / half, sum(g_losses[half:]) / (len(g_losses) - half)
+    if d_mean < d_loss_floor and second > first:
+        return f"the discriminator's loss is {d_mean:.3g} (below {d_loss_floor}) while the generator's rises"
+    if first > 0 and second < (1 - g_drop) * first:
+        return f"the generator's loss dropped from {first:.3g} to {second:.3g} (by more than {g_drop:.0%})"
+    return None
+
+
+class CollapseMonitor(L.Callback):
+    """See the module docstring.
+
+    Args:
+        signal: the logged validation metric to watch (e.g. "val/duplicate_rate", "val/ndb_fraction", "val/jsd",
+            "val/coverage", "val/modes").
+        threshold: the value past which the signal says "collapsing".
+        mode: "above" (collapse when signal > threshold: duplicate rate, NDB, JSD) or "below" (coverage, modes).
+        patience: evaluations in a row past the threshold before a detection.
+        watch_losses: also detect the loss-curve warning signs (`loss_warning`).
+        action, action_value: what to do on a detection (see ACTIONS).
+        once: act on the first detection only (later ones are still logged).
+    """
+
+    def __init__(self, signal: str = "val/duplicate_rate", threshold: float = 0.5, mode: str = "above",
+                 patience: int = 1, watch_losses: bool = True, d_loss_floor: float = 0.05, g_drop: float = 0.5,
+                 action: str = "none", action_value: Optional[float] = None, once: bool = True):
+        if mode not in ("above", "below"):
+            raise ValueError(f"mode must be 'above' or 'below'; got {mode!r}")
+        if action not in ACTIONS:
+            raise ValueError(f"action must be one of {list(ACTIONS)}; got {action!r}")
+        needs_value = {"entropy": "the regulariser's weight", "mode_seeking": "the regulariser's weight",
+                       "lr": "the learning-rate factor", "n_critic": "the new discriminator steps per generator step"}
+        if action in needs_value and (action_value is None or not math.isfinite(action_value) or action_value <= 0):
+            raise ValueError(f"action {action!r} needs action_value > 0 ({needs_value[action]}); got {action_value!r}")
+        if action == "n_critic" and not float(action_value).is_integer():
+            raise ValueError(f"action 'n_critic' needs an integer action_value; got {action_value!r}")
+        if not (isinstance(patience, int) and patience >= 1):
+            raise ValueError(f"patience must be an integer >= 1; got {patience!r}")
+        self.signal, self.threshold, self.mode, self.patience = signal, float(threshold), mode, patience
+        self.watch_losses, self.d_loss_floor, self.g_drop = watch_losses, d_loss_floor, g_drop
+        self.action, self.action_value, self.once = action, action_value, once
+        self.events: list[dict[str, Any]] = []
+        self._streak = 0
+        self._d_losses: list[float] = []
+        self._g_losses: list[float] = []
+        self._warned_missing = False
+
+    # ------------------------------------------------------------------ state (checkpoints)
+    def state_dict(self) -> dict[str, Any]:
+        return {"events": self.events, "streak": self._streak}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.events, self._streak = list(state_dict.get("events", [])), int(state_dict.get("streak", 0))
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for event in self.events:  # a resumed run: the actions its checkpoint had taken hold again
+            if event.get("action_applied"):
+                self._apply(trainer, pl_module, event["action_applied"], event.get("action_value"), replay=True)
+
+    # ------------------------------------------------------------------ watching
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        # the base logs the losses every log_every_n_steps batches (the G loss on batches with a G step)
+        d_steps = getattr(pl_module, "d_steps", None)
+        if not self.watch_losses or d_steps is None or d_steps % trainer.log_every_n_steps:
+            return
+        metrics = trainer.callback_metrics
+        if "train/d_loss" in metrics:
+            self._d_losses.append(float(metrics["train/d_loss"]))
+        if "train/g_loss" in metrics and d_steps % getattr(pl_module, "n_critic", 1) == 0:
+            self._g_losses.append(float(metrics["train/g_loss"]))
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after the metric callbacks listed before this one have logged their figures
+        if trainer.sanity_checking:
+            return
+        reasons = []
+        value = trainer.callback_metrics.get(self.signal)
+        if value is None:
+            if not self._warned_missing:
+                self._warned_missing = True
+                rank_zero_info(f"CollapseMonitor: no {self.signal!r} was logged at this validation; add the callback "
+                               f"that logs it (e.g. callbacks.DiversityMetrics) or choose another signal")
+        else:
+            value = float(value)
+            past = value > self.threshold if self.mode == "above" else value < self.threshold
+            self._streak = self._streak + 1 if past else 0
+            if self._streak >= self.patience:
+                reasons.append(f"{self.signal} = {value:.4g} {self.mode} {self.threshold:g} for {self._streak} "
+                               f"evaluation{'s' if self._streak > 1 else ''}")
+        warning = loss_warning(self._d_losses, self._g_losses, self.d_loss_floor, self.g_drop) \
+            if self.watch_losses else None
+        self._d_losses, self._g_losses = [], []
+        if warning:
+            reasons.append(warning)
+        pl_module.log("collapse/detected", float(bool(reasons)), sync_dist=False)
+        if reasons:
+            self._detected(trainer, pl_module, "; ".join(reasons), value)
+
+    # ------------------------------------------------------------------ acting
+    def _detected(self, trainer: L.Trainer, pl_module: L.LightningModule, reason: str, value: Optional[float]) -> None:
+        act = self.action != "none" and not (self.once and any(e.get("action_applied") for e in self.events))
+        step = int(getattr(pl_module, "g_steps", trainer.global_step))
+        event = {"g_step": step, "global_step": trainer.global_step, "reason": reason, "signal": self.signal,
+                 "value": value, "action_applied": self.action if act else None,
+                 "action_value": self.action_value if act else None}
+        self.events.append(event)
+        taken = self._apply(trainer, pl_module, self.action, self.action_value) if act else "no action"
+        line = f"CollapseMonitor at generator step {step}: {reason}; {taken}"
+        rank_zero_info(line)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and getattr(logger, "mode", "online") == "online" and trainer.is_global_zero:
+                try:
+                    logger.experiment.alert(title="Mode collapse warning", text=line)
+                except Exception as err:  # noqa: BLE001 - an alert that cannot be sent must not stop training
+                    rank_zero_info(f"CollapseMonitor: the W&B alert was not sent ({err})")
+        self._write_events(trainer)
+
+    def _apply(self, trainer: L.Trainer, pl_module: L.LightningModule, action: str, value: Optional[float],
+               replay: bool = False) -> str:
+        if action == "stop":
+            if not replay:
+                trainer.should_stop = True
+            return "stopping training"
+        if action in ("entropy", "mode_seeking"):
+            setattr(pl_module, f"{action}_weight", float(value))
+            return f"{action} regulariser on at weight {value:g}"
+        if action == "lr":
+            if not replay:  # a checkpoint keeps the optimisers' learning rates
+                for optimizer in trainer.optimizers:
+                    for group in optimizer.param_groups:
+                        group["lr"] *= float(value)
+            return f"learning rates x {value:g}"
+        if action == "n_critic":
+            pl_module.n_critic = int(value)
+            return f"n_critic set to {int(value)}"
+        return "no action"
+
+    def _write_events(self, trainer: L.Trainer) -> None:
+        folder = trainer.log_dir or trainer.default_root_dir
+        if folder and trainer.is_global_zero and os.path.realpath(folder) != os.path.realpath(os.getcwd()):
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, "collapse_events.json"), "w") as f:
+                json.dump(self.events, f, indent=1)

@@ -1,0 +1,120 @@
+"""CollapseMonitor: the loss-curve warning signs on hand-made curves, detection after `patience` evaluations past
+the threshold, each action applied and logged, events kept through a resume, and bad arguments."""
+
+from __future__ import annotations
+
+import json
+
+import lightning as L
+import pytest
+import torch
+
+from callbacks import CollapseMonitor
+from callbacks.collapse_monitor import loss_warning
+from tests.factories import quiet_trainer, tiny_model, tiny_ring
+
+
+class ScriptedSignal(L.Callback):
+    """Logs val/signal from a list, one value per validation (a stand-in for a diversity metric)."""
+
+    def __init__(self, values):
+        self.values, self.calls = list(values), 0
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            pl_module.log("val/signal", float(self.values[min(self.calls, len(self.values) - 1)]))
+            self.calls += 1
+
+
+def test_loss_warning_signs_on_hand_made_curves():
+    assert loss_warning([0.01] * 6, [1.0, 1.1, 1.2, 1.5, 1.8, 2.0]) is not None  # D wins, G's loss climbs
+    assert "below 0.05" in loss_warning([0.01] * 6, [1.0, 1.1, 1.2, 1.5, 1.8, 2.0])
+    assert loss_warning([0.01] * 6, [2.0, 1.9, 1.8, 1.7, 1.6, 1.5]) is None  # D low but G improving
+    assert "dropped from 2 to 0.5" in loss_warning([0.7] * 4, [2.0, 2.0, 0.5, 0.5])  # a sudden drop of G's loss
+    assert loss_warning([0.7] * 4, [2.0, 2.0, 1.5, 1.5]) is None  # a 25 % drop: not sudden at g_drop 0.5
+    assert loss_warning([0.01] * 3, [1.0, 2.0, 3.0]) is None  # too few values to judge
+
+
+def _fit(tmp_path, monitor, values, max_steps=40, **trainer_kwargs):
+    torch.manual_seed(0)
+    model = tiny_model("GAN")
+    trainer = quiet_trainer(max_steps=max_steps, callbacks=[ScriptedSignal(values), monitor], default_root_dir=tmp_path,
+                            **trainer_kwargs)
+    trainer.fit(model, tiny_ring())  # 5 batches an epoch: a validation every 5 generator steps (10 global steps)
+    return model, trainer
+
+
+def test_detection_after_patience_switches_the_regulariser_on_once_and_writes_the_events(tmp_path):
+    monitor = CollapseMonitor(signal="val/signal", threshold=0.5, patience=2, watch_losses=False, action="entropy",
+                              action_value=0.3)
+    model, trainer = _fit(tmp_path, monitor, [0.1, 0.9, 0.2, 0.8, 0.9, 0.95, 0.99, 0.99], max_steps=80)
+    # evaluations at generator steps 5, 10, ..., 40: 0.1, 0.9 (streak 1), 0.2 (reset), 0.8 (1), 0.9 (2: detected,
+    # acts), 0.95, 0.99, 0.99 (detected, logged only)
+    assert [e["g_step"] for e in monitor.events] == [25, 30, 35, 40]
+    assert model.entropy_weight == 0.3
+    assert [e["action_applied"] for e in monitor.events] == ["entropy", None, None, None]
+    assert "val/signal = 0.9 above 0.5 for 2 evaluations" in monitor.events[0]["reason"]
+    assert json.loads((tmp_path / "collapse_events.json").read_text()) == monitor.events
+    assert float(trainer.callback_metrics["collapse/detected"]) == 1.0
+
+
+@pytest.mark.parametrize("action, value", [("stop", None), ("lr", 0.5), ("n_critic", 3), ("mode_seeking", 1.0)])
+def test_each_action_is_applied(tmp_path, action, value):
+    monitor = CollapseMonitor(signal="val/signal", threshold=0.5, mode="below", watch_losses=False, action=action,
+                              action_value=value)
+    model, trainer = _fit(tmp_path, monitor, [0.9, 0.1])  # detected at the second evaluation, generator step 10
+    assert monitor.events[0]["g_step"] == 10 and monitor.events[0]["action_applied"] == action
+    if action == "stop":
+        assert model.g_steps == 10  # stopped there instead of running on to generator step 20
+    elif action == "lr":
+        assert [g["lr"] for opt in trainer.optimizers for g in opt.param_groups] == pytest.approx(
+            [0.5 * model.hparams.g_lr, 0.5 * model.hparams.d_lr])
+    elif action == "n_critic":
+        assert model.n_critic == 3 and model.g_steps < model.d_steps  # one G step per 3 D steps after it
+    else:
+        assert model.mode_seeking_weight == 1.0
+
+
+def test_a_resumed_run_keeps_the_events_and_reapplies_the_action(tmp_path):
+    monitor = CollapseMonitor(signal="val/signal", threshold=0.5, watch_losses=False, action="entropy", action_value=0.2)
+    model, trainer = _fit(tmp_path, monitor, [0.9], max_steps=20)
+    trainer.save_checkpoint(tmp_path / "mid.ckpt")
+    torch.manual_seed(0)
+    fresh_model = tiny_model("GAN")
+    fresh = CollapseMonitor(signal="val/signal", threshold=0.5, watch_losses=False, action="entropy", action_value=0.2)
+    quiet_trainer(max_steps=30, callbacks=[ScriptedSignal([0.1]), fresh], default_root_dir=tmp_path).fit(
+        fresh_model, tiny_ring(), ckpt_path=tmp_path / "mid.ckpt")
+    assert len(monitor.events) == 2 and fresh.events == monitor.events and fresh_model.entropy_weight == 0.2
+
+
+def test_a_collapsed_generator_is_caught_by_the_duplicate_rate_and_stopped(tmp_path):
+    """End to end with a real signal: DiversityMetrics' duplicate rate on a generator that ignores z."""
+    from callbacks import DiversityMetrics
+
+    torch.manual_seed(0)
+    model = tiny_model("GAN", g_lr=1e-12)  # G stays where it is put: collapsed on one point
+    with torch.no_grad():
+        model.generator.net[-1].weight.zero_()
+    monitor = CollapseMonitor(signal="val/duplicate_rate", threshold=0.5, watch_losses=False, action="stop")
+    trainer = quiet_trainer(max_steps=40, default_root_dir=tmp_path,
+                            callbacks=[DiversityMetrics(num_bins=8, num_samples=256), monitor])
+    trainer.fit(model, tiny_ring(val_size=256))
+    assert model.g_steps == 5 and monitor.events[0]["value"] == 1.0 and monitor.events[0]["action_applied"] == "stop"
+
+
+def test_a_missing_signal_is_said_once_and_nothing_is_detected(tmp_path):
+    monitor = CollapseMonitor(signal="val/not_logged", watch_losses=False, action="stop")
+    model, _ = _fit(tmp_path, monitor, [0.0], max_steps=20)
+    assert monitor.events == [] and model.g_steps == 10
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"mode": "higher"}, "mode must be 'above' or 'below'"),
+    ({"action": "restart"}, "action must be one of"),
+    ({"action": "entropy"}, "action 'entropy' needs action_value > 0"),
+    ({"action": "n_critic", "action_value": 2.5}, "needs an integer action_value"),
+    ({"patience": 0}, "patience must be an integer >= 1"),
+])
+def test_bad_arguments_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CollapseMonitor(**kwargs)
