@@ -161,6 +161,33 @@ def test_pacgan_discriminator_takes_packing_times_the_datas_channels(image_data)
                          "--model.init_args.discriminator.init_args.channels", "3"], run=False)
 
 
+def test_image_folder_example_trains_on_your_pngs_with_the_collapse_monitor(tmp_path):
+    """The ImageFolder example as written (diversity metrics and the collapse monitor on) on PNGs written here; a
+    near-duplicate rate threshold of 0 makes the monitor fire, so its action and record are exercised too."""
+    from PIL import Image
+
+    folder = tmp_path / "my_images"
+    folder.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for i in range(64):
+        pixels = (torch.rand(32, 32, 3, generator=g) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+    cli = run_cli("fit", *compose_args(ROOT / "experiments/image_folder/gan.yaml"), "--trainer.accelerator", "cpu",
+                  "--data.init_args.root", str(folder), "--data.init_args.batch_size", "8",
+                  "--data.init_args.val_size", "32", "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2",
+                  "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path / "run"))
+    callbacks = {type(c).__name__: c for c in cli.trainer.callbacks}
+    diversity, monitor = callbacks["DiversityMetrics"], callbacks["CollapseMonitor"]
+    assert {"ndb", "jsd", "duplicate_rate", "support_size", "recall", "coverage"} <= set(diversity.last)
+    assert "20 k-means bins of 32 reference samples" in diversity.protocol
+    assert cli.model.g_steps == 4 and "collapse/detected" in cli.trainer.callback_metrics
+    monitor.threshold, monitor.patience = -1.0, 1  # every duplicate rate is above it: the next evaluation fires
+    cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
+    assert [e["action_applied"] for e in monitor.events].count("entropy") == 1  # acts once, on the first detection
+    assert cli.model.entropy_weight == 0.1
+    assert (tmp_path / "run" / "collapse_events.json").exists()
+
+
 def test_inception_features_offline_are_a_clear_error(image_data):
     from callbacks.image_quality import ImageQuality
 
