@@ -48,6 +48,7 @@ ADDED_ARGUMENTS: dict[tuple[str, str], object] = {
     ("*", "entropy_weight"): 0.0,  # GANBase: the generator regularisers, off before them
     ("*", "entropy_space"): "data",
     ("*", "mode_seeking_weight"): 0.0,
+    ("*", "d_skip_accuracy"): None,  # GANBase: the adaptive update ratio, off before it
     ("models.MLPGenerator", "weight_init"): "torch",  # the MLPs' initialisation (nn.Linear's before it)
     ("models.MLPDiscriminator", "weight_init"): "torch",
 }

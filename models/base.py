@@ -98,6 +98,12 @@ class GANBase(CheckpointHooks, L.LightningModule):
             discriminator's trunk features, for discriminators with `features`).
         mode_seeking_weight: lambda of MSGAN's mode-seeking term (`models.regularizers.mode_seeking_loss`); 0 off.
             Both weights are attributes (`entropy_weight`, `mode_seeking_weight`) that a callback may change.
+        d_skip_accuracy: an adaptive update ratio: skip the discriminator's step on a batch when its accuracy on the
+            batch before (real scored > 0, fake < 0; averaged over DDP ranks) exceeded this, so a discriminator that
+            wins outright waits for the generator; G steps as scheduled. None (default) never skips. Needs a model
+            whose discriminator loss reports `d_accuracy` (GAN and the variants on its loss: PacGAN, minibatch
+            discrimination, Unrolled GAN; and VEEGAN), with a loss that has a decision point (not wasserstein). Skips are counted
+            (`d_skips`, logged as train/d_skips) and saved in checkpoints.
         channels_last: store 4-D weights and image batches in channels-last memory format (NHWC),
             the layout GPU convolution kernels prefer under mixed precision. Same results.
     """
@@ -144,6 +150,7 @@ class GANBase(CheckpointHooks, L.LightningModule):
         entropy_weight: float = 0.0,
         entropy_space: str = "data",
         mode_seeking_weight: float = 0.0,
+        d_skip_accuracy: Optional[float] = None,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -160,6 +167,9 @@ class GANBase(CheckpointHooks, L.LightningModule):
         for name, value in (("entropy_weight", entropy_weight), ("mode_seeking_weight", mode_seeking_weight)):
             if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0 (0 turns the regulariser off); got {value!r}")
+        if d_skip_accuracy is not None and not (isinstance(d_skip_accuracy, (int, float)) and 0 < d_skip_accuracy < 1):
+            raise ValueError(f"d_skip_accuracy must be in (0, 1) (a discriminator accuracy, e.g. 0.9) or null; "
+                             f"got {d_skip_accuracy!r}")
         if entropy_space not in ("data", "features"):
             raise ValueError(f"entropy_space must be 'data' or 'features'; got {entropy_space!r}")
         if entropy_space == "features" and not hasattr(discriminator, "features"):
@@ -183,6 +193,12 @@ class GANBase(CheckpointHooks, L.LightningModule):
         # Step counters (saved in checkpoints by on_save_checkpoint).
         self.d_steps = 0
         self.g_steps = 0
+        self.d_skips = 0  # batches whose discriminator step d_skip_accuracy skipped (counted in d_steps too)
+        self.last_d_accuracy: Optional[float] = None
+        if d_skip_accuracy is not None and not self.reports_discriminator_accuracy():
+            raise ValueError(f"d_skip_accuracy needs the discriminator's accuracy, and {type(self).__name__}'s "
+                             f"discriminator loss does not report d_accuracy: use GAN (not with the wasserstein loss), "
+                             f"PacGAN, minibatch discrimination, Unrolled GAN or VEEGAN, or set d_skip_accuracy to null")
         self.noise: Optional[torch.Generator] = None
         self.last_validated_g_step: Optional[int] = None
 
@@ -264,7 +280,16 @@ class GANBase(CheckpointHooks, L.LightningModule):
         g_first = self.generator_steps_first()
         if g_step_now and g_first:
             logs |= self._generator_step_on(opt_g, real, g_latent, g_fake if not fresh else None)
-        logs |= self.optimize(opt_d, self.discriminator_loss, real, d_fake.detach(), d_latent, name="d_loss")
+        if self.skip_discriminator_step():
+            with torch.no_grad():  # D's accuracy now, for the next decision, without a step
+                loss, d_logs = self.discriminator_loss(real, d_fake.detach(), d_latent)
+            logs |= {"d_loss": loss.detach(), **d_logs}
+            self.d_skips += 1
+        else:
+            logs |= self.optimize(opt_d, self.discriminator_loss, real, d_fake.detach(), d_latent, name="d_loss")
+        if self.hparams.get("d_skip_accuracy") is not None:
+            self.record_d_accuracy(logs)
+            logs["d_skips"] = torch.tensor(float(self.d_skips))
         self.d_steps += 1
         if g_step_now and not g_first:
             logs |= self._generator_step_on(opt_g, real, g_latent, g_fake if not fresh else None)
@@ -312,6 +337,29 @@ class GANBase(CheckpointHooks, L.LightningModule):
             term = (term if term is not None else 0) + self.mode_seeking_weight * loss
             logs["mode_seeking_ratio"] = ratio.detach()
         return term, logs
+
+    def reports_discriminator_accuracy(self) -> bool:
+        """Whether `discriminator_loss` reports `d_accuracy` (what d_skip_accuracy needs). Variants that do say so."""
+        return False
+
+    def on_fit_start(self) -> None:
+        skip_nvml_probe_without_gpus(self.device)
+
+    def skip_discriminator_step(self) -> bool:
+        """Whether this batch's discriminator step is skipped (d_skip_accuracy; see __init__)."""
+        threshold = self.hparams.get("d_skip_accuracy")
+        return threshold is not None and self.last_d_accuracy is not None and self.last_d_accuracy > threshold
+
+    def record_d_accuracy(self, logs: dict[str, Tensor]) -> None:
+        """Keeps the discriminator's accuracy on this batch (averaged over DDP ranks, so every rank decides alike)."""
+        if "d_accuracy" not in logs:
+            raise ValueError(f"d_skip_accuracy needs the discriminator's accuracy, and {type(self).__name__}'s "
+                             f"discriminator loss does not report d_accuracy: use a model of the GAN family or VEEGAN, "
+                             f"or set d_skip_accuracy to null")
+        accuracy = logs["d_accuracy"].detach().float()
+        if distributed():
+            accuracy = self.trainer.strategy.reduce(accuracy, reduce_op="mean")
+        self.last_d_accuracy = float(accuracy)
 
     def generator_steps_first(self) -> bool:
         """Whether G steps before D on batches with both: simultaneous updates, chosen or fixed by the variant."""
@@ -437,9 +485,6 @@ class GANBase(CheckpointHooks, L.LightningModule):
         """The latent stream for evaluating at the current generator step: differs across ranks
         (so samples split across DDP ranks are distinct) and is reproducible per (seed, step)."""
         return self.seeded_stream(_EVAL_STREAM, self.g_steps)
-
-    def on_fit_start(self) -> None:
-        skip_nvml_probe_without_gpus(self.device)
 
     def on_train_epoch_start(self) -> None:
         # Training noise depends only on (seed, rank, epoch): ranks differ, resumes are exact.

@@ -13,7 +13,7 @@ from typing import Optional
 from torch import Tensor, nn
 
 from .base import GANBase
-from .losses import get_gan_loss
+from .losses import DECISION_THRESHOLDS, discriminator_accuracy, get_gan_loss
 
 
 class GAN(GANBase):
@@ -44,7 +44,14 @@ class GAN(GANBase):
     def discriminator_loss(self, real: Tensor, fake: Tensor, latent: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         real_scores, fake_scores = self.discriminate(real), self.discriminate(fake)
         loss = self.loss_fns.discriminator(real_scores, fake_scores)
-        return loss, {"d_real": real_scores.detach().float().mean(), "d_fake": fake_scores.detach().float().mean()}
+        logs = {"d_real": real_scores.detach().float().mean(), "d_fake": fake_scores.detach().float().mean()}
+        threshold = DECISION_THRESHOLDS[self.hparams.loss]
+        if threshold is not None:
+            logs["d_accuracy"] = discriminator_accuracy(real_scores, fake_scores, threshold)
+        return loss, logs
 
     def generator_loss(self, real: Tensor, fake: Tensor, latent: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         return self.loss_fns.generator(self.discriminate(fake)), {}
+
+    def reports_discriminator_accuracy(self) -> bool:
+        return type(self).discriminator_loss is GAN.discriminator_loss and DECISION_THRESHOLDS[self.hparams.loss] is not None

@@ -189,6 +189,19 @@ GAN_LOSSES: dict[str, GANLoss] = {
 }
 
 
+# The score at which each objective's discriminator is undecided between real and fake (its accuracy counts real
+# scores above it and fake scores below it); none for the Wasserstein critic, whose scores have no such point.
+DECISION_THRESHOLDS: dict[str, float | None] = {"nonsaturating": 0.0, "minimax": 0.0, "hinge": 0.0,
+                                                "least_squares": 0.5, "wasserstein": None}
+
+
+def discriminator_accuracy(real_scores: Tensor, fake_scores: Tensor, threshold: float = 0.0) -> Tensor:
+    """The share of a batch's real and fake samples the discriminator classifies right: real scores above
+    `threshold`, fake scores at or below it, over both sets together (float32, no gradient)."""
+    right = torch.cat([(real_scores.detach() > threshold).flatten(), (fake_scores.detach() <= threshold).flatten()])
+    return right.float().mean()
+
+
 def get_gan_loss(name: str) -> GANLoss:
     """Looks up an adversarial objective by name, with an error that lists the valid names."""
     try:

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .base import GANBase
+from .losses import discriminator_accuracy
 
 
 class VEEGAN(GANBase):
@@ -111,7 +112,9 @@ class VEEGAN(GANBase):
         fake_scores = self.pair_scores(self.code(latent), fake)
         real_scores = self.pair_scores(self.data_codes(real, rng=self.noise), real)
         loss = F.softplus(-fake_scores).mean() + F.softplus(real_scores).mean()
-        return loss, {"d_real": real_scores.detach().float().mean(), "d_fake": fake_scores.detach().float().mean()}
+        # D says "generated" with a positive logit: it is right on data pairs below 0 and generated pairs above
+        return loss, {"d_real": real_scores.detach().float().mean(), "d_fake": fake_scores.detach().float().mean(),
+                      "d_accuracy": discriminator_accuracy(-real_scores, -fake_scores)}
 
     def generator_loss(self, real: Tensor, fake: Tensor, latent: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         z = self.code(latent)
@@ -119,6 +122,9 @@ class VEEGAN(GANBase):
         reconstruction = 0.5 * (z - self.reconstruct(fake)).pow(2).sum(dim=1).mean()
         return adversarial + reconstruction, {"adversarial": adversarial.detach(),
                                               "reconstruction": reconstruction.detach()}
+
+    def reports_discriminator_accuracy(self) -> bool:
+        return True
 
     def discriminate(self, x: Tensor) -> Tensor:
         """D's logits for data x paired with F's mean for it (the pairing used to check shapes)."""
