@@ -1,0 +1,49 @@
+"""experiments/collapse_detection.py: precision, recall, F1 and lag counted by hand on made-up curves, the best
+threshold, and the report from result.json files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from experiments import collapse_detection as cd
+
+# two runs, modes collapsing below 10 from step 3 (run a) and never (run b); the signal rises with the collapse in
+# run a one step early, and once falsely in run b
+RUN_A = [{"g_step": 1, "modes": 25, "ndb_fraction": 0.1}, {"g_step": 2, "modes": 20, "ndb_fraction": 0.6},
+         {"g_step": 3, "modes": 5, "ndb_fraction": 0.9}, {"g_step": 4, "modes": 2, "ndb_fraction": 0.4}]
+RUN_B = [{"g_step": 1, "modes": 25, "ndb_fraction": 0.2}, {"g_step": 2, "modes": 24, "ndb_fraction": 0.7},
+         {"g_step": 3, "modes": 25, "ndb_fraction": float("nan")}]
+
+
+def test_counts_precision_recall_and_lag_by_hand():
+    q = cd.detection_quality([RUN_A, RUN_B], "ndb_fraction", 0.5, "above", collapsed_below=10)
+    # alarms at a2, a3, b2; collapsed a3, a4; the NaN evaluation is left out
+    assert (q["tp"], q["fp"], q["fn"], q["tn"]) == (1, 2, 1, 2)
+    assert q["precision"] == pytest.approx(1 / 3) and q["recall"] == pytest.approx(1 / 2)
+    assert q["f1"] == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2))
+    assert q["median_lag"] == -1 and q["runs_with_lag"] == 1  # run a: first alarm at 2, first collapse at 3
+    below = cd.detection_quality([RUN_A], "ndb_fraction", 0.5, "below", collapsed_below=10)
+    assert (below["tp"], below["fp"]) == (1, 1)  # 0.1 (not collapsed) and 0.4 (collapsed) are below 0.5
+
+
+def test_best_threshold_is_the_midpoint_with_the_best_f1():
+    threshold, q = cd.best_threshold([RUN_A, RUN_B], "ndb_fraction", "above", collapsed_below=10)
+    # only 0.9 and 0.4 are collapsed evaluations; thresholds between 0.7 and 0.9 catch 0.9 alone: F1 2/3;
+    # 0.3 (between 0.2 and 0.4) catches both with 2 false alarms: F1 4/6 = 2/3, a tie broken by the smaller |t|
+    assert q["f1"] == pytest.approx(2 / 3) and threshold == pytest.approx(0.3)
+
+
+def test_report_from_result_files(tmp_path):
+    for model, seed, curve in (("gan", 0, RUN_A), ("veegan", 0, RUN_B)):
+        folder = tmp_path / "runs" / model / f"seed{seed}-abc"
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps({"status": "ok", "model": model, "seed": seed, "curve": curve}))
+    text = cd.main(["grid25_veegan", "--out", str(tmp_path), "--collapsed-below", "10"])
+    assert "Evaluations: 7, of which 2 collapsed (fewer than 10 modes captured)" in text
+    assert "| ndb_fraction | above | 0.5 (monitor default) | 0.33 | 0.50 | 0.40 | 1 / 2 | 1 | -1 (1) |" in text
+    assert (tmp_path / "grid25_veegan_collapse_detection.md").read_text() == text
+    assert cd.data_modes("grid25_veegan") == 25 and cd.data_modes("ring8") == 8
+    assert math.isnan(cd.detection_quality([], "jsd", 0.1, "above", 10)["precision"])
