@@ -12,11 +12,10 @@ from __future__ import annotations
 from typing import Optional
 
 import lightning as L
-import torch
 from torch import Tensor, nn
 
-from .base import EvaluationCallback, local_sample_count
-from .image_quality import FeatureSet, inception_features
+from .base import EvaluationCallback
+from .image_quality import FeatureSet, collect_features, inception_features
 from .metrics import bin_proportions, duplicate_rate, kmeans_bins, ndb_jsd, precision_recall_density_coverage
 
 DIVERSITY_FEATURES = ("data", "mnist_classifier", "inception")
@@ -91,14 +90,7 @@ class DiversityMetrics(EvaluationCallback):
         return self._bins[1], self._bins[2]
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        metric = self.metric.to(pl_module.device)
-        for i, batch in enumerate(trainer.datamodule.val_dataloader()):
-            if i % trainer.world_size == trainer.global_rank:  # each real sample on one rank only
-                metric.update(pl_module.unpack_batch(batch).to(pl_module.device), real=True)
-        for samples in self.sample_batches(pl_module, local_sample_count(self.num_samples, trainer), self.batch_size):
-            metric.update(samples, real=False)
-        real, fake = metric.compute()
-        metric.reset()
+        real, fake = collect_features(self.metric, trainer, pl_module, self.num_samples, self.batch_size)
         real, fake = real.cpu(), fake.cpu()
         centres, reference = self.bins(trainer, real)
         values = ndb_jsd(reference, real.shape[0], bin_proportions(fake, centres), fake.shape[0], self.significance)

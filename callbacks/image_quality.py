@@ -38,6 +38,23 @@ class FeatureSet(Metric):
         return cat(self.real), cat(self.fake)
 
 
+def collect_features(metric: FeatureSet, trainer: L.Trainer, pl_module: L.LightningModule, num_samples: int,
+                     batch_size: int) -> tuple[Tensor, Tensor]:
+    """Features of the datamodule's validation split (every batch's rows dealt out across ranks, so each rank has
+    some even when the split is one batch) and of `num_samples` generated samples (split across ranks, from the
+    evaluation stream), gathered across ranks; the metric is reset after."""
+    metric = metric.to(pl_module.device)
+    for batch in trainer.datamodule.val_dataloader():
+        real = pl_module.unpack_batch(batch)[trainer.global_rank:: trainer.world_size]  # each real sample on one rank
+        if real.shape[0]:
+            metric.update(real.to(pl_module.device), real=True)
+    for samples in EvaluationCallback.sample_batches(pl_module, local_sample_count(num_samples, trainer), batch_size):
+        metric.update(samples, real=False)
+    real, fake = metric.compute()
+    metric.reset()
+    return real, fake
+
+
 class InceptionFeatures(nn.Module):
     """The 2048-d pool features of torchmetrics' FID Inception network, for images in [-1, 1]
     (grey images repeated over three channels)."""
@@ -103,14 +120,7 @@ class ImageQuality(EvaluationCallback):
         self.metric = FeatureSet(extractor.eval())
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        metric = self.metric.to(pl_module.device)
-        for i, batch in enumerate(trainer.datamodule.val_dataloader()):
-            if i % trainer.world_size == trainer.global_rank:  # each real image on one rank only
-                metric.update(pl_module.unpack_batch(batch).to(pl_module.device), real=True)
-        for samples in self.sample_batches(pl_module, local_sample_count(self.num_samples, trainer), self.batch_size):
-            metric.update(samples, real=False)
-        real, fake = metric.compute()
-        metric.reset()
+        real, fake = collect_features(self.metric, trainer, pl_module, self.num_samples, self.batch_size)
         # precision / recall / density / coverage compare k-NN radii within each set, which shrink
         # as a set grows: they use as many fakes as reals (Kynkaanniemi et al. and Naeem et al. do)
         n_pr = min(real.shape[0], fake.shape[0])

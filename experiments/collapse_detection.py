@@ -115,7 +115,7 @@ def report(table: str, runs: dict[str, list[tuple[int, list[dict]]]], collapsed_
     evaluations = sum(1 for curve in curves for e in curve if e.get("modes") is not None)
     collapsed = sum(1 for curve in curves for e in curve if e.get("modes") is not None and e["modes"] < collapsed_below)
     lines = [f"# {table}: how well the label-free signals see collapse", "",
-             f"Runs: " + "; ".join(f"{m} seeds {','.join(str(s) for s, _ in r)}" for m, r in runs.items())
+             "Runs: " + "; ".join(f"{m} seeds {','.join(str(s) for s, _ in r)}" for m, r in runs.items())
              + f". Evaluations: {evaluations}, of which {collapsed} collapsed (fewer than {collapsed_below:g} modes "
              f"captured). Command: `python experiments/collapse_detection.py {table} --collapsed-below {collapsed_below:g}`.",
              "", "| signal | detects when | threshold | precision | recall | F1 | detections (TP / FP) | missed (FN) | "

@@ -32,7 +32,7 @@ import train
 from experiments import configs
 from experiments.configs import compose_args, model_configs, resolve
 from models import GANBase
-from tests.factories import quiet_trainer, tiny_model, tiny_ring
+from tests.factories import MODEL_DEFAULTS, quiet_trainer, tiny_model, tiny_ring
 
 ROOT = Path(__file__).resolve().parents[1]
 # class name -> its ring8 config, for every model of the tables (the resolved configs stored as goldens name the class)
@@ -254,6 +254,12 @@ def _python_model(name: str, images: bool):
         kwargs["discriminator"] = DCGANDiscriminator(
             image_size=28, channels=1, width=4, minibatch_kernels=3 if name == "MinibatchDiscriminationGAN" else 0,
             norm="layer" if name == "WGANGP" else "batch")
+        if name == "VEEGAN":  # its pair discriminator and reconstructor are MLPs on flattened images
+            from models import MLPDiscriminator, MLPGenerator
+
+            code = latent - MODEL_DEFAULTS["VEEGAN"]["extra_noise_dim"]
+            kwargs["discriminator"] = MLPDiscriminator(in_dim=code + 28 * 28, hidden_dim=8)
+            kwargs["reconstructor"] = MLPGenerator(latent_dim=28 * 28, out_dim=code, hidden_dim=8)
     return tiny_model(name, num_generators=k, g_lr=1e-3, **kwargs)
 
 
