@@ -16,7 +16,8 @@ from torch import Tensor, nn
 
 from .base import EvaluationCallback
 from .image_quality import FeatureSet, collect_features, inception_features
-from .metrics import bin_proportions, duplicate_rate, kmeans_bins, ndb_jsd, precision_recall_density_coverage
+from .metrics import (bin_proportions, duplicate_rate, duplicate_threshold, kmeans_bins, ndb_jsd,
+                      precision_recall_density_coverage, real_knn_radii)
 
 DIVERSITY_FEATURES = ("data", "mnist_classifier", "inception")
 
@@ -35,7 +36,7 @@ class DiversityMetrics(EvaluationCallback):
     Args:
         features: "data", "mnist_classifier" or "inception" (see the module docstring).
         num_bins: NDB's k-means bins, fitted once per datamodule on the reference's features (seeded, so a resumed
-            run gets the same bins). The authors use 100 to 300 bins with tens of thousands of samples; keep the
+            run gets the same bins; the reference's nearest-neighbour radii are kept with them). The authors use 100 to 300 bins with tens of thousands of samples; keep the
             reference at tens of samples per bin or more.
         significance: the level of NDB's two-sided two-proportion test per bin.
         num_samples: generated samples per evaluation, split across ranks.
@@ -67,7 +68,9 @@ class DiversityMetrics(EvaluationCallback):
         self.num_samples, self.duplicate_quantile, self.batch_size = num_samples, duplicate_quantile, batch_size
         self.classifier_path, self.seed = classifier_path, seed
         self.metric: Optional[FeatureSet] = None
-        self._bins: Optional[tuple[int, Tensor, Tensor]] = None  # (id of the datamodule, centres, proportions)
+        # what depends on the reference alone, computed once per datamodule: (its id, NDB's centres and reference
+        # proportions, the duplicate threshold and the real k-NN radii of the first n reference samples, n)
+        self._reference: Optional[tuple] = None
         self.protocol = ""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -81,22 +84,24 @@ class DiversityMetrics(EvaluationCallback):
             extractor = Flatten()
         self.metric = FeatureSet(extractor.eval())
 
-    def bins(self, trainer: L.Trainer, reference: Tensor) -> tuple[Tensor, Tensor]:
-        """NDB's bin centres and reference proportions, fitted at the first evaluation of each datamodule."""
-        key = id(trainer.datamodule)
-        if self._bins is None or self._bins[0] != key:
-            centres, proportions = kmeans_bins(reference, self.num_bins, seed=self.seed)
-            self._bins = (key, centres, proportions)
-        return self._bins[1], self._bins[2]
+    def reference_statistics(self, trainer: L.Trainer, real: Tensor, n: int) -> tuple:
+        """NDB's bins and reference proportions (k-means on all of `real`), the duplicate threshold and the k-NN
+        radii of real[:n]: fitted at the first evaluation of each datamodule and kept (the reference is fixed)."""
+        key = (id(trainer.datamodule), real.shape[0], n)
+        if self._reference is None or self._reference[0] != key:
+            centres, proportions = kmeans_bins(real, self.num_bins, seed=self.seed)
+            self._reference = (key, centres, proportions, duplicate_threshold(real[:n], self.duplicate_quantile),
+                               real_knn_radii(real[:n]))
+        return self._reference[1:]
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         real, fake = collect_features(self.metric, trainer, pl_module, self.num_samples, self.batch_size)
         real, fake = real.cpu(), fake.cpu()
-        centres, reference = self.bins(trainer, real)
-        values = ndb_jsd(reference, real.shape[0], bin_proportions(fake, centres), fake.shape[0], self.significance)
         n = min(real.shape[0], fake.shape[0])
-        duplicates = duplicate_rate(real[:n], fake[:n], self.duplicate_quantile)
-        pr = precision_recall_density_coverage(real[:n], fake[:n])
+        centres, reference, threshold, radii = self.reference_statistics(trainer, real, n)
+        values = ndb_jsd(reference, real.shape[0], bin_proportions(fake, centres), fake.shape[0], self.significance)
+        duplicates = duplicate_rate(real[:n], fake[:n], self.duplicate_quantile, threshold=threshold)
+        pr = precision_recall_density_coverage(real[:n], fake[:n], real_radii=radii)
         values |= {"duplicate_rate": duplicates["duplicate_rate"], "support_size": duplicates["support_size"],
                    "recall": pr["recall"], "coverage": pr["coverage"]}
         self.protocol = (f"{self.features} features; NDB over {self.num_bins} k-means bins of {real.shape[0]} reference "

@@ -37,6 +37,8 @@ Definitions:
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -139,16 +141,26 @@ def _knn_radii(x: Tensor, k: int) -> Tensor:
     return d.topk(k + 1, dim=1, largest=False).values[:, k]  # index 0 is the point itself
 
 
-def precision_recall_density_coverage(real: Tensor, fake: Tensor, k_pr: int = 3, k_dc: int = 5) -> dict[str, Tensor]:
-    """Improved precision / recall (k_pr) and density / coverage (k_dc) of feature sets (N, D)."""
+def real_knn_radii(real: Tensor, k_pr: int = 3, k_dc: int = 5) -> tuple[Tensor, Tensor]:
+    """The real features' k_pr- and k_dc-th nearest-neighbour radii (what precision_recall_density_coverage needs
+    of the real set alone; a fixed reference can compute them once)."""
+    d = torch.cdist(real.double(), real.double())
+    radii = d.topk(max(k_pr, k_dc) + 1, dim=1, largest=False).values  # column 0 is the point itself
+    return radii[:, k_pr], radii[:, k_dc]
+
+
+def precision_recall_density_coverage(real: Tensor, fake: Tensor, k_pr: int = 3, k_dc: int = 5,
+                                      real_radii: Optional[tuple[Tensor, Tensor]] = None) -> dict[str, Tensor]:
+    """Improved precision / recall (k_pr) and density / coverage (k_dc) of feature sets (N, D); `real_radii`:
+    `real_knn_radii(real, k_pr, k_dc)` when already computed."""
     real, fake = real.double(), fake.double()
     if min(real.shape[0], fake.shape[0]) <= max(k_pr, k_dc):
         raise ValueError(f"need more than k = {max(k_pr, k_dc)} real and fake features; got {real.shape[0]}, {fake.shape[0]}")
     d_fr = torch.cdist(fake, real)  # (F, R)
-    real_r_pr, fake_r_pr = _knn_radii(real, k_pr), _knn_radii(fake, k_pr)
+    real_r_pr, real_r_dc = real_radii if real_radii is not None else real_knn_radii(real, k_pr, k_dc)
+    fake_r_pr = _knn_radii(fake, k_pr)
     precision = (d_fr <= real_r_pr[None, :]).any(1).double().mean()
     recall = (d_fr.t() <= fake_r_pr[None, :]).any(1).double().mean()
-    real_r_dc = _knn_radii(real, k_dc)
     inside = d_fr <= real_r_dc[None, :]  # fake f inside real r's ball
     density = inside.sum(1).double().mean() / k_dc
     coverage = inside.any(0).double().mean()
@@ -228,20 +240,27 @@ def ndb_jsd(reference: Tensor, n_reference: int, query: Tensor, n_query: int, si
             "jsd": 0.5 * (kl(p1, mean) + kl(p2, mean))}
 
 
-def duplicate_rate(real: Tensor, fake: Tensor, quantile: float = 0.01) -> dict[str, Tensor]:
+def duplicate_threshold(real: Tensor, quantile: float = 0.01) -> Tensor:
+    """The `quantile` of the real samples' distances to their nearest other real sample (duplicate_rate's t)."""
+    d_real = torch.cdist(real.double(), real.double()).fill_diagonal_(float("inf"))
+    return torch.quantile(d_real.min(1).values, quantile)
+
+
+def duplicate_rate(real: Tensor, fake: Tensor, quantile: float = 0.01, threshold: Optional[Tensor] = None
+                   ) -> dict[str, Tensor]:
     """The birthday-paradox view of diversity (Arora & Zhang 2017), without a human judge: the threshold t is the
     `quantile` of the real samples' distances to their nearest other real sample; a generated sample is a
     *near-duplicate* if its nearest other generated sample is closer than t. Returns the near-duplicate share
     (`duplicate_rate`: 1 for a batch of exact copies; about `quantile` for samples drawn like the real ones, at as
     many samples as reals) and the support size the near-duplicate pairs imply: with N equally likely outcomes, n
     draws make n (n - 1) / (2 N) colliding pairs on average, so N = n (n - 1) / (2 pairs) (`support_size`; inf
-    without a pair), in samples."""
+    without a pair), in samples. `threshold`: `duplicate_threshold(real, quantile)` when already computed."""
     real, fake = real.double(), fake.double()
     if real.shape[0] < 2 or fake.shape[0] < 2:
         raise ValueError(f"the duplicate rate needs at least 2 real and 2 generated samples; got {real.shape[0]}, "
                          f"{fake.shape[0]}")
-    d_real = torch.cdist(real, real).fill_diagonal_(float("inf"))
-    threshold = torch.quantile(d_real.min(1).values, quantile)
+    if threshold is None:
+        threshold = duplicate_threshold(real, quantile)
     d_fake = torch.cdist(fake, fake).fill_diagonal_(float("inf"))
     close = d_fake < threshold
     pairs = close.triu(1).sum().double()
