@@ -10,7 +10,9 @@ validation over the generator steps since the previous one:
 - the discriminator's loss near zero (below `d_loss_floor`) while the generator's rises: D wins outright and G's
   gradients carry little information;
 - a sudden drop of the generator's loss (by more than `g_drop` of its previous level): G found one output that
-  fools D, the classic prelude to collapsing onto it.
+  fools D, the classic prelude to collapsing onto it;
+- the generator's gradients exploding or vanishing: the median norm of its gradient over the window moved by more
+  than a factor `grad_jump` from the previous window's (`gradient_warning`).
 
 Actions (`action`): "none" (report only), "stop" (end training; keep the best weights by the monitored signal with
 a ModelCheckpoint(monitor=<signal>) beside it), "entropy" / "mode_seeking" (switch on that generator regulariser
@@ -27,9 +29,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 from typing import Any, Optional, Sequence
 
 import lightning as L
+import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -53,6 +57,18 @@ def loss_warning(d_losses: Sequence[float], g_losses: Sequence[float], d_loss_fl
     return None
 
 
+def gradient_warning(previous: Optional[float], current: Optional[float], grad_jump: float = 10.0) -> Optional[str]:
+    """The warning when the median gradient norm of this window is over `grad_jump` times, or under 1/`grad_jump`
+    of, the previous window's (None without both)."""
+    if previous is None or current is None or previous <= 0:
+        return None
+    if current > grad_jump * previous:
+        return f"the generator's gradient norm exploded from {previous:.3g} to {current:.3g}"
+    if current < previous / grad_jump:
+        return f"the generator's gradient norm vanished from {previous:.3g} to {current:.3g}"
+    return None
+
+
 class CollapseMonitor(L.Callback):
     """See the module docstring.
 
@@ -62,13 +78,15 @@ class CollapseMonitor(L.Callback):
         threshold: the value past which the signal says "collapsing".
         mode: "above" (collapse when signal > threshold: duplicate rate, NDB, JSD) or "below" (coverage, modes).
         patience: evaluations in a row past the threshold before a detection.
-        watch_losses: also detect the loss-curve warning signs (`loss_warning`).
+        watch_losses: also detect the loss-curve and gradient warning signs (`loss_warning`, `gradient_warning`;
+            the generator's gradient norm is taken every log_every_n_steps generator steps).
         action, action_value: what to do on a detection (see ACTIONS).
         once: act on the first detection only (later ones are still logged).
     """
 
     def __init__(self, signal: str = "val/duplicate_rate", threshold: float = 0.5, mode: str = "above",
                  patience: int = 1, watch_losses: bool = True, d_loss_floor: float = 0.05, g_drop: float = 0.5,
+                 grad_jump: float = 10.0,
                  action: str = "none", action_value: Optional[float] = None, once: bool = True):
         if mode not in ("above", "below"):
             raise ValueError(f"mode must be 'above' or 'below'; got {mode!r}")
@@ -89,6 +107,9 @@ class CollapseMonitor(L.Callback):
         self._streak = 0
         self._d_losses: list[float] = []
         self._g_losses: list[float] = []
+        self.grad_jump = grad_jump
+        self._grad_norms: list[float] = []
+        self._previous_grad_norm: Optional[float] = None
         self._warned_missing = False
 
     # ------------------------------------------------------------------ state (checkpoints)
@@ -115,6 +136,16 @@ class CollapseMonitor(L.Callback):
         if "train/g_loss" in metrics and d_steps % getattr(pl_module, "n_critic", 1) == 0:
             self._g_losses.append(float(metrics["train/g_loss"]))
 
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        generator_optimizer = getattr(pl_module, "generator_optimizer", None)
+        if not self.watch_losses or generator_optimizer is None or pl_module.g_steps % trainer.log_every_n_steps:
+            return
+        if optimizer is not generator_optimizer() and getattr(optimizer, "optimizer", None) is not generator_optimizer():
+            return
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads:
+            self._grad_norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # after the metric callbacks listed before this one have logged their figures
         if trainer.sanity_checking:
@@ -138,6 +169,12 @@ class CollapseMonitor(L.Callback):
         self._d_losses, self._g_losses = [], []
         if warning:
             reasons.append(warning)
+        if self.watch_losses and self._grad_norms:
+            current = statistics.median(self._grad_norms)
+            warning = gradient_warning(self._previous_grad_norm, current, self.grad_jump)
+            self._previous_grad_norm, self._grad_norms = current, []
+            if warning:
+                reasons.append(warning)
         pl_module.log("collapse/detected", float(bool(reasons)), sync_dist=False)
         if reasons:
             self._detected(trainer, pl_module, "; ".join(reasons), value)

@@ -3,8 +3,10 @@ support size it implies, and recall / coverage (definitions in `callbacks.metric
 
 None of them needs to know the modes, so they watch for collapse where the mode-counting metrics cannot (a folder
 of the user's images). Each is computed on features of the samples: the samples themselves ("data": 2D points,
-or flattened pixels), the project's MNIST classifier per channel (the MNIST family, offline), or Inception's pool
-features (needs torch-fidelity and its weights).
+or flattened pixels), the project's MNIST classifier per channel (the MNIST family, offline), Inception's pool
+features (needs torch-fidelity and its weights), or the model's own discriminator trunk ("discriminator": any
+data, offline; the features train with the model, so NDB's bins are refitted at every evaluation and the figures
+of different steps are on different scales). `self.protocol` names the choice.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from .image_quality import FeatureSet, collect_features, inception_features
 from .metrics import (bin_proportions, duplicate_rate, duplicate_threshold, kmeans_bins, ndb_jsd,
                       precision_recall_density_coverage, real_knn_radii)
 
-DIVERSITY_FEATURES = ("data", "mnist_classifier", "inception")
+DIVERSITY_FEATURES = ("data", "mnist_classifier", "inception", "discriminator")
 
 
 class Flatten(nn.Module):
@@ -29,12 +31,32 @@ class Flatten(nn.Module):
         return x.flatten(1)
 
 
+class DiscriminatorFeatures(nn.Module):
+    """The model's discriminator trunk (`discriminator.features`) as the features, in eval mode. The model is held
+    without being registered, so the metric does not own (or move, or save) the discriminator."""
+
+    def __init__(self, model: L.LightningModule):
+        super().__init__()
+        discriminator = getattr(model, "discriminator", None)
+        if not hasattr(discriminator, "features"):
+            raise ValueError(f"features 'discriminator' needs a discriminator with `features` (its trunk); "
+                             f"{type(discriminator).__name__} has none: use features 'data'")
+        object.__setattr__(self, "_model", model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        from models.runtime import eval_mode
+
+        discriminator = self._model.discriminator
+        with eval_mode(discriminator):
+            return discriminator.features(x).flatten(1)
+
+
 class DiversityMetrics(EvaluationCallback):
     """NDB / JSD, duplicate rate, support size, recall and coverage of `num_samples` generated samples against the
     datamodule's validation split (the reference) at every validation.
 
     Args:
-        features: "data", "mnist_classifier" or "inception" (see the module docstring).
+        features: "data", "mnist_classifier", "inception" or "discriminator" (see the module docstring).
         num_bins: NDB's k-means bins, fitted once per datamodule on the reference's features (seeded, so a resumed
             run gets the same bins; the reference's nearest-neighbour radii are kept with them). The authors use 100 to 300 bins with tens of thousands of samples; keep the
             reference at tens of samples per bin or more.
@@ -80,6 +102,8 @@ class DiversityMetrics(EvaluationCallback):
             from .classifier import ChannelFeatures, load_classifier
 
             extractor = ChannelFeatures(load_classifier(self.classifier_path))
+        elif self.features == "discriminator":
+            extractor = DiscriminatorFeatures(pl_module)
         else:
             extractor = Flatten()
         self.metric = FeatureSet(extractor.eval())
@@ -88,6 +112,8 @@ class DiversityMetrics(EvaluationCallback):
         """NDB's bins and reference proportions (k-means on all of `real`), the duplicate threshold and the k-NN
         radii of real[:n]: fitted at the first evaluation of each datamodule and kept (the reference is fixed)."""
         key = (id(trainer.datamodule), real.shape[0], n)
+        if self.features == "discriminator":  # features that train with the model: the reference moves too
+            key += (int(getattr(trainer, "global_step", 0)),)
         if self._reference is None or self._reference[0] != key:
             centres, proportions = kmeans_bins(real, self.num_bins, seed=self.seed)
             self._reference = (key, centres, proportions, duplicate_threshold(real[:n], self.duplicate_quantile),

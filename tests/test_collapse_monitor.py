@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from callbacks import CollapseMonitor
-from callbacks.collapse_monitor import loss_warning
+from callbacks.collapse_monitor import gradient_warning, loss_warning
 from tests.factories import quiet_trainer, tiny_model, tiny_ring
 
 
@@ -33,6 +33,20 @@ def test_loss_warning_signs_on_hand_made_curves():
     assert "dropped from 2 to 0.5" in loss_warning([0.7] * 4, [2.0, 2.0, 0.5, 0.5])  # a sudden drop of G's loss
     assert loss_warning([0.7] * 4, [2.0, 2.0, 1.5, 1.5]) is None  # a 25 % drop: not sudden at g_drop 0.5
     assert loss_warning([0.01] * 3, [1.0, 2.0, 3.0]) is None  # too few values to judge
+
+
+def test_gradient_warning_by_hand():
+    assert "exploded from 1 to 20" in gradient_warning(1.0, 20.0)
+    assert "vanished from 1 to 0.05" in gradient_warning(1.0, 0.05)
+    assert gradient_warning(1.0, 5.0) is None and gradient_warning(None, 5.0) is None
+
+
+def test_the_generators_gradient_norm_is_watched_and_a_jump_reported(tmp_path):
+    monitor = CollapseMonitor(signal="val/signal", threshold=10.0, watch_losses=True, grad_jump=1.0001)
+    _fit(tmp_path, monitor, [0.0], max_steps=40, log_every_n_steps=1)
+    # any change of the median norm beyond 0.01 % between windows is a "jump" at this setting: each window after the
+    # first reports one, and nothing else fires (the signal never passes 10)
+    assert len(monitor.events) == 3 and all("gradient norm" in e["reason"] for e in monitor.events)
 
 
 def _fit(tmp_path, monitor, values, max_steps=40, **trainer_kwargs):

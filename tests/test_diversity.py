@@ -5,6 +5,7 @@ callback on a real training run."""
 from __future__ import annotations
 
 import math
+import types
 
 import pytest
 import torch
@@ -94,6 +95,20 @@ def test_callback_logs_every_signal_and_sees_a_collapsed_generator():
         last.bias.copy_(torch.tensor([2.0, 0.0]))
     trainer.validate(model, data, verbose=False)
     assert callback.last["duplicate_rate"] == 1.0 and callback.last["ndb"] >= 7 and callback.last["recall"] < 0.2
+
+
+def test_discriminator_trunk_features_refit_the_bins_at_every_evaluation():
+    torch.manual_seed(0)
+    model = tiny_model("GAN")
+    callback = DiversityMetrics(features="discriminator", num_bins=8, num_samples=256, batch_size=128)
+    trainer = quiet_trainer(max_steps=20, callbacks=[callback])
+    trainer.fit(model, tiny_ring(val_size=256))
+    assert "discriminator features" in callback.protocol and {"ndb", "duplicate_rate"} <= set(callback.last)
+    assert callback._reference[0][-1] == trainer.global_step  # the bins of the last evaluation's discriminator
+    assert model.discriminator.training  # the trunk was read in eval mode and left as it was
+    without_trunk = types.SimpleNamespace(discriminator=torch.nn.Identity())
+    with pytest.raises(ValueError, match="needs a discriminator with `features`"):
+        DiversityMetrics(features="discriminator").setup(None, without_trunk, "fit")
 
 
 @pytest.mark.parametrize("kwargs, message", [
