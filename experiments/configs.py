@@ -49,6 +49,7 @@ ADDED_ARGUMENTS: dict[tuple[str, str], object] = {
     ("*", "entropy_space"): "data",
     ("*", "mode_seeking_weight"): 0.0,
     ("*", "d_skip_accuracy"): None,  # GANBase: the adaptive update ratio, off before it
+    ("*", "g_skip_accuracy"): None,
     ("models.MLPGenerator", "weight_init"): "torch",  # the MLPs' initialisation (nn.Linear's before it)
     ("models.MLPDiscriminator", "weight_init"): "torch",
 }

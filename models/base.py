@@ -104,6 +104,9 @@ class GANBase(CheckpointHooks, L.LightningModule):
             whose discriminator loss reports `d_accuracy` (GAN and the variants on its loss: PacGAN, minibatch
             discrimination, Unrolled GAN; and VEEGAN), with a loss that has a decision point (not wasserstein). Skips are counted
             (`d_skips`, logged as train/d_skips) and saved in checkpoints.
+        g_skip_accuracy: the other side: skip the generator's step on a batch when the discriminator's accuracy on
+            the batch before was below this, so a losing discriminator gets extra steps. Counted as `g_skips`
+            (train/g_skips); g_steps counts the steps taken. Same models as d_skip_accuracy.
         channels_last: store 4-D weights and image batches in channels-last memory format (NHWC),
             the layout GPU convolution kernels prefer under mixed precision. Same results.
     """
@@ -151,6 +154,7 @@ class GANBase(CheckpointHooks, L.LightningModule):
         entropy_space: str = "data",
         mode_seeking_weight: float = 0.0,
         d_skip_accuracy: Optional[float] = None,
+        g_skip_accuracy: Optional[float] = None,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -167,9 +171,12 @@ class GANBase(CheckpointHooks, L.LightningModule):
         for name, value in (("entropy_weight", entropy_weight), ("mode_seeking_weight", mode_seeking_weight)):
             if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0 (0 turns the regulariser off); got {value!r}")
-        if d_skip_accuracy is not None and not (isinstance(d_skip_accuracy, (int, float)) and 0 < d_skip_accuracy < 1):
-            raise ValueError(f"d_skip_accuracy must be in (0, 1) (a discriminator accuracy, e.g. 0.9) or null; "
-                             f"got {d_skip_accuracy!r}")
+        for name, value in (("d_skip_accuracy", d_skip_accuracy), ("g_skip_accuracy", g_skip_accuracy)):
+            if value is not None and not (isinstance(value, (int, float)) and 0 < value < 1):
+                raise ValueError(f"{name} must be in (0, 1) (a discriminator accuracy, e.g. 0.9) or null; got {value!r}")
+        if d_skip_accuracy is not None and g_skip_accuracy is not None and g_skip_accuracy >= d_skip_accuracy:
+            raise ValueError(f"g_skip_accuracy ({g_skip_accuracy}) must be below d_skip_accuracy ({d_skip_accuracy}): "
+                             f"between them both players step")
         if entropy_space not in ("data", "features"):
             raise ValueError(f"entropy_space must be 'data' or 'features'; got {entropy_space!r}")
         if entropy_space == "features" and not hasattr(discriminator, "features"):
@@ -194,11 +201,12 @@ class GANBase(CheckpointHooks, L.LightningModule):
         self.d_steps = 0
         self.g_steps = 0
         self.d_skips = 0  # batches whose discriminator step d_skip_accuracy skipped (counted in d_steps too)
+        self.g_skips = 0  # generator steps g_skip_accuracy skipped (not counted in g_steps)
         self.last_d_accuracy: Optional[float] = None
-        if d_skip_accuracy is not None and not self.reports_discriminator_accuracy():
-            raise ValueError(f"d_skip_accuracy needs the discriminator's accuracy, and {type(self).__name__}'s "
+        if self.adapts_update_ratio() and not self.reports_discriminator_accuracy():
+            raise ValueError(f"d_skip_accuracy and g_skip_accuracy need the discriminator's accuracy, and {type(self).__name__}'s "
                              f"discriminator loss does not report d_accuracy: use GAN (not with the wasserstein loss), "
-                             f"PacGAN, minibatch discrimination, Unrolled GAN or VEEGAN, or set d_skip_accuracy to null")
+                             f"PacGAN, minibatch discrimination, Unrolled GAN or VEEGAN, or set them to null")
         self.noise: Optional[torch.Generator] = None
         self.last_validated_g_step: Optional[int] = None
 
@@ -267,6 +275,9 @@ class GANBase(CheckpointHooks, L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         real = self.unpack_batch(batch)
         g_step_now = self.generator_steps_this_batch()
+        if g_step_now and self.skip_generator_step():
+            g_step_now = False
+            self.g_skips += 1
         fresh = g_step_now and self.hparams.get("fresh_generator_latents", False)
         d_latent = self.sample_latent(real.shape[0], rng=self.noise)
         with torch.set_grad_enabled(g_step_now and not fresh):  # G's graph only where its step uses these fakes
@@ -287,9 +298,10 @@ class GANBase(CheckpointHooks, L.LightningModule):
             self.d_skips += 1
         else:
             logs |= self.optimize(opt_d, self.discriminator_loss, real, d_fake.detach(), d_latent, name="d_loss")
-        if self.hparams.get("d_skip_accuracy") is not None:
+        if self.adapts_update_ratio():
             self.record_d_accuracy(logs)
             logs["d_skips"] = torch.tensor(float(self.d_skips))
+            logs["g_skips"] = torch.tensor(float(self.g_skips))
         self.d_steps += 1
         if g_step_now and not g_first:
             logs |= self._generator_step_on(opt_g, real, g_latent, g_fake if not fresh else None)
@@ -344,6 +356,14 @@ class GANBase(CheckpointHooks, L.LightningModule):
 
     def on_fit_start(self) -> None:
         skip_nvml_probe_without_gpus(self.device)
+
+    def adapts_update_ratio(self) -> bool:
+        return self.hparams.get("d_skip_accuracy") is not None or self.hparams.get("g_skip_accuracy") is not None
+
+    def skip_generator_step(self) -> bool:
+        """Whether this batch's scheduled generator step is skipped (g_skip_accuracy; see __init__)."""
+        threshold = self.hparams.get("g_skip_accuracy")
+        return threshold is not None and self.last_d_accuracy is not None and self.last_d_accuracy < threshold
 
     def skip_discriminator_step(self) -> bool:
         """Whether this batch's discriminator step is skipped (d_skip_accuracy; see __init__)."""

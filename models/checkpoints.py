@@ -182,7 +182,7 @@ class CheckpointHooks:
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["gan_steps"] = {"d_steps": self.d_steps, "g_steps": self.g_steps, "d_skips": self.d_skips,
-                                   "last_d_accuracy": self.last_d_accuracy}
+                                   "g_skips": self.g_skips, "last_d_accuracy": self.last_d_accuracy}
         checkpoint["gan_class_path"] = f"{type(self).__module__}.{type(self).__qualname__}"  # for load_from_checkpoint
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -190,6 +190,7 @@ class CheckpointHooks:
         self.d_steps = int(steps.get("d_steps", 0))
         self.g_steps = int(steps.get("g_steps", 0))
         self.d_skips = int(steps.get("d_skips", 0))
+        self.g_skips = int(steps.get("g_skips", 0))
         self.last_d_accuracy = steps.get("last_d_accuracy")
         # Called before Lightning restores its loops from the same dict: resuming a fit, make the
         # saved loop state say "the last epoch is over" (see resume_at_epoch_end).

@@ -58,6 +58,21 @@ def test_the_discriminator_step_is_skipped_exactly_after_batches_it_won():
         assert not torch.equal(snapshots.g[b], snapshots.g[b - 1])  # G steps on every batch
 
 
+def test_the_generator_step_is_skipped_exactly_after_batches_the_discriminator_lost():
+    torch.manual_seed(0)
+    base = tiny_model("GAN")
+    model = ScriptedAccuracy(base.generator, base.discriminator, d_skip_accuracy=0.8, g_skip_accuracy=0.3)
+    model.script = [0.5, 0.2, 0.6, 0.1, 0.25, 0.9, 0.7, 0.5, 0.5, 0.5]
+    snapshots = Snapshots()
+    quiet_trainer(max_epochs=2, limit_val_batches=0, callbacks=[snapshots]).fit(model, tiny_ring())
+    # G skips after 0.2, 0.1, 0.25 (batches 2, 4, 5); D skips after 0.9 (batch 6)
+    g_skipped, d_skipped = [2, 4, 5], [6]
+    assert (model.g_skips, model.d_skips, model.g_steps, model.d_steps) == (3, 1, 7, 10)
+    for b in range(1, 10):
+        assert torch.equal(snapshots.g[b], snapshots.g[b - 1]) == (b in g_skipped), b
+        assert torch.equal(snapshots.d[b], snapshots.d[b - 1]) == (b in d_skipped), b
+
+
 def test_counters_travel_in_checkpoints(tmp_path):
     torch.manual_seed(0)
     model = tiny_model("GAN", d_skip_accuracy=0.6)
@@ -73,6 +88,8 @@ def test_counters_travel_in_checkpoints(tmp_path):
 def test_a_model_without_an_accuracy_and_bad_values_are_refused():
     with pytest.raises(ValueError, match="d_skip_accuracy must be in \\(0, 1\\)"):
         tiny_model("GAN", d_skip_accuracy=1.5)
+    with pytest.raises(ValueError, match="g_skip_accuracy \\(0.9\\) must be below d_skip_accuracy \\(0.8\\)"):
+        tiny_model("GAN", d_skip_accuracy=0.8, g_skip_accuracy=0.9)
     with pytest.raises(ValueError, match="MGAN's discriminator loss does not report d_accuracy"):
         tiny_model("MGAN", d_skip_accuracy=0.9)
     with pytest.raises(ValueError, match="does not report d_accuracy: use GAN \\(not with the wasserstein loss\\)"):
