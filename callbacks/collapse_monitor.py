@@ -17,7 +17,9 @@ validation over the generator steps since the previous one:
 Actions (`action`): "none" (report only), "stop" (end training; keep the best weights by the monitored signal with
 a ModelCheckpoint(monitor=<signal>) beside it), "entropy" / "mode_seeking" (switch on that generator regulariser
 at weight `action_value`; see `models.regularizers`), "lr" (multiply both learning rates by `action_value`),
-"n_critic" (set the discriminator steps per generator step to `action_value`). Each detection is logged as
+"n_critic" (set the discriminator steps per generator step to `action_value`); with `restore`, the weights and
+optimiser states first go back to the last evaluation without a detection. Under DDP every rank acts when any
+rank detects (the loss curves are each rank's own). Each detection is logged as
 `collapse/detected` (1 at the evaluation that fires), printed in one line, raised as a W&B alert where W&B logs
 online, kept in `events` (saved in checkpoints, so a resumed run re-applies its actions) and written to
 `<run folder>/collapse_events.json`. List it after the callbacks that log its signal: it reads the signal at the
@@ -26,6 +28,7 @@ end of each validation epoch, when those have logged it.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -82,12 +85,16 @@ class CollapseMonitor(L.Callback):
             the generator's gradient norm is taken every log_every_n_steps generator steps).
         action, action_value: what to do on a detection (see ACTIONS).
         once: act on the first detection only (later ones are still logged).
+        restore: before acting, roll the weights, buffers and optimiser states back to the last evaluation without
+            a detection (a copy kept in memory at each such evaluation; the step counters go on). For actions
+            other than "none" and "stop".
     """
 
     def __init__(self, signal: str = "val/duplicate_rate", threshold: float = 0.5, mode: str = "above",
                  patience: int = 1, watch_losses: bool = True, d_loss_floor: float = 0.05, g_drop: float = 0.5,
                  grad_jump: float = 10.0,
-                 action: str = "none", action_value: Optional[float] = None, once: bool = True):
+                 action: str = "none", action_value: Optional[float] = None, once: bool = True,
+                 restore: bool = False):
         if mode not in ("above", "below"):
             raise ValueError(f"mode must be 'above' or 'below'; got {mode!r}")
         if action not in ACTIONS:
@@ -100,6 +107,11 @@ class CollapseMonitor(L.Callback):
             raise ValueError(f"action 'n_critic' needs an integer action_value; got {action_value!r}")
         if not (isinstance(patience, int) and patience >= 1):
             raise ValueError(f"patience must be an integer >= 1; got {patience!r}")
+        if restore and action in ("none", "stop"):
+            raise ValueError(f"restore rolls back before an action that changes training; with action {action!r} "
+                             f"there is none: choose entropy, mode_seeking, lr or n_critic, or restore: false")
+        self.restore = restore
+        self._healthy: Optional[dict[str, Any]] = None
         self.signal, self.threshold, self.mode, self.patience = signal, float(threshold), mode, patience
         self.watch_losses, self.d_loss_floor, self.g_drop = watch_losses, d_loss_floor, g_drop
         self.action, self.action_value, self.once = action, action_value, once
@@ -113,6 +125,11 @@ class CollapseMonitor(L.Callback):
         self._warned_missing = False
 
     # ------------------------------------------------------------------ state (checkpoints)
+    @property
+    def state_key(self) -> str:  # several monitors (other signals or actions) can watch one run
+        return self._generate_state_key(signal=self.signal, threshold=self.threshold, mode=self.mode,
+                                        action=self.action)
+
     def state_dict(self) -> dict[str, Any]:
         return {"events": self.events, "streak": self._streak}
 
@@ -175,9 +192,15 @@ class CollapseMonitor(L.Callback):
             self._previous_grad_norm, self._grad_norms = current, []
             if warning:
                 reasons.append(warning)
-        pl_module.log("collapse/detected", float(bool(reasons)), sync_dist=False)
-        if reasons:
+        # the losses and gradients are each rank's own: all ranks act when any rank detects, so they stay in step
+        detected = trainer.strategy.reduce_boolean_decision(bool(reasons), all=False)
+        if detected and not reasons:
+            reasons.append("another rank's training curves")
+        pl_module.log("collapse/detected", float(detected), sync_dist=False)
+        if detected:
             self._detected(trainer, pl_module, "; ".join(reasons), value)
+        elif self.restore:
+            self._healthy = self._snapshot(trainer, pl_module)
 
     # ------------------------------------------------------------------ acting
     def _detected(self, trainer: L.Trainer, pl_module: L.LightningModule, reason: str, value: Optional[float]) -> None:
@@ -188,6 +211,10 @@ class CollapseMonitor(L.Callback):
                  "action_value": self.action_value if act else None}
         self.events.append(event)
         taken = self._apply(trainer, pl_module, self.action, self.action_value) if act else "no action"
+        if act and self.restore and self._healthy is not None:
+            self._restore(trainer, pl_module, self._healthy)
+            taken += f"; weights and optimiser states restored to generator step {self._healthy['g_step']}"
+            event["restored_to_g_step"] = self._healthy["g_step"]
         line = f"CollapseMonitor at generator step {step}: {reason}; {taken}"
         rank_zero_info(line)
         for logger in trainer.loggers:
@@ -217,6 +244,19 @@ class CollapseMonitor(L.Callback):
             pl_module.n_critic = int(value)
             return f"n_critic set to {int(value)}"
         return "no action"
+
+    @staticmethod
+    def _snapshot(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        """The model's weights and buffers and the optimisers' states, copied (kept in memory)."""
+        return {"g_step": int(getattr(pl_module, "g_steps", trainer.global_step)),
+                "model": copy.deepcopy(pl_module.state_dict()),
+                "optimizers": [copy.deepcopy(optimizer.state_dict()) for optimizer in trainer.optimizers]}
+
+    @staticmethod
+    def _restore(trainer: L.Trainer, pl_module: L.LightningModule, snapshot: dict[str, Any]) -> None:
+        pl_module.load_state_dict(snapshot["model"])
+        for optimizer, state in zip(trainer.optimizers, snapshot["optimizers"]):
+            optimizer.load_state_dict(state)
 
     def _write_events(self, trainer: L.Trainer) -> None:
         folder = trainer.log_dir or trainer.default_root_dir

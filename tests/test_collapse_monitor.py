@@ -89,6 +89,30 @@ def test_each_action_is_applied(tmp_path, action, value):
         assert model.mode_seeking_weight == 1.0
 
 
+def test_restore_rolls_the_weights_back_to_the_last_healthy_evaluation(tmp_path):
+    class Record(L.Callback):  # the generator's weights at each evaluation, before the monitor acts
+        def __init__(self):
+            self.weights = []
+
+        def on_validation_epoch_end(self, trainer, pl_module):
+            self.weights.append(pl_module.generator.net[0].weight.detach().clone())
+
+    record = Record()
+    monitor = CollapseMonitor(signal="val/signal", threshold=0.5, watch_losses=False, action="entropy",
+                              action_value=0.1, restore=True)
+    torch.manual_seed(0)
+    model = tiny_model("GAN")
+    trainer = quiet_trainer(max_steps=30, callbacks=[ScriptedSignal([0.1, 0.2, 0.9]), record, monitor],
+                            default_root_dir=tmp_path)
+    # stop right after the detection (generator step 15) to look at the weights it left
+    trainer.fit(model, tiny_ring())
+    assert monitor.events[0]["g_step"] == 15 and monitor.events[0]["restored_to_g_step"] == 10
+    assert torch.equal(model.generator.net[0].weight, record.weights[1])  # back at step 10's weights
+    assert not torch.equal(record.weights[1], record.weights[2])
+    with pytest.raises(ValueError, match="restore rolls back before an action"):
+        CollapseMonitor(action="stop", restore=True)
+
+
 def test_a_resumed_run_keeps_the_events_and_reapplies_the_action(tmp_path):
     monitor = CollapseMonitor(signal="val/signal", threshold=0.5, watch_losses=False, action="entropy", action_value=0.2)
     model, trainer = _fit(tmp_path, monitor, [0.9], max_steps=20)
