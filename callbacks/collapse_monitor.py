@@ -43,17 +43,18 @@ from lightning.pytorch.utilities import rank_zero_info
 ACTIONS = ("none", "stop", "entropy", "mode_seeking", "lr", "n_critic")
 
 
-def loss_warning(d_losses: Sequence[float], g_losses: Sequence[float], d_loss_floor: float = 0.05,
+def loss_warning(d_losses: Sequence[float], g_losses: Sequence[float], d_loss_floor: Optional[float] = 0.05,
                  g_drop: float = 0.5) -> Optional[str]:
     """The warning sign the loss curves of one evaluation window show (None when there is none): D's mean loss
-    below `d_loss_floor` while G's loss ends higher than it started, or G's mean loss over the second half of the
-    window below (1 - g_drop) x its mean over the first half. Needs at least 4 values of each."""
+    below `d_loss_floor` while G's loss ends higher than it started (not checked with d_loss_floor None), or G's
+    mean loss over the second half of the window below (1 - g_drop) x its mean over the first half (a positive
+    G loss only). Needs at least 4 values of each."""
     if len(d_losses) < 4 or len(g_losses) < 4:
         return None
     d_mean = sum(d_losses) / len(d_losses)
     half = len(g_losses) // 2
     first, second = sum(g_losses[:half]) / half, sum(g_losses[half:]) / (len(g_losses) - half)
-    if d_mean < d_loss_floor and second > first:
+    if d_loss_floor is not None and d_mean < d_loss_floor and second > first:
         return f"the discriminator's loss is {d_mean:.3g} (below {d_loss_floor}) while the generator's rises"
     if first > 0 and second < (1 - g_drop) * first:
         return f"the generator's loss dropped from {first:.3g} to {second:.3g} (by more than {g_drop:.0%})"
@@ -86,8 +87,9 @@ class CollapseMonitor(L.Callback):
         action, action_value: what to do on a detection (see ACTIONS).
         once: act on the first detection only (later ones are still logged).
         restore: before acting, roll the weights, buffers and optimiser states back to the last evaluation without
-            a detection (a copy kept in memory at each such evaluation; the step counters go on). For actions
-            other than "none" and "stop".
+            a detection (a copy kept in memory at each such evaluation, not in checkpoints: a resumed run takes
+            it again at its next healthy evaluation; the step counters go on). For actions other than "none" and
+            "stop".
     """
 
     def __init__(self, signal: str = "val/duplicate_rate", threshold: float = 0.5, mode: str = "above",
@@ -128,13 +130,15 @@ class CollapseMonitor(L.Callback):
     @property
     def state_key(self) -> str:  # several monitors (other signals or actions) can watch one run
         return self._generate_state_key(signal=self.signal, threshold=self.threshold, mode=self.mode,
-                                        action=self.action)
+                                        patience=self.patience, action=self.action, action_value=self.action_value)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"events": self.events, "streak": self._streak}
+        # `restore`'s in-memory copy is not saved: after a resume it is taken again at the next healthy evaluation
+        return {"events": self.events, "streak": self._streak, "previous_grad_norm": self._previous_grad_norm}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.events, self._streak = list(state_dict.get("events", [])), int(state_dict.get("streak", 0))
+        self._previous_grad_norm = state_dict.get("previous_grad_norm")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for event in self.events:  # a resumed run: the actions its checkpoint had taken hold again
@@ -181,8 +185,9 @@ class CollapseMonitor(L.Callback):
             if self._streak >= self.patience:
                 reasons.append(f"{self.signal} = {value:.4g} {self.mode} {self.threshold:g} for {self._streak} "
                                f"evaluation{'s' if self._streak > 1 else ''}")
-        warning = loss_warning(self._d_losses, self._g_losses, self.d_loss_floor, self.g_drop) \
-            if self.watch_losses else None
+        # D's loss near zero means "D wins" only for losses >= 0 (not a Wasserstein critic's)
+        floor = self.d_loss_floor if getattr(pl_module, "discriminator_loss_nonnegative", lambda: True)() else None
+        warning = loss_warning(self._d_losses, self._g_losses, floor, self.g_drop) if self.watch_losses else None
         self._d_losses, self._g_losses = [], []
         if warning:
             reasons.append(warning)
@@ -210,11 +215,12 @@ class CollapseMonitor(L.Callback):
                  "value": value, "action_applied": self.action if act else None,
                  "action_value": self.action_value if act else None}
         self.events.append(event)
-        taken = self._apply(trainer, pl_module, self.action, self.action_value) if act else "no action"
-        if act and self.restore and self._healthy is not None:
+        restored = ""
+        if act and self.restore and self._healthy is not None:  # first, so the action applies to what is restored
             self._restore(trainer, pl_module, self._healthy)
-            taken += f"; weights and optimiser states restored to generator step {self._healthy['g_step']}"
+            restored = f"; weights and optimiser states restored to generator step {self._healthy['g_step']}"
             event["restored_to_g_step"] = self._healthy["g_step"]
+        taken = (self._apply(trainer, pl_module, self.action, self.action_value) if act else "no action") + restored
         line = f"CollapseMonitor at generator step {step}: {reason}; {taken}"
         rank_zero_info(line)
         for logger in trainer.loggers:

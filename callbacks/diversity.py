@@ -38,7 +38,7 @@ class DiscriminatorFeatures(nn.Module):
     def __init__(self, model: L.LightningModule):
         super().__init__()
         discriminator = getattr(model, "discriminator", None)
-        if not hasattr(discriminator, "features"):
+        if not hasattr(discriminator, "features") or not hasattr(model, "discriminator_features"):
             raise ValueError(f"features 'discriminator' needs a discriminator with `features` (its trunk); "
                              f"{type(discriminator).__name__} has none: use features 'data'")
         object.__setattr__(self, "_model", model)
@@ -46,9 +46,9 @@ class DiscriminatorFeatures(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         from models.runtime import eval_mode
 
-        discriminator = self._model.discriminator
-        with eval_mode(discriminator):
-            return discriminator.features(x).flatten(1)
+        model = self._model
+        with eval_mode(*[m for m in (model.discriminator, getattr(model, "reconstructor", None)) if m is not None]):
+            return model.discriminator_features(x).flatten(1)  # PacGAN packs, VEEGAN pairs: D's own input form
 
 
 class DiversityMetrics(EvaluationCallback):
@@ -111,7 +111,7 @@ class DiversityMetrics(EvaluationCallback):
     def reference_statistics(self, trainer: L.Trainer, real: Tensor, n: int) -> tuple:
         """NDB's bins and reference proportions (k-means on all of `real`), the duplicate threshold and the k-NN
         radii of real[:n]: fitted at the first evaluation of each datamodule and kept (the reference is fixed)."""
-        key = (id(trainer.datamodule), real.shape[0], n)
+        key = (id(trainer.datamodule), real.shape[0], n, float(real.double().sum()))  # the sum: the same reference
         if self.features == "discriminator":  # features that train with the model: the reference moves too
             key += (int(getattr(trainer, "global_step", 0)),)
         if self._reference is None or self._reference[0] != key:

@@ -44,9 +44,9 @@ def aggregate(results: list[dict], metrics: list[str]) -> list[dict]:
         for metric in metrics:
             values = [r["metrics"].get(metric, float("nan")) for r in ok]
             row[metric] = mean_std(values)
-            # seeds whose value is missing or not finite (a metric added after they ran, a NaN figure): the cell
+            # seeds whose value is missing or NaN (a metric added after they ran, a NaN figure): the cell
             # says how many seeds its mean is over
-            row[f"{metric}_seeds"] = sum(v is not None and math.isfinite(v) for v in values)
+            row[f"{metric}_seeds"] = sum(v is not None and not math.isnan(v) for v in values)  # as mean_std counts
         row["wall_s"] = mean_std([r["wall_s"] for r in ok])[0]
         rows.append(row)
     return rows
@@ -225,7 +225,7 @@ def mean_curves(results: list[dict], metric: str, current: Optional[str] = None
                 ) -> dict[str, tuple[list[float], list[float], int, str]]:
     """Per model, the mean over its seeds of `metric` at each generator step its finished runs all evaluated
     (their recorded curves), the number of seeds, and a note for the legend: {model: (steps, means, seeds, note)}.
-    A value that is not finite is not averaged in; the note names the seeds that had one, and with `current` (the
+    A NaN is not averaged in (as in the table's cells); the note names the seeds that had one, and with `current` (the
     tree's code hash) how many of the runs are stale. Runs without a curve (trained before curves were recorded)
     are left out."""
     curves: dict[str, tuple[list[float], list[float], int, str]] = {}
@@ -241,9 +241,9 @@ def mean_curves(results: list[dict], metric: str, current: Optional[str] = None
         if current is not None:
             stale = sum(code_state(r, current) != "current" for r in runs)
             notes += [f"{stale} stale"] if stale else []
-        non_finite = [r["seed"] for r, values in zip(runs, per_run) if not all(math.isfinite(values[s]) for s in steps)]
-        notes += [f"non-finite at some steps: seed{'s' if len(non_finite) > 1 else ''} "
-                  f"{','.join(map(str, non_finite))}"] if non_finite else []
+        nan_seeds = [r["seed"] for r, values in zip(runs, per_run) if any(math.isnan(values[s]) for s in steps)]
+        notes += [f"NaN at some steps: seed{'s' if len(nan_seeds) > 1 else ''} "
+                  f"{','.join(map(str, nan_seeds))}"] if nan_seeds else []
         curves[model] = (steps, [mean_std([values[s] for values in per_run])[0] for s in steps], len(runs),
                          "; ".join(notes))
     return curves

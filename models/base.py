@@ -241,6 +241,16 @@ class GANBase(CheckpointHooks, L.LightningModule):
         """The discriminator's scores for data x: one per sample, or per group of `packing` samples (PacGAN)."""
         return self.discriminator(x)
 
+    def discriminator_features(self, x: Tensor) -> Tensor:
+        """The discriminator's trunk features of data x, one row per sample D judges (the entropy regulariser's and
+        DiversityMetrics' "features"): D's own input form, so PacGAN packs and VEEGAN pairs first (override)."""
+        return self.discriminator.features(x)
+
+    def discriminator_loss_nonnegative(self) -> bool:
+        """Whether the discriminator's loss is >= 0 with 0 meaning "D wins outright" (cross-entropy, hinge, least
+        squares), which CollapseMonitor's loss-curve warning relies on; False for a Wasserstein critic."""
+        return True
+
     def discriminator_modules(self) -> list[nn.Module]:
         """The modules the discriminator's optimiser steps: D, and a variant's heads or extra
         discriminators (override). Compilation and per-discriminator clipping act on these."""
@@ -340,7 +350,7 @@ class GANBase(CheckpointHooks, L.LightningModule):
         term: Optional[Tensor] = None
         logs: dict[str, Tensor] = {}
         if self.entropy_weight > 0:
-            x = self.discriminator.features(fake) if self.hparams.get("entropy_space") == "features" else fake
+            x = self.discriminator_features(fake) if self.hparams.get("entropy_space") == "features" else fake
             entropy = knn_entropy(x.float())
             term = -self.entropy_weight * entropy
             logs["entropy"] = entropy.detach()

@@ -53,5 +53,8 @@ class GAN(GANBase):
     def generator_loss(self, real: Tensor, fake: Tensor, latent: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         return self.loss_fns.generator(self.discriminate(fake)), {}
 
+    def discriminator_loss_nonnegative(self) -> bool:
+        return self.hparams.loss != "wasserstein"
+
     def reports_discriminator_accuracy(self) -> bool:
         return type(self).discriminator_loss is GAN.discriminator_loss and DECISION_THRESHOLDS[self.hparams.loss] is not None

@@ -53,3 +53,7 @@ class PacGAN(GAN):
 
     def discriminate(self, x: Tensor) -> Tensor:
         return self.discriminator(pack(x, self.packing))
+
+    def discriminator_features(self, x: Tensor) -> Tensor:
+        """D's trunk features of the packed groups: one row per group of `packing` samples."""
+        return self.discriminator.features(pack(x, self.packing))

@@ -15,7 +15,8 @@ A generator that collapses maps many z to one x; F cannot then reconstruct them,
 rises and pushes G to spread its codes over the data (the paper's Section 3). The generator's optimiser steps G
 and F together; F learns from the reconstruction term only (D's data pairs enter the discriminator's loss alone).
 The authors' code uses one Adam object for both updates and runs them simultaneously (both gradients at one point);
-here each player has its own Adam (same settings) and `simultaneous: true` gives the simultaneous update.
+here each player has its own Adam (same settings) and `simultaneous: true` gives the simultaneous update: D's data
+pairs are drawn from F before G and F step, so both gradients are taken at the same parameters.
 
 The discriminator is a network on the pair flattened and concatenated, noise first, that states its `in_dim` (an
 MLP or maxout network, in_dim = code_dim + the data's size; a convolutional pair discriminator for images is not
@@ -108,9 +109,16 @@ class VEEGAN(GANBase):
         return mean + self.reconstructor_std * noise
 
     # ------------------------------------------------------------------ losses
+    def generator_step(self, optimizer, real: Tensor, fake: Tensor, latent: Tensor) -> dict[str, Tensor]:
+        if self.generator_steps_first():  # simultaneous: D's data pairs come from F before G and F step
+            with torch.no_grad():
+                self._data_codes = self.data_codes(real, rng=self.noise)
+        return super().generator_step(optimizer, real, fake, latent)
+
     def discriminator_loss(self, real: Tensor, fake: Tensor, latent: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         fake_scores = self.pair_scores(self.code(latent), fake)
-        real_scores = self.pair_scores(self.data_codes(real, rng=self.noise), real)
+        codes = self.__dict__.pop("_data_codes", None)  # drawn before a simultaneous G step, else now
+        real_scores = self.pair_scores(codes if codes is not None else self.data_codes(real, rng=self.noise), real)
         loss = F.softplus(-fake_scores).mean() + F.softplus(real_scores).mean()
         # D says "generated" with a positive logit: it is right on data pairs below 0 and generated pairs above
         return loss, {"d_real": real_scores.detach().float().mean(), "d_fake": fake_scores.detach().float().mean(),
@@ -125,6 +133,10 @@ class VEEGAN(GANBase):
 
     def reports_discriminator_accuracy(self) -> bool:
         return True
+
+    def discriminator_features(self, x: Tensor) -> Tensor:
+        """D's trunk features of the pairs (F(x), x), x paired with its reconstruction's mean."""
+        return self.discriminator.features(torch.cat([self.reconstruct(x), x.flatten(1)], dim=1))
 
     def discriminate(self, x: Tensor) -> Tensor:
         """D's logits for data x paired with F's mean for it (the pairing used to check shapes)."""

@@ -37,6 +37,9 @@ class WGANGP(GANBase):
 
     double_backward_through_discriminator = True  # the penalty differentiates grad_x D(x)
 
+    def discriminator_loss_nonnegative(self) -> bool:  # a critic's loss is E[D(G(z))] - E[D(x)] + penalty: any sign
+        return False
+
     def __init__(
         self,
         generator: nn.Module,

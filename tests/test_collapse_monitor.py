@@ -113,6 +113,23 @@ def test_restore_rolls_the_weights_back_to_the_last_healthy_evaluation(tmp_path)
         CollapseMonitor(action="stop", restore=True)
 
 
+def test_restore_then_scale_the_learning_rates(tmp_path):
+    """restore puts the optimisers' saved states back, learning rates included, so the lr action comes after it."""
+    monitor = CollapseMonitor(signal="val/signal", threshold=0.5, watch_losses=False, action="lr", action_value=0.5,
+                              restore=True)
+    model, trainer = _fit(tmp_path, monitor, [0.1, 0.9], max_steps=20)
+    assert monitor.events[0]["restored_to_g_step"] == 5
+    assert [g["lr"] for opt in trainer.optimizers for g in opt.param_groups] == pytest.approx(
+        [0.5 * model.hparams.g_lr, 0.5 * model.hparams.d_lr])
+
+
+def test_no_floor_warning_for_a_wasserstein_critic():
+    assert loss_warning([-3.0] * 6, [1.0, 1.1, 1.2, 1.5, 1.8, 2.0], d_loss_floor=None) is None
+    assert not tiny_model("WGANGP").discriminator_loss_nonnegative()
+    assert not tiny_model("GAN", loss="wasserstein").discriminator_loss_nonnegative()
+    assert tiny_model("GAN", loss="hinge").discriminator_loss_nonnegative()
+
+
 def test_a_resumed_run_keeps_the_events_and_reapplies_the_action(tmp_path):
     monitor = CollapseMonitor(signal="val/signal", threshold=0.5, watch_losses=False, action="entropy", action_value=0.2)
     model, trainer = _fit(tmp_path, monitor, [0.9], max_steps=20)

@@ -106,6 +106,12 @@ def test_discriminator_trunk_features_refit_the_bins_at_every_evaluation():
     assert "discriminator features" in callback.protocol and {"ndb", "duplicate_rate"} <= set(callback.last)
     assert callback._reference[0][-1] == trainer.global_step  # the bins of the last evaluation's discriminator
     assert model.discriminator.training  # the trunk was read in eval mode and left as it was
+    for name in ("PacGAN", "VEEGAN"):  # D's own input form: packed groups, (F(x), x) pairs
+        torch.manual_seed(0)
+        other = tiny_model(name)
+        callback = DiversityMetrics(features="discriminator", num_bins=4, num_samples=256, batch_size=128)
+        quiet_trainer(max_steps=10, callbacks=[callback]).fit(other, tiny_ring(val_size=256))
+        assert "ndb" in callback.last, name
     without_trunk = types.SimpleNamespace(discriminator=torch.nn.Identity())
     with pytest.raises(ValueError, match="needs a discriminator with `features`"):
         DiversityMetrics(features="discriminator").setup(None, without_trunk, "fit")

@@ -50,6 +50,36 @@ def test_knn_entropy_pushes_close_samples_apart_and_stays_finite_on_copies():
     assert torch.isfinite(value) and torch.isfinite(grad).all()
 
 
+def test_knn_entropy_keeps_the_small_distances_of_near_copies_far_from_the_origin():
+    """Near-copies with a large norm (float32, 64-d, spread 1e-3 around 100): the estimate equals the formula on
+    distances taken in float64 by exact differences, with a gradient to push them apart (cdist's float32
+    matrix-product shortcut rounds these distances to 0: an estimate of about -1,500 and no gradient)."""
+    g = torch.Generator().manual_seed(0)
+    x = (100 + 1e-3 * torch.randn(128, 64, generator=g)).requires_grad_()
+    x64 = x.detach().double()
+    exact = (x64.unsqueeze(1) - x64.unsqueeze(0)).pow(2).sum(-1) + torch.diag(torch.full((128,), float("inf"),
+                                                                                        dtype=torch.float64))
+    r = exact.min(1).values.sqrt()
+    by_hand = sum(1.0 / j for j in range(1, 128)) + 32 * math.log(math.pi) - math.lgamma(33) + 64 * r.log().mean()
+    value = knn_entropy(x)
+    assert value.item() == pytest.approx(by_hand.item(), abs=1e-3)
+    (grad,) = torch.autograd.grad(value, x)
+    assert grad.norm() > 0
+
+
+def test_regularisers_on_the_discriminators_features_take_its_own_input_form():
+    """PacGAN's D features come from packed groups and VEEGAN's from (F(x), x) pairs, so both regularise."""
+    for name in ("PacGAN", "VEEGAN"):
+        torch.manual_seed(0)
+        model = tiny_model(name, entropy_weight=0.1, entropy_space="features")
+        latent = model.sample_latent(16)
+        fake = model.generate(latent)
+        rows = 16 // model.packing
+        assert model.discriminator_features(fake).shape[0] == rows
+        _, logs = model.regularized_generator_loss(torch.randn(16, 2), fake, latent)
+        assert torch.isfinite(logs["entropy"]), name
+
+
 def test_mode_seeking_term_worked_by_hand():
     # pairs (0, 2) and (1, 5) of G, from latents (0, 1) and (0, 2): ratio = mean(2, 4) / mean(1, 2) = 2
     fake, latent = torch.tensor([[0.0], [1.0], [2.0], [5.0]]), torch.tensor([[0.0], [0.0], [1.0], [2.0]])

@@ -607,4 +607,4 @@ def test_a_seed_without_a_finite_figure_is_said_in_the_cell_and_the_curve_legend
     assert report._fmt(*row["modes"], row["seeds"], "modes", row["modes_seeds"]) == "8.0 ± 0.0"
     steps, means, seeds, note = report.mean_curves(results, "hq", current="current-hash")["gan"]
     assert steps == [1, 2] and means == [10.0, 60.0] and seeds == 3
-    assert note == "1 stale; non-finite at some steps: seed 1"
+    assert note == "1 stale; NaN at some steps: seed 1"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import lightning as L
 import pytest
 import torch
 from torch import nn
@@ -95,6 +96,31 @@ def test_a_training_step_moves_g_and_f_with_the_generator_and_d_with_the_discrim
     quiet_trainer(max_steps=2, limit_val_batches=0).fit(model, tiny_ring())
     moved = {name.split(".")[0] for name, p in model.named_parameters() if not torch.equal(before[name], p)}
     assert moved == {"generator", "discriminator", "reconstructor"}
+
+
+def test_simultaneous_updates_take_the_data_pairs_from_f_before_it_steps():
+    """With simultaneous updates both players' gradients are taken at the same parameters: D's data pairs use F as
+    it was before the G + F step of the same batch (which does move F)."""
+    torch.manual_seed(0)
+    model = tiny_model("VEEGAN", simultaneous=True, reconstructor_std=0.0, g_lr=0.5)
+    seen = {}
+
+    class Spy(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            with torch.no_grad():
+                seen["batch"], seen["before"] = batch.clone(), pl_module.reconstruct(batch)
+
+    original = model.discriminator_loss
+
+    def discriminator_loss(real, fake, latent):
+        seen["used"] = model.__dict__.get("_data_codes")  # what the D step is about to pair the data with
+        return original(real, fake, latent)
+
+    model.discriminator_loss = discriminator_loss
+    quiet_trainer(max_steps=2, limit_val_batches=0, callbacks=[Spy()]).fit(model, tiny_ring())
+    assert torch.equal(seen["used"], seen["before"])
+    with torch.no_grad():
+        assert not torch.allclose(model.reconstruct(seen["batch"]), seen["before"])  # F did step in between
 
 
 def test_checkpoint_loads_with_its_reconstructor(tmp_path):
