@@ -11,8 +11,8 @@ validation over the generator steps since the previous one:
   gradients carry little information;
 - a sudden drop of the generator's loss (by more than `g_drop` of its previous level): G found one output that
   fools D, the classic prelude to collapsing onto it;
-- the generator's gradients exploding or vanishing: the median norm of its gradient over the window moved by more
-  than a factor `grad_jump` from the previous window's (`gradient_warning`).
+- the generator's gradients exploding or vanishing (with `grad_jump` set): the median norm of its gradient over
+  the window moved by more than a factor `grad_jump` from the previous window's (`gradient_warning`).
 
 Actions (`action`): "none" (report only), "stop" (end training; keep the best weights by the monitored signal with
 a ModelCheckpoint(monitor=<signal>) beside it), "entropy" / "mode_seeking" (switch on that generator regulariser
@@ -82,8 +82,10 @@ class CollapseMonitor(L.Callback):
         threshold: the value past which the signal says "collapsing".
         mode: "above" (collapse when signal > threshold: duplicate rate, NDB, JSD) or "below" (coverage, modes).
         patience: evaluations in a row past the threshold before a detection.
-        watch_losses: also detect the loss-curve and gradient warning signs (`loss_warning`, `gradient_warning`;
-            the generator's gradient norm is taken every log_every_n_steps generator steps).
+        watch_losses: also detect the loss-curve warning signs (`loss_warning`).
+        grad_jump: also watch the generator's gradient norm (taken every log_every_n_steps generator steps): a
+            window median over grad_jump times, or under 1/grad_jump of, the previous window's is a warning sign
+            (`gradient_warning`; e.g. 10). None (default) does not watch it.
         action, action_value: what to do on a detection (see ACTIONS).
         once: act on the first detection only (later ones are still logged).
         restore: before acting, roll the weights, buffers and optimiser states back to the last evaluation without
@@ -94,7 +96,7 @@ class CollapseMonitor(L.Callback):
 
     def __init__(self, signal: str = "val/duplicate_rate", threshold: float = 0.5, mode: str = "above",
                  patience: int = 1, watch_losses: bool = True, d_loss_floor: float = 0.05, g_drop: float = 0.5,
-                 grad_jump: float = 10.0,
+                 grad_jump: Optional[float] = None,
                  action: str = "none", action_value: Optional[float] = None, once: bool = True,
                  restore: bool = False):
         if mode not in ("above", "below"):
@@ -159,7 +161,7 @@ class CollapseMonitor(L.Callback):
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
         generator_optimizer = getattr(pl_module, "generator_optimizer", None)
-        if not self.watch_losses or generator_optimizer is None or pl_module.g_steps % trainer.log_every_n_steps:
+        if self.grad_jump is None or generator_optimizer is None or pl_module.g_steps % trainer.log_every_n_steps:
             return
         if optimizer is not generator_optimizer() and getattr(optimizer, "optimizer", None) is not generator_optimizer():
             return
@@ -191,7 +193,7 @@ class CollapseMonitor(L.Callback):
         self._d_losses, self._g_losses = [], []
         if warning:
             reasons.append(warning)
-        if self.watch_losses and self._grad_norms:
+        if self.grad_jump is not None and self._grad_norms:
             current = statistics.median(self._grad_norms)
             warning = gradient_warning(self._previous_grad_norm, current, self.grad_jump)
             self._previous_grad_norm, self._grad_norms = current, []

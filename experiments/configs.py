@@ -39,10 +39,10 @@ LABELS = {
     "pacgan4": "PacGAN4", "veegan": "VEEGAN",
 }
 
-# Arguments added to a model class after runs of it were cached, each with the value that keeps the behaviour those
-# runs had ("*": any model class). At that value the argument is left out of a run's key, so adding it leaves finished runs
-# cached; any other value enters the key like every other argument. A class path names the model or a class nested in
-# its arguments (a network); "*" matches the model class only.
+# Arguments added to a class after runs with it were cached, each with the value that keeps the behaviour those runs
+# had. At that value the argument is left out of a run's key, so adding it leaves finished runs cached; any other value
+# enters the key like every other argument. A class path names any class of the config (the model, a network in its
+# arguments, a callback); "*" matches the model class only.
 ADDED_ARGUMENTS: dict[tuple[str, str], object] = {
     ("*", "simultaneous"): False,  # GANBase: simultaneous updates (the alternating loop before it)
     ("*", "entropy_weight"): 0.0,  # GANBase: the generator regularisers, off before them
@@ -52,6 +52,8 @@ ADDED_ARGUMENTS: dict[tuple[str, str], object] = {
     ("*", "g_skip_accuracy"): None,
     ("models.MLPGenerator", "weight_init"): "torch",  # the MLPs' initialisation (nn.Linear's before it)
     ("models.MLPDiscriminator", "weight_init"): "torch",
+    ("callbacks.CollapseMonitor", "grad_jump"): None,  # the gradient-norm warning sign, off before it
+    ("callbacks.CollapseMonitor", "restore"): False,
 }
 
 _RESOLVED: dict[tuple, dict] = {}
@@ -146,8 +148,7 @@ def _without_added_defaults(node, top: bool = True):
 
 def run_key(resolved: dict) -> str:
     """12 hex digits of SHA-256 over the resolved config without its seed (JSON, keys sorted), and without the
-    ADDED_ARGUMENTS at their old-behaviour values."""
+    ADDED_ARGUMENTS at their old-behaviour values (in the model, its networks and every other class node)."""
     body = {k: v for k, v in resolved.items() if k != "seed_everything"}
-    if isinstance(body.get("model"), dict):
-        body["model"] = _without_added_defaults(body["model"])
+    body = {k: _without_added_defaults(v, top=(k == "model")) for k, v in body.items()}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]

@@ -166,6 +166,20 @@ def test_an_argument_added_later_to_a_network_leaves_the_keys_of_runs_from_befor
     assert configs.run_key(resolved) != configs.run_key(before)
 
 
+def test_an_argument_added_later_to_a_callback_leaves_the_keys_of_runs_from_before_it():
+    """CollapseMonitor's grad_jump and restore came after grid25_veegan's first runs: at their old behaviour
+    (None, False) they stay out of the key, so those runs stay cached."""
+    from experiments import configs
+
+    resolved = configs.resolve(configs.model_configs("grid25_veegan", "gan"))
+    (monitor,) = [c for c in resolved["trainer"]["callbacks"] if c["class_path"] == "callbacks.CollapseMonitor"]
+    assert monitor["init_args"]["grad_jump"] is None and monitor["init_args"]["restore"] is False
+    assert runner.Run("grid25_veegan", "gan", 0, ROOT / "experiments" / "grid25_veegan" / "gan.yaml").key == "ea03ec51e8d0"
+    before = configs.run_key(resolved)
+    monitor["init_args"]["grad_jump"] = 10.0
+    assert configs.run_key(resolved) != before
+
+
 def test_report_only_trains_nothing_and_lists_the_missing_runs(tmp_path, fake_experiments):
     folder, calls = fake_experiments
     kwargs = dict(table="ring8", models=["gan", "mgan"], out=tmp_path / "out", overrides=[], jobs=1,
