@@ -15,7 +15,9 @@
 - Mode seeking (Mao, Lee, Tseng, Ma, Yang, CVPR 2019, MSGAN, Eq. 3-4, as their code computes it): for pairs of
   latents, ratio = mean |G(z1) - G(z2)| / mean |z1 - z2| (mean absolute differences over every coordinate of the
   pairs); G minimises lambda / (ratio + 1e-5), i.e. maximises the ratio. The pairs here are the first and second
-  halves of the generated batch (MSGAN's code generates a second batch for them).
+  halves of the generated batch (MSGAN's code generates a second batch for them), and the latent distance is over
+  the whole latent the model draws (InfoGAN's codes and MGAN's generator index included; MSGAN's conditional models
+  take it over the noise alone).
 """
 
 from __future__ import annotations
