@@ -164,7 +164,7 @@ def test_pacgan_discriminator_takes_packing_times_the_datas_channels(image_data)
 
 def test_image_folder_example_trains_on_your_pngs_with_the_collapse_monitor(tmp_path):
     """The ImageFolder example as written (diversity metrics and the collapse monitor on) on PNGs written here; a
-    near-duplicate rate threshold of 0 makes the monitor fire, so its action and record are exercised too."""
+    recall threshold above any recall makes the monitor fire, so its action and record are exercised too."""
     from PIL import Image
 
     folder = tmp_path / "my_images"
@@ -182,7 +182,8 @@ def test_image_folder_example_trains_on_your_pngs_with_the_collapse_monitor(tmp_
     assert {"ndb", "jsd", "duplicate_rate", "support_size", "recall", "coverage"} <= set(diversity.last)
     assert "20 k-means bins of 32 reference samples" in diversity.protocol
     assert cli.model.g_steps == 4 and "collapse/detected" in cli.trainer.callback_metrics
-    monitor.threshold, monitor.patience = -1.0, 1  # every duplicate rate is above it: the next evaluation fires
+    assert monitor.signal == "val/recall" and monitor.mode == "below"
+    monitor.threshold, monitor.patience = 2.0, 1  # every recall is below it: the next evaluation fires
     cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
     assert [e["action_applied"] for e in monitor.events].count("entropy") == 1  # acts once, on the first detection
     assert cli.model.entropy_weight == 0.1
