@@ -20,7 +20,8 @@ at weight `action_value`; see `models.regularizers`), "lr" (multiply both learni
 "n_critic" (set the discriminator steps per generator step to `action_value`); with `restore`, the weights and
 optimiser states first go back to the last evaluation without a detection. Under DDP every rank acts when any
 rank detects (the loss curves are each rank's own). Each detection is logged as
-`collapse/detected` (1 at the evaluation that fires), printed in one line, raised as a W&B alert where W&B logs
+`collapse/detected/<signal>` (e.g. collapse/detected/recall: 1 at the evaluation that fires; one key per signal,
+so monitors of different signals can watch one run), printed in one line, raised as a W&B alert where W&B logs
 online, kept in `events` (saved in checkpoints, so a resumed run re-applies its actions) and written to
 `<run folder>/collapse_events.json`. List it after the callbacks that log its signal: it reads the signal at the
 end of each validation epoch, when those have logged it.
@@ -77,8 +78,9 @@ class CollapseMonitor(L.Callback):
     """See the module docstring.
 
     Args:
-        signal: the logged validation metric to watch (e.g. "val/duplicate_rate", "val/ndb_fraction", "val/jsd",
-            "val/coverage", "val/modes").
+        signal: the logged validation metric to watch (e.g. "val/recall", "val/coverage", "val/jsd",
+            "val/ndb_fraction", "val/duplicate_rate", "val/modes"). The default, recall below 0.3, saw collapse best
+            on grid25_veegan (results/grid25_veegan/grid25_veegan_collapse_detection.md).
         threshold: the value past which the signal says "collapsing".
         mode: "above" (collapse when signal > threshold: duplicate rate, NDB, JSD) or "below" (coverage, modes).
         patience: evaluations in a row past the threshold before a detection.
@@ -94,7 +96,7 @@ class CollapseMonitor(L.Callback):
             "stop".
     """
 
-    def __init__(self, signal: str = "val/duplicate_rate", threshold: float = 0.5, mode: str = "above",
+    def __init__(self, signal: str = "val/recall", threshold: float = 0.3, mode: str = "below",
                  patience: int = 1, watch_losses: bool = True, d_loss_floor: float = 0.05, g_drop: float = 0.5,
                  grad_jump: Optional[float] = None,
                  action: str = "none", action_value: Optional[float] = None, once: bool = True,
@@ -127,6 +129,11 @@ class CollapseMonitor(L.Callback):
         self._grad_norms: list[float] = []
         self._previous_grad_norm: Optional[float] = None
         self._warned_missing = False
+
+    @property
+    def log_key(self) -> str:
+        """The key this monitor logs its detections under: collapse/detected/<signal without val/>."""
+        return f"collapse/detected/{self.signal.removeprefix('val/')}"
 
     # ------------------------------------------------------------------ state (checkpoints)
     @property
@@ -203,7 +210,7 @@ class CollapseMonitor(L.Callback):
         detected = trainer.strategy.reduce_boolean_decision(bool(reasons), all=False)
         if detected and not reasons:
             reasons.append("another rank's training curves")
-        pl_module.log("collapse/detected", float(detected), sync_dist=False)
+        pl_module.log(self.log_key, float(detected), sync_dist=False)
         if detected:
             self._detected(trainer, pl_module, "; ".join(reasons), value)
         elif self.restore:

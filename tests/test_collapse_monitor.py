@@ -42,7 +42,7 @@ def test_gradient_warning_by_hand():
 
 
 def test_the_generators_gradient_norm_is_watched_and_a_jump_reported(tmp_path):
-    monitor = CollapseMonitor(signal="val/signal", threshold=10.0, watch_losses=False, grad_jump=1.0001)
+    monitor = CollapseMonitor(mode="above", signal="val/signal", threshold=10.0, watch_losses=False, grad_jump=1.0001)
     _fit(tmp_path, monitor, [0.0], max_steps=40, log_every_n_steps=1)
     # any change of the median norm beyond 0.01 % between windows is a "jump" at this setting: each window after the
     # first reports one, and nothing else fires (the signal never passes 10)
@@ -59,8 +59,8 @@ def _fit(tmp_path, monitor, values, max_steps=40, **trainer_kwargs):
 
 
 def test_detection_after_patience_switches_the_regulariser_on_once_and_writes_the_events(tmp_path):
-    monitor = CollapseMonitor(signal="val/signal", threshold=0.5, patience=2, watch_losses=False, action="entropy",
-                              action_value=0.3)
+    monitor = CollapseMonitor(mode="above", signal="val/signal", threshold=0.5, patience=2, watch_losses=False,
+                              action="entropy", action_value=0.3)
     model, trainer = _fit(tmp_path, monitor, [0.1, 0.9, 0.2, 0.8, 0.9, 0.95, 0.99, 0.99], max_steps=80)
     # evaluations at generator steps 5, 10, ..., 40: 0.1, 0.9 (streak 1), 0.2 (reset), 0.8 (1), 0.9 (2: detected,
     # acts), 0.95, 0.99, 0.99 (detected, logged only)
@@ -69,7 +69,7 @@ def test_detection_after_patience_switches_the_regulariser_on_once_and_writes_th
     assert [e["action_applied"] for e in monitor.events] == ["entropy", None, None, None]
     assert "val/signal = 0.9 above 0.5 for 2 evaluations" in monitor.events[0]["reason"]
     assert json.loads((tmp_path / "collapse_events.json").read_text()) == monitor.events
-    assert float(trainer.callback_metrics["collapse/detected"]) == 1.0
+    assert float(trainer.callback_metrics["collapse/detected/signal"]) == 1.0
 
 
 @pytest.mark.parametrize("action, value", [("stop", None), ("lr", 0.5), ("n_critic", 3), ("mode_seeking", 1.0)])
@@ -98,7 +98,7 @@ def test_restore_rolls_the_weights_back_to_the_last_healthy_evaluation(tmp_path)
             self.weights.append(pl_module.generator.net[0].weight.detach().clone())
 
     record = Record()
-    monitor = CollapseMonitor(signal="val/signal", threshold=0.5, watch_losses=False, action="entropy",
+    monitor = CollapseMonitor(mode="above", signal="val/signal", threshold=0.5, watch_losses=False, action="entropy",
                               action_value=0.1, restore=True)
     torch.manual_seed(0)
     model = tiny_model("GAN")
@@ -115,8 +115,8 @@ def test_restore_rolls_the_weights_back_to_the_last_healthy_evaluation(tmp_path)
 
 def test_restore_then_scale_the_learning_rates(tmp_path):
     """restore puts the optimisers' saved states back, learning rates included, so the lr action comes after it."""
-    monitor = CollapseMonitor(signal="val/signal", threshold=0.5, watch_losses=False, action="lr", action_value=0.5,
-                              restore=True)
+    monitor = CollapseMonitor(mode="above", signal="val/signal", threshold=0.5, watch_losses=False, action="lr",
+                              action_value=0.5, restore=True)
     model, trainer = _fit(tmp_path, monitor, [0.1, 0.9], max_steps=20)
     assert monitor.events[0]["restored_to_g_step"] == 5
     assert [g["lr"] for opt in trainer.optimizers for g in opt.param_groups] == pytest.approx(
@@ -131,12 +131,14 @@ def test_no_floor_warning_for_a_wasserstein_critic():
 
 
 def test_a_resumed_run_keeps_the_events_and_reapplies_the_action(tmp_path):
-    monitor = CollapseMonitor(signal="val/signal", threshold=0.5, watch_losses=False, action="entropy", action_value=0.2)
+    monitor = CollapseMonitor(mode="above", signal="val/signal", threshold=0.5, watch_losses=False, action="entropy",
+                              action_value=0.2)
     model, trainer = _fit(tmp_path, monitor, [0.9], max_steps=20)
     trainer.save_checkpoint(tmp_path / "mid.ckpt")
     torch.manual_seed(0)
     fresh_model = tiny_model("GAN")
-    fresh = CollapseMonitor(signal="val/signal", threshold=0.5, watch_losses=False, action="entropy", action_value=0.2)
+    fresh = CollapseMonitor(mode="above", signal="val/signal", threshold=0.5, watch_losses=False, action="entropy",
+                            action_value=0.2)
     quiet_trainer(max_steps=30, callbacks=[ScriptedSignal([0.1]), fresh], default_root_dir=tmp_path).fit(
         fresh_model, tiny_ring(), ckpt_path=tmp_path / "mid.ckpt")
     assert len(monitor.events) == 2 and fresh.events == monitor.events and fresh_model.entropy_weight == 0.2
@@ -150,7 +152,8 @@ def test_a_collapsed_generator_is_caught_by_the_duplicate_rate_and_stopped(tmp_p
     model = tiny_model("GAN", g_lr=1e-12)  # G stays where it is put: collapsed on one point
     with torch.no_grad():
         model.generator.net[-1].weight.zero_()
-    monitor = CollapseMonitor(signal="val/duplicate_rate", threshold=0.5, watch_losses=False, action="stop")
+    monitor = CollapseMonitor(mode="above", signal="val/duplicate_rate", threshold=0.5, watch_losses=False,
+                              action="stop")
     trainer = quiet_trainer(max_steps=40, default_root_dir=tmp_path,
                             callbacks=[DiversityMetrics(num_bins=8, num_samples=256), monitor])
     trainer.fit(model, tiny_ring(val_size=256))
@@ -158,7 +161,7 @@ def test_a_collapsed_generator_is_caught_by_the_duplicate_rate_and_stopped(tmp_p
 
 
 def test_a_missing_signal_is_said_once_and_nothing_is_detected(tmp_path):
-    monitor = CollapseMonitor(signal="val/not_logged", watch_losses=False, action="stop")
+    monitor = CollapseMonitor(mode="above", signal="val/not_logged", watch_losses=False, action="stop")
     model, _ = _fit(tmp_path, monitor, [0.0], max_steps=20)
     assert monitor.events == [] and model.g_steps == 10
 
