@@ -24,13 +24,6 @@ from .metrics import (bin_proportions, duplicate_rate, duplicate_threshold, kmea
 DIVERSITY_FEATURES = ("data", "mnist_classifier", "inception", "discriminator")
 
 
-class Flatten(nn.Module):
-    """The samples themselves as features, one row each."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x.flatten(1)
-
-
 class DiscriminatorFeatures(nn.Module):
     """The model's discriminator trunk (`discriminator.features`) as the features, in eval mode. The model is held
     without being registered, so the metric does not own (or move, or save) the discriminator."""
@@ -105,7 +98,7 @@ class DiversityMetrics(EvaluationCallback):
         elif self.features == "discriminator":
             extractor = DiscriminatorFeatures(pl_module)
         else:
-            extractor = Flatten()
+            extractor = nn.Flatten()  # the samples themselves, one row each
         self.metric = FeatureSet(extractor.eval())
 
     def reference_statistics(self, trainer: L.Trainer, real: Tensor, n: int) -> tuple:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -66,9 +67,7 @@ def detection_quality(runs: Sequence[Sequence[dict]], signal: str, threshold: fl
     precision = tp / (tp + fp) if tp + fp else float("nan")
     recall = tp / (tp + fn) if tp + fn else float("nan")
     f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
-    lags.sort()
-    median = lags[len(lags) // 2] if len(lags) % 2 else (sum(lags[len(lags) // 2 - 1: len(lags) // 2 + 1]) / 2
-                                                          if lags else float("nan"))
+    median = statistics.median(lags) if lags else float("nan")
     return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn, "tn": tn,
             "median_lag": median, "runs_with_lag": len(lags)}
 

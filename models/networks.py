@@ -78,15 +78,14 @@ def _check_weight_init(weight_init: str) -> None:
 
 
 def _init_linears(module: nn.Module, weight_init: str) -> None:
-    """Re-draws every nn.Linear of `module` by `weight_init` ("torch": as constructed)."""
+    """Re-draws every nn.Linear of `module` by `weight_init` (one of WEIGHT_INITS other than "torch", which
+    nn.Linear has already drawn)."""
+    assert weight_init == "xavier", weight_init
     for m in module.modules():
         if isinstance(m, nn.Linear):
-            if weight_init == "torch":
-                m.reset_parameters()
-            else:
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def _mlp(in_dim: int, hidden_dim: int, n_hidden: int, out_dim: int, activation: str) -> nn.Sequential:

@@ -40,8 +40,7 @@ def knn_entropy(x: Tensor, k: int = 1, eps: float = 1e-10) -> Tensor:
         raise ValueError(f"the k-NN entropy needs 1 <= k < N; got k {k} for {n} samples")
     # exact differences, not cdist's matrix-product shortcut: that loses the small distances between near-copies
     # (the regime the regulariser is for) to cancellation and clamps them to 0, with zero gradient
-    squared = (x.unsqueeze(1) - x.unsqueeze(0)).pow(2).sum(-1) if d <= 4 else \
-        torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist").pow(2)
+    squared = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist").pow(2)
     squared = squared + torch.diag(torch.full((n,), float("inf"), device=x.device, dtype=x.dtype))
     r = (squared.topk(k, dim=1, largest=False).values[:, k - 1] + eps * eps).sqrt()
     log_unit_ball = 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1)
