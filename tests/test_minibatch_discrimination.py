@@ -106,3 +106,33 @@ def test_trains_and_requires_the_layer():
     assert model.g_steps == 5 and not torch.equal(t0, model.discriminator.net[4].T)
     with pytest.raises(ValueError, match="minibatch_kernels > 0"):
         MinibatchDiscriminationGAN(MLPGenerator(latent_dim=8), MLPDiscriminator())
+
+
+@pytest.mark.parametrize("n, block", [(7, 3), (10, 5), (9, 256)])
+def test_blocked_features_and_gradient_equal_the_pairwise_definition(n, block):
+    # the blocked, symmetric computation (and its written-out backward) against the definition
+    # computed pair by pair in plain Python loops, float64, with blocks that do not divide n
+    from models.networks import minibatch_similarity
+
+    gen = torch.Generator().manual_seed(3)
+    m = torch.randn(2, n, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, n, generator=gen, dtype=torch.float64)
+    o = minibatch_similarity(m, block=block)
+    expected = torch.stack([torch.stack([
+        sum(torch.exp(-(m[b, i] - m[b, j]).abs().sum()) for j in range(n) if j != i) for i in range(n)])
+        for b in range(2)])
+    assert_close(o, expected)
+    (grad,) = torch.autograd.grad((o * weights).sum(), m)
+    (expected_grad,) = torch.autograd.grad((expected * weights).sum(), m)
+    assert_close(grad, expected_grad)
+    with torch.no_grad():  # the path that keeps no blocks gives the same values
+        assert_close(minibatch_similarity(m, block=block), expected)
+
+
+def test_second_derivatives_are_refused_with_a_clear_error():
+    from models.networks import minibatch_similarity
+
+    m = torch.randn(1, 4, 2, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(minibatch_similarity(m).sum(), m, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|does not require grad|double backward"):
+        torch.autograd.grad(grad.sum(), m)
