@@ -65,7 +65,7 @@ class Maxout(nn.Module):
     LinearMaxout).
 
     The max is `max(-1).values`, whose backward scatters the gradient to the arg-max; `amax`'s backward builds a
-    tie mask and divides by the tie count, which made a PacGAN-protocol batch about 20 % slower on CPU. The two
+    tie mask and divides by the tie count, which made a PacGAN-protocol batch about 4 % slower on CPU (BENCHMARK.md). The two
     differ only on exact ties, which continuous inputs never produce."""
 
     def __init__(self, in_features: int, units: int, pieces: int):
