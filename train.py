@@ -340,15 +340,15 @@ def data_image_shape(data) -> Optional[tuple[int, int, int]]:
 
 
 def fill_image_shape(config) -> None:
-    """Links the data's image shape to the networks: a generator or discriminator with `image_size`
-    and `channels` arguments (the DCGAN pair) that the config leaves out gets them from the
+    """Links the data's image shape to the networks: a generator, discriminator or reconstructor (VEEGAN) with
+    `image_size` and `channels` arguments (the DCGAN networks) that the config leaves out gets them from the
     datamodule's `image_shape`, so YAMLs do not repeat the numbers (a PacGAN discriminator: packing x the data's
     channels); values that contradict the data are rejected here, before anything is built."""
     model = config.get("model")
     model_args = model.get("init_args") if model is not None else None
     if model_args is None:
         return
-    networks = {role: model_args.get(role) for role in ("generator", "discriminator")}
+    networks = {role: model_args.get(role) for role in ("generator", "discriminator", "reconstructor")}
     networks = {role: net for role, net in networks.items() if net is not None and net.get("init_args") is not None}
     if not any(key in net.init_args for net in networks.values() for key in ("image_size", "channels")):
         return  # e.g. MLP networks on 2D data

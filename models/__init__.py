@@ -13,7 +13,9 @@ from .pacgan import PacGAN
 from .pacgan_networks import BatchNormMLPGenerator, BlocksBatchNorm1d, Maxout, MaxoutDiscriminator
 from .networks import (
     DCGANDiscriminator,
+    DCGANEncoder,
     DCGANGenerator,
+    DCGANPairDiscriminator,
     MinibatchDiscrimination,
     MLPDiscriminator,
     MLPGenerator,
@@ -46,5 +48,7 @@ __all__ = [
     "MLPDiscriminator",
     "DCGANGenerator",
     "DCGANDiscriminator",
+    "DCGANEncoder",
+    "DCGANPairDiscriminator",
     "losses",
 ]

@@ -439,6 +439,27 @@ class DCGANGenerator(nn.Module):
         return self.upsample(self.project(h))
 
 
+def _check_norm(norm: str) -> None:
+    if norm not in (*_NORMS, "none"):
+        raise ValueError(f"unknown norm {norm!r}; choose one of {sorted((*_NORMS, 'none'))}")
+
+
+def _dcgan_trunk(image_size: int, channels: int, width: int, norm: str) -> tuple[nn.Sequential, tuple[int, int, int]]:
+    """DCGAN's discriminator trunk: stride-2 4 x 4 convolutions that halve the size and double the width down to a
+    base x base map, LeakyReLU 0.2, `norm` after every convolution but the first. Returns it and its output's shape."""
+    _check_norm(norm)
+    base, n_down = _dcgan_base_size(image_size)
+    layers: list[nn.Module] = []
+    ch_in, ch = channels, width
+    for i in range(n_down):
+        layers.append(nn.Conv2d(ch_in, ch, kernel_size=4, stride=2, padding=1, bias=i == 0))
+        if i > 0 and norm != "none":  # no normalisation on D's input layer (Radford et al. 2016, Section 3)
+            layers.append(_NORMS[norm](ch))
+        layers.append(nn.LeakyReLU(0.2, inplace=True))
+        ch_in, ch = ch, ch * 2
+    return nn.Sequential(*layers), (ch_in, base, base)
+
+
 @_records_init_config
 class DCGANDiscriminator(nn.Module):
     """image (B, channels, image_size, image_size) -> score (B,).
@@ -451,22 +472,12 @@ class DCGANDiscriminator(nn.Module):
     def __init__(self, image_size: Optional[int] = None, channels: Optional[int] = None, width: int = 64,
                  norm: str = "batch", minibatch_kernels: int = 0, minibatch_kernel_dim: int = 5):
         super().__init__()
-        if norm not in (*_NORMS, "none"):
-            raise ValueError(f"unknown norm {norm!r}; choose one of {sorted((*_NORMS, 'none'))}")
+        _check_norm(norm)
         image_size, channels = _image_size_and_channels(type(self).__name__, image_size, channels)
         self.image_shape = (channels, image_size, image_size)
-        base, n_down = _dcgan_base_size(image_size)
-        layers: list[nn.Module] = []
-        ch_in, ch = channels, width
-        for i in range(n_down):
-            layers.append(nn.Conv2d(ch_in, ch, kernel_size=4, stride=2, padding=1, bias=i == 0))
-            if i > 0 and norm != "none":  # no normalisation on D's input layer (Radford et al. 2016, Section 3)
-                layers.append(_NORMS[norm](ch))
-            layers.append(nn.LeakyReLU(0.2, inplace=True))
-            ch_in, ch = ch, ch * 2
-        self.trunk = nn.Sequential(*layers)
+        self.trunk, self._last_map_shape = _dcgan_trunk(image_size, channels, width, norm)
+        ch_in, base, _ = self._last_map_shape
         self.feature_dim = ch_in * base * base
-        self._last_map_shape = (ch_in, base, base)
         if minibatch_kernels > 0:
             # minibatch features on the flattened last feature map, then a linear score
             self.minibatch = MinibatchDiscrimination(self.feature_dim, minibatch_kernels, minibatch_kernel_dim)
@@ -496,6 +507,68 @@ class DCGANDiscriminator(nn.Module):
         self.apply(dcgan_init)
 
 
+@_records_init_config
+class DCGANEncoder(nn.Module):
+    """image (B, channels, image_size, image_size), or flattened (B, channels * image_size ** 2) -> (B, out_dim).
+
+    DCGAN's discriminator trunk and a linear map from its last feature map: an encoder of images into latents
+    (VEEGAN's reconstructor F for image data). Flat input is reshaped, so a model that flattens data (VEEGAN)
+    can use it."""
+
+    def __init__(self, out_dim: int, image_size: Optional[int] = None, channels: Optional[int] = None,
+                 width: int = 64, norm: str = "batch"):
+        super().__init__()
+        _check_norm(norm)
+        image_size, channels = _image_size_and_channels(type(self).__name__, image_size, channels)
+        if out_dim < 1:
+            raise ValueError(f"out_dim must be >= 1; got {out_dim}")
+        self.image_shape, self.out_dim = (channels, image_size, image_size), out_dim
+        self.trunk, (ch, base, _) = _dcgan_trunk(image_size, channels, width, norm)
+        self.head = nn.Linear(ch * base * base, out_dim)
+        self.apply(dcgan_init)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.trunk(x.view(x.shape[0], *self.image_shape)).flatten(1))
+
+
+@_records_init_config
+class DCGANPairDiscriminator(nn.Module):
+    """A (latent, image) pair, flattened and concatenated latent first, (B, code_dim + channels * image_size ** 2)
+    -> score (B,): a joint discriminator for images (VEEGAN's D; ALI/BiGAN's form).
+
+    The image goes through DCGAN's discriminator trunk, the latent through Linear(code_dim, hidden) and
+    LeakyReLU 0.2; the two are concatenated and scored by Linear(hidden) -> LeakyReLU 0.2 -> Linear(1).
+    `features(pair)` is that last hidden layer (B, hidden). The VEEGAN authors released no image code; this is
+    the joint form their paper describes (a discriminator on (z, x)), with DCGAN's trunk as its image side."""
+
+    def __init__(self, code_dim: int, image_size: Optional[int] = None, channels: Optional[int] = None,
+                 width: int = 64, hidden: int = 512, norm: str = "batch"):
+        super().__init__()
+        _check_norm(norm)
+        image_size, channels = _image_size_and_channels(type(self).__name__, image_size, channels)
+        if code_dim < 1 or hidden < 1:
+            raise ValueError(f"code_dim and hidden must be >= 1; got {code_dim}, {hidden}")
+        self.image_shape, self.code_dim = (channels, image_size, image_size), code_dim
+        self.in_dim = code_dim + channels * image_size * image_size
+        self.trunk, (ch, base, _) = _dcgan_trunk(image_size, channels, width, norm)
+        self.code = nn.Sequential(nn.Linear(code_dim, hidden), nn.LeakyReLU(0.2))
+        self.joint = nn.Sequential(nn.Linear(ch * base * base + hidden, hidden), nn.LeakyReLU(0.2))
+        self.head = nn.Linear(hidden, 1)
+        self.feature_dim = hidden
+        self.apply(dcgan_init)
+
+    def features(self, pair: Tensor) -> Tensor:
+        if pair.ndim != 2 or pair.shape[1] != self.in_dim:
+            raise ValueError(f"{type(self).__name__} takes flat (latent, image) pairs of width {self.in_dim} "
+                             f"({self.code_dim} + {self.in_dim - self.code_dim}); got shape {tuple(pair.shape)}")
+        z, x = pair[:, : self.code_dim], pair[:, self.code_dim:]
+        image = self.trunk(x.reshape(x.shape[0], *self.image_shape)).flatten(1)
+        return self.joint(torch.cat([image, self.code(z)], dim=1))
+
+    def forward(self, pair: Tensor) -> Tensor:
+        return self.head(self.features(pair)).flatten()
+
+
 __all__ = [
     "MinibatchDiscrimination",
     "PerGeneratorLinear",
@@ -503,6 +576,8 @@ __all__ = [
     "MLPDiscriminator",
     "DCGANGenerator",
     "DCGANDiscriminator",
+    "DCGANEncoder",
+    "DCGANPairDiscriminator",
     "dcgan_init",
     "TrunkDiscriminator",
     "require_trunk",

@@ -18,9 +18,10 @@ The authors' code uses one Adam object for both updates and runs them simultaneo
 here each player has its own Adam (same settings) and `simultaneous: true` gives the simultaneous update: D's data
 pairs are drawn from F before G and F step, so both gradients are taken at the same parameters.
 
-The discriminator is a network on the pair flattened and concatenated, noise first, that states its `in_dim` (an
-MLP or maxout network, in_dim = code_dim + the data's size; a convolutional pair discriminator for images is not
-built yet). The reconstructor is any network from data (flattened) to code_dim outputs.
+The discriminator is a network on the pair flattened and concatenated, noise first, that states its `in_dim`: an
+MLP or maxout network for vectors (in_dim = code_dim + the data's size), `DCGANPairDiscriminator` for images (a
+DCGAN trunk on the image, joined with an embedding of z). The reconstructor is any network from data (flattened)
+to code_dim outputs: an MLP for vectors, `DCGANEncoder` for images.
 """
 
 from __future__ import annotations
@@ -75,8 +76,13 @@ class VEEGAN(GANBase):
         in_dim = getattr(discriminator, "in_dim", None)
         if in_dim is None:
             raise ValueError(f"VEEGAN's discriminator judges flat (z, x) pairs and needs an `in_dim` (an MLP or maxout "
-                             f"network, in_dim = {self.code_dim} + the data's size); {type(discriminator).__name__} has "
-                             f"none (a convolutional pair discriminator is not built yet)")
+                             f"network, in_dim = {self.code_dim} + the data's size, or models.DCGANPairDiscriminator for "
+                             f"images); {type(discriminator).__name__} has none")
+        pair_code_dim = getattr(discriminator, "code_dim", None)
+        if pair_code_dim is not None and pair_code_dim != self.code_dim:
+            raise ValueError(f"the discriminator splits its pairs after {pair_code_dim} latents, but VEEGAN "
+                             f"reconstructs {self.code_dim} (latent_dim {self.latent_dim} - extra_noise_dim "
+                             f"{extra_noise_dim}): set discriminator.init_args.code_dim to {self.code_dim}")
         if in_dim <= self.code_dim:
             raise ValueError(f"the discriminator judges (z, x) pairs: its in_dim must be {self.code_dim} (z) plus "
                              f"the data's size; got in_dim {in_dim}")

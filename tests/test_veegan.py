@@ -150,3 +150,61 @@ def test_bad_arguments_are_refused_with_what_to_do(kwargs, message):
                  "reconstructor": MLPGenerator(latent_dim=2, out_dim=6), "extra_noise_dim": 2, **kwargs}
     with pytest.raises(ValueError, match=message):
         VEEGAN(**arguments)
+
+
+def _image_pair_networks(code_dim: int = 6):
+    from models import DCGANEncoder, DCGANGenerator, DCGANPairDiscriminator
+
+    return (DCGANGenerator(latent_dim=code_dim, image_size=8, channels=2, width=4),
+            DCGANPairDiscriminator(code_dim=code_dim, image_size=8, channels=2, width=4, hidden=8),
+            DCGANEncoder(out_dim=code_dim, image_size=8, channels=2, width=4))
+
+
+def test_image_pair_discriminator_reads_the_latent_first_then_the_image_in_its_layout():
+    torch.manual_seed(0)
+    _, pair_d, _ = _image_pair_networks(code_dim=3)
+    pair_d.eval()
+    z, x = torch.randn(5, 3), torch.randn(5, 2, 8, 8)
+    pair = torch.cat([z, x.flatten(1)], dim=1)
+    assert pair_d.in_dim == 3 + 2 * 8 * 8 and pair_d(pair).shape == (5,)
+    # the image side sees the images as given (channel-major layout restored), the code side sees z
+    joint = torch.cat([pair_d.trunk(x).flatten(1), pair_d.code(z)], dim=1)
+    torch.testing.assert_close(pair_d(pair), pair_d.head(pair_d.joint(joint)).flatten())
+    # z reaches the score through the code embedding alone: zero it, and z no longer matters while x does
+    with torch.no_grad():
+        pair_d.code[0].weight.zero_()
+    other_z = torch.cat([torch.randn(5, 3), x.flatten(1)], dim=1)
+    other_x = torch.cat([z, torch.randn(5, 2 * 8 * 8)], dim=1)
+    torch.testing.assert_close(pair_d(other_z), pair_d(pair))
+    assert not torch.allclose(pair_d(other_x), pair_d(pair))
+    with pytest.raises(ValueError, match="flat \\(latent, image\\) pairs of width 131"):
+        pair_d(x)
+
+
+def test_image_encoder_takes_images_flat_or_shaped():
+    torch.manual_seed(0)
+    *_, encoder = _image_pair_networks(code_dim=4)
+    encoder.eval()
+    x = torch.randn(3, 2, 8, 8)
+    assert encoder(x).shape == (3, 4)
+    torch.testing.assert_close(encoder(x.flatten(1)), encoder(x))
+
+
+def test_veegan_trains_on_images_with_the_pair_discriminator_and_encoder():
+    torch.manual_seed(0)
+    generator, pair_d, encoder = _image_pair_networks()
+    model = VEEGAN(generator, pair_d, encoder)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    images = torch.utils.data.TensorDataset(torch.rand(32, 2, 8, 8) * 2 - 1)
+    trainer = quiet_trainer(max_steps=6, limit_val_batches=0)
+    trainer.fit(model, torch.utils.data.DataLoader(images, batch_size=8))
+    for prefix in ("generator.", "discriminator.", "reconstructor."):
+        moved = [n for n, p in model.named_parameters() if n.startswith(prefix) and not torch.equal(p, before[n])]
+        assert moved, f"no {prefix[:-1]} parameter moved"
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_image_pair_discriminator_must_split_after_the_reconstructed_latents():
+    generator, pair_d, encoder = _image_pair_networks(code_dim=6)
+    with pytest.raises(ValueError, match="set discriminator.init_args.code_dim to 4"):
+        VEEGAN(generator, pair_d, _image_pair_networks(code_dim=4)[2], extra_noise_dim=2)
