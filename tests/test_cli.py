@@ -12,7 +12,7 @@ import torch
 import yaml
 
 import train
-from experiments.configs import MODELS, PROTOCOL, compose_args, table_models
+from experiments.configs import MODELS, PROTOCOL, REMEDIES, compose_args, table_models
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_TABLES = ("stacked_mnist", "stacked_mnist_cpu", "cifar10")
@@ -49,18 +49,23 @@ def test_every_experiment_yaml_runs_with_fast_dev_run(config):
 
 
 def test_every_benchmark_folder_has_every_model():
-    """The tables of the first protocols have the seven models of the zoo and D2GAN (the 2D ones VEEGAN too, the
-    image ones PacGAN2); the PacGAN-protocol tables all but MGAN and minibatch discrimination; the VEEGAN-protocol
-    table the baseline and VEEGAN; every config of every table is a model of MODELS (table_models says so)."""
-    seven = set(MODELS[:7])
-    for table in TABLES:  # VEEGAN so far on the 2D tables only (its pair discriminator is an MLP)
-        extra = {"d2gan", "veegan"} if table in ("ring8", "grid25") else {"d2gan", "pacgan2"}
+    """The tables of the first protocols have the seven models of the zoo, D2GAN and VEEGAN (the image ones PacGAN2
+    too); ring8, grid25, the CPU Stacked MNIST and the VEEGAN-protocol tables the baseline with each remedy of the
+    base; the PacGAN-protocol tables all but MGAN and minibatch discrimination; the VEEGAN-protocol table the
+    baseline and VEEGAN; every config of every table is a model of MODELS (table_models says so)."""
+    seven = {"gan", "wgan_gp", "unrolled_gan", "minibatch_gan", "mgan", "mdgan", "infogan"}
+    remedies = {"gan_entropy", "gan_mode_seeking", "gan_d_skip", "gan_monitor"}
+    assert set(REMEDIES) == remedies
+    for table in TABLES:
+        extra = {"d2gan", "veegan"} | ({"pacgan2"} if table not in ("ring8", "grid25") else set())
+        if table in ("ring8", "grid25", "stacked_mnist_cpu"):
+            extra |= remedies
         assert set(table_models(table)) == seven | extra, table
     for table in PACGAN_TABLES:
         assert table_models(table) == ["gan", "wgan_gp", "unrolled_gan", "mdgan", "infogan", "d2gan", "pacgan2",
                                        "pacgan3", "pacgan4", "veegan"], table  # MGAN, minibatch: see PROTOCOLS.md
     for table in VEEGAN_TABLES:
-        assert table_models(table) == ["gan", "veegan"], table
+        assert table_models(table) == ["gan", "gan_entropy", "gan_mode_seeking", "gan_d_skip", "gan_monitor", "veegan"], table
 
 
 @pytest.fixture
