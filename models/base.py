@@ -41,11 +41,9 @@ What the base takes care of, so variants do not have to:
   Evaluation draws from `evaluation_rng()`, seeded by (seed, rank, generator step).
 """
 
-from __future__ import annotations
-
 import copy
 import math
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import lightning as L
 import torch
@@ -57,6 +55,7 @@ from .regularizers import knn_entropy, mode_seeking_loss
 from .checks import check_data_shape, check_generator_accepts_latents
 from .runtime import (all_reduce_gradients, broadcast_buffers, compile_modules, disable_ddp_reducer, distributed,
                       non_finite_loss_error, seeded_rng, skip_nvml_probe_without_gpus)
+from .arguments import NonNegativeFloat, OpenUnitInterval, PositiveFloat, PositiveInt
 
 
 _TRAIN_STREAM, _EVAL_STREAM = 0, 1  # keys that keep the training and evaluation noise streams apart
@@ -138,23 +137,23 @@ class GANBase(CheckpointHooks, L.LightningModule):
         generator: nn.Module,
         discriminator: nn.Module,
         latent_dim: Optional[int] = None,
-        n_critic: int = 1,
-        g_lr: float = 2e-4,
-        d_lr: float = 2e-4,
+        n_critic: PositiveInt = 1,
+        g_lr: PositiveFloat = 2e-4,
+        d_lr: PositiveFloat = 2e-4,
         betas: tuple[float, float] = (0.5, 0.999),
         lr_scheduler: Optional[LRSchedulerCallable] = None,
-        gradient_clip_val: Optional[float] = None,
-        gradient_clip_algorithm: str = "norm",
-        num_fixed_latents: int = 64,
+        gradient_clip_val: Optional[PositiveFloat] = None,
+        gradient_clip_algorithm: Literal["norm", "value"] = "norm",
+        num_fixed_latents: PositiveInt = 64,
         compile_networks: bool | dict[str, Any] = False,
         channels_last: bool = False,
         fresh_generator_latents: bool = False,
         simultaneous: bool = False,
-        entropy_weight: float = 0.0,
-        entropy_space: str = "data",
-        mode_seeking_weight: float = 0.0,
-        d_skip_accuracy: Optional[float] = None,
-        g_skip_accuracy: Optional[float] = None,
+        entropy_weight: NonNegativeFloat = 0.0,
+        entropy_space: Literal["data", "features"] = "data",
+        mode_seeking_weight: NonNegativeFloat = 0.0,
+        d_skip_accuracy: Optional[OpenUnitInterval] = None,
+        g_skip_accuracy: Optional[OpenUnitInterval] = None,
     ):
         super().__init__()
         self.automatic_optimization = False

@@ -14,8 +14,6 @@ defaults are alpha = beta = 1; Adam 2e-4, beta1 0.5 for both; a fresh z for the 
 D2 is a copy of the configured discriminator with its own initial weights.
 """
 
-from __future__ import annotations
-
 import copy
 
 import torch
@@ -24,6 +22,7 @@ from torch.nn import functional as F
 
 from .base import GANBase
 from .networks import reinitialise
+from .arguments import PositiveFloat
 
 
 def log_softplus(a: Tensor) -> Tensor:
@@ -41,7 +40,8 @@ class D2GAN(GANBase):
         beta: weight of log D2 on samples (the reverse-KL term).
     """
 
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, alpha: float = 1.0, beta: float = 1.0, **kwargs):
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, alpha: PositiveFloat = 1.0, beta: PositiveFloat = 1.0,
+                 **kwargs):
         for name, value in (("alpha", alpha), ("beta", beta)):
             if not value > 0:
                 raise ValueError(f"{name} must be > 0 (a weight of the D2GAN objective); got {value!r}")

@@ -6,14 +6,13 @@ from `models.losses.GAN_LOSSES`: "nonsaturating" (default), "minimax" (Eq. 1 as 
 "hinge", "least_squares", "wasserstein" (without a Lipschitz constraint; see WGANGP for one).
 """
 
-from __future__ import annotations
-
 from typing import Optional
 
 from torch import Tensor, nn
 
 from .base import GANBase
 from .losses import DECISION_THRESHOLDS, discriminator_accuracy, get_gan_loss
+from .arguments import GANLossName, PositiveFloat, PositiveInt
 
 
 class GAN(GANBase):
@@ -28,11 +27,11 @@ class GAN(GANBase):
         self,
         generator: nn.Module,
         discriminator: nn.Module,
-        loss: str = "nonsaturating",
-        latent_dim: Optional[int] = None,
-        n_critic: int = 1,
-        g_lr: float = 2e-4,
-        d_lr: float = 2e-4,
+        loss: GANLossName = "nonsaturating",
+        latent_dim: Optional[PositiveInt] = None,
+        n_critic: PositiveInt = 1,
+        g_lr: PositiveFloat = 2e-4,
+        d_lr: PositiveFloat = 2e-4,
         betas: tuple[float, float] = (0.5, 0.999),
         **kwargs,
     ):

@@ -31,9 +31,7 @@ draws its own latents (`fresh_generator_latents`, True here), as the authors' co
 generator update samples the prior anew).
 """
 
-from __future__ import annotations
-
-from typing import Optional, Sequence, Union
+from typing import Literal, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +40,7 @@ from torch import Tensor, nn
 from .base import GANBase
 from .losses import classification_loss, d_logistic_loss, g_nonsaturating_loss, gaussian_nll
 from .networks import require_trunk
+from .arguments import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 Codes = Union[int, float, Sequence[float], Tensor, None]
 
@@ -69,16 +68,16 @@ class InfoGAN(GANBase):
         generator: nn.Module,
         discriminator: nn.Module,
         categorical_codes: Sequence[int] = (10,),
-        continuous_codes: int = 2,
-        continuous_range: float = 1.0,
-        categorical_weight: float = 1.0,
-        continuous_weight: float = 0.1,
-        q_hidden_dim: int = 128,
+        continuous_codes: NonNegativeInt = 2,
+        continuous_range: PositiveFloat = 1.0,
+        categorical_weight: NonNegativeFloat = 1.0,
+        continuous_weight: NonNegativeFloat = 0.1,
+        q_hidden_dim: PositiveInt = 128,
         learn_continuous_std: bool = False,
-        log_std_bound: float = 1.0,
-        noise: str = "normal",
-        g_lr: float = 1e-3,
-        d_lr: float = 2e-4,
+        log_std_bound: PositiveFloat = 1.0,
+        noise: Literal["normal", "uniform"] = "normal",
+        g_lr: PositiveFloat = 1e-3,
+        d_lr: PositiveFloat = 2e-4,
         betas: tuple[float, float] = (0.5, 0.999),
         fresh_generator_latents: bool = True,
         **kwargs,

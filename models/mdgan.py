@@ -31,8 +31,6 @@ the aggregation (`train/g_loss_<i>`, `train/weight_<i>`), lambda.
 Validation's `val/d_real`, `val/d_fake` are the first discriminator's.
 """
 
-from __future__ import annotations
-
 import copy
 import math
 
@@ -46,6 +44,7 @@ from .networks import reinitialise
 from datamodules.parts import share_bounds
 
 from .losses import AGGREGATIONS, aggregate_losses, d_logistic_loss, g_nonsaturating_loss
+from .arguments import AggregationName, NonNegativeFloat, NonNegativeInt, PositiveInt
 
 _SWAP_STREAM = 2  # key of the share-permutation stream (same on every rank)
 
@@ -67,12 +66,12 @@ class MDGAN(GANBase):
         self,
         generator: nn.Module,
         discriminator: nn.Module,
-        num_discriminators: int = 5,
-        aggregation: str = "mean",
+        num_discriminators: PositiveInt = 5,
+        aggregation: AggregationName = "mean",
         softmax_lambda: float = 1.0,
         learn_lambda: bool = False,
-        lambda_penalty: float = 1e-3,
-        swap_every_epochs: int = 1,
+        lambda_penalty: NonNegativeFloat = 1e-3,
+        swap_every_epochs: NonNegativeInt = 1,
         **kwargs,
     ):
         if not isinstance(num_discriminators, int) or num_discriminators < 1:

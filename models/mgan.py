@@ -25,8 +25,6 @@ generator index. Training batches assign generators in equal numbers (a random p
 `sample(n, generator_index=k)` draws from one generator.
 """
 
-from __future__ import annotations
-
 from typing import Optional
 
 import torch
@@ -36,6 +34,7 @@ from torch import Tensor, nn
 from .base import GANBase
 from .losses import classification_loss, d_logistic_loss, g_nonsaturating_loss
 from .networks import require_trunk
+from .arguments import NonNegativeFloat, PositiveFloat
 
 
 class MGAN(GANBase):
@@ -52,9 +51,9 @@ class MGAN(GANBase):
         self,
         generator: nn.Module,
         discriminator: nn.Module,
-        beta: float = 0.01,
-        g_lr: float = 2e-4,
-        d_lr: float = 2e-4,
+        beta: NonNegativeFloat = 0.01,
+        g_lr: PositiveFloat = 2e-4,
+        d_lr: PositiveFloat = 2e-4,
         betas: tuple[float, float] = (0.5, 0.999),
         **kwargs,
     ):

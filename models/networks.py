@@ -16,14 +16,14 @@ keeps `init_config` ({class_path, init_args}: what rebuilds it), which a model s
 checkpoints, so that a model built in Python loads from its checkpoint alone.
 """
 
-from __future__ import annotations
-
 import functools
 import inspect
-from typing import Optional, Protocol, runtime_checkable
+from typing import Literal, Optional, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
+
+from .arguments import NonNegativeInt, PositiveInt
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "elu": nn.ELU}
 
@@ -267,8 +267,9 @@ class MLPGenerator(nn.Module):
     `weight_init` ("torch" or "xavier", see WEIGHT_INITS) draws the Linear layers' weights.
     """
 
-    def __init__(self, latent_dim: int = 256, out_dim: int = 2, hidden_dim: int = 128, n_hidden: int = 2,
-                 activation: str = "tanh", num_generators: int = 1, weight_init: str = "torch"):
+    def __init__(self, latent_dim: PositiveInt = 256, out_dim: PositiveInt = 2, hidden_dim: PositiveInt = 128,
+                 n_hidden: NonNegativeInt = 2, activation: Literal["tanh", "relu", "leaky_relu", "elu"] = "tanh",
+                 num_generators: PositiveInt = 1, weight_init: Literal["torch", "xavier"] = "torch"):
         super().__init__()
         _check_weight_init(weight_init)
         if weight_init != "torch" and num_generators > 1:
@@ -304,8 +305,10 @@ class MLPDiscriminator(nn.Module):
     the Linear layers' weights.
     """
 
-    def __init__(self, in_dim: int = 2, hidden_dim: int = 128, n_hidden: int = 2, activation: str = "tanh",
-                 minibatch_kernels: int = 0, minibatch_kernel_dim: int = 5, weight_init: str = "torch"):
+    def __init__(self, in_dim: PositiveInt = 2, hidden_dim: PositiveInt = 128, n_hidden: NonNegativeInt = 2,
+                 activation: Literal["tanh", "relu", "leaky_relu", "elu"] = "tanh",
+                 minibatch_kernels: NonNegativeInt = 0, minibatch_kernel_dim: PositiveInt = 5,
+                 weight_init: Literal["torch", "xavier"] = "torch"):
         super().__init__()
         _check_weight_init(weight_init)
         self.in_dim, self.weight_init = in_dim, weight_init
@@ -401,8 +404,8 @@ class DCGANGenerator(nn.Module):
     double the size and halve the width; image_size = b * 2**n (28 = 7*4, 32 = 4*8, 64 = 4*16).
     """
 
-    def __init__(self, latent_dim: int = 100, image_size: Optional[int] = None, channels: Optional[int] = None,
-                 width: int = 64, num_generators: int = 1):
+    def __init__(self, latent_dim: PositiveInt = 100, image_size: Optional[PositiveInt] = None,
+                 channels: Optional[PositiveInt] = None, width: PositiveInt = 64, num_generators: PositiveInt = 1):
         super().__init__()
         image_size, channels = _image_size_and_channels(type(self).__name__, image_size, channels)
         self.latent_dim = latent_dim

@@ -14,14 +14,13 @@ the m blocks is normalised by its own BatchNorm statistics, as those m calls wer
 The real batch must hold m * B samples: a PacGAN m protocol sets the data's batch_size to m times the GAN's.
 """
 
-from __future__ import annotations
-
 from typing import Optional
 
 from torch import Tensor, nn
 
 from .gan import GAN
 from .pacgan_networks import BlocksBatchNorm1d
+from .arguments import GANLossName, PositiveInt
 
 
 def pack(x: Tensor, m: int) -> Tensor:
@@ -41,8 +40,8 @@ class PacGAN(GAN):
         Other arguments: see `GAN` and `GANBase`.
     """
 
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, packing: int = 2,
-                 loss: str = "nonsaturating", latent_dim: Optional[int] = None, **kwargs):
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, packing: PositiveInt = 2,
+                 loss: GANLossName = "nonsaturating", latent_dim: Optional[PositiveInt] = None, **kwargs):
         if not isinstance(packing, int) or isinstance(packing, bool) or packing < 1:
             raise ValueError(f"packing must be an integer >= 1 (samples per discriminator score); got {packing!r}")
         super().__init__(generator, discriminator, loss=loss, latent_dim=latent_dim, **kwargs)

@@ -16,12 +16,11 @@ does the same within one call: the batch is m consecutive equal groups, each nor
 (`models.PacGAN` sets it).
 """
 
-from __future__ import annotations
-
 import torch
 from torch import Tensor, nn
 
 from .networks import _records_init_config
+from .arguments import OpenUnitInterval, PositiveFloat, PositiveInt
 
 
 class BlocksBatchNorm1d(nn.Module):
@@ -92,8 +91,9 @@ class BatchNormMLPGenerator(nn.Module):
     Defaults are the PacGAN 2D generator: z 2-d, 4 hidden layers of 400, BatchNorm momentum 0.05 (running
     value p <- 0.95 p + 0.05 batch value), weights N(0, init_std)."""
 
-    def __init__(self, latent_dim: int = 2, out_dim: int = 2, hidden_dim: int = 400, n_hidden: int = 4,
-                 bn_momentum: float = 0.05, bn_eps: float = 1e-4, init_std: float = 0.02):
+    def __init__(self, latent_dim: PositiveInt = 2, out_dim: PositiveInt = 2, hidden_dim: PositiveInt = 400,
+                 n_hidden: PositiveInt = 4, bn_momentum: OpenUnitInterval = 0.05, bn_eps: PositiveFloat = 1e-4,
+                 init_std: PositiveFloat = 0.02):
         super().__init__()
         if n_hidden < 1 or hidden_dim < 1:
             raise ValueError(f"need n_hidden >= 1 and hidden_dim >= 1; got {n_hidden}, {hidden_dim}")
@@ -118,8 +118,8 @@ class MaxoutDiscriminator(nn.Module):
     Defaults are the PacGAN 2D discriminator for one sample (in_dim 2): 3 maxout layers of 200 units, 5
     pieces. With packing m, in_dim = 2 * m."""
 
-    def __init__(self, in_dim: int = 2, hidden_dim: int = 200, n_hidden: int = 3, pieces: int = 5,
-                 init_std: float = 0.02):
+    def __init__(self, in_dim: PositiveInt = 2, hidden_dim: PositiveInt = 200, n_hidden: PositiveInt = 3,
+                 pieces: PositiveInt = 5, init_std: PositiveFloat = 0.02):
         super().__init__()
         if n_hidden < 1 or hidden_dim < 1 or pieces < 1:
             raise ValueError(f"need n_hidden, hidden_dim and pieces >= 1; got {n_hidden}, {hidden_dim}, {pieces}")

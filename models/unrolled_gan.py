@@ -44,8 +44,6 @@ unrolling. At K = 0 the real term has no gradient with respect to theta_G and th
 plain GAN's.
 """
 
-from __future__ import annotations
-
 from typing import Callable, Optional
 
 import torch
@@ -53,6 +51,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from .gan import GAN
+from .arguments import GANLossName, NonNegativeInt
 
 
 def unrolled_adam(
@@ -121,9 +120,9 @@ class UnrolledGAN(GAN):
         self,
         generator: nn.Module,
         discriminator: nn.Module,
-        unrolled_steps: int = 5,
+        unrolled_steps: NonNegativeInt = 5,
         second_order: bool = True,
-        loss: str = "nonsaturating",
+        loss: GANLossName = "nonsaturating",
         **kwargs,
     ):
         if not isinstance(unrolled_steps, int) or unrolled_steps < 0:

@@ -24,8 +24,6 @@ DCGAN trunk on the image, joined with an embedding of z). The reconstructor is a
 to code_dim outputs: an MLP for vectors, `DCGANEncoder` for images.
 """
 
-from __future__ import annotations
-
 import math
 from typing import Any, Optional
 
@@ -35,6 +33,7 @@ from torch.nn import functional as F
 
 from .base import GANBase
 from .losses import discriminator_accuracy
+from .arguments import NonNegativeFloat, NonNegativeInt, PositiveInt
 
 
 class VEEGAN(GANBase):
@@ -51,7 +50,8 @@ class VEEGAN(GANBase):
     network_arguments = ("generator", "discriminator", "reconstructor")
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, reconstructor: nn.Module,
-                 extra_noise_dim: int = 0, reconstructor_std: float = 1.0, latent_dim: Optional[int] = None,
+                 extra_noise_dim: NonNegativeInt = 0, reconstructor_std: NonNegativeFloat = 1.0,
+                 latent_dim: Optional[PositiveInt] = None,
                  **kwargs: Any):
         if not isinstance(extra_noise_dim, int) or isinstance(extra_noise_dim, bool) or extra_noise_dim < 0:
             raise ValueError(f"extra_noise_dim must be an integer >= 0 (latents F does not reconstruct); "

@@ -21,8 +21,6 @@ The generator step draws its own z (Algorithm 1, line 11: a fresh batch of laten
 critic step's fakes): `fresh_generator_latents` defaults to True here.
 """
 
-from __future__ import annotations
-
 from typing import Optional
 
 import torch
@@ -30,6 +28,7 @@ from torch import Tensor, nn
 
 from .base import GANBase
 from .losses import d_wasserstein_loss, g_wasserstein_loss, gradient_penalty
+from .arguments import NonNegativeFloat, PositiveFloat, PositiveInt
 
 
 class WGANGP(GANBase):
@@ -44,11 +43,11 @@ class WGANGP(GANBase):
         self,
         generator: nn.Module,
         discriminator: nn.Module,
-        gp_weight: float = 10.0,
-        latent_dim: Optional[int] = None,
-        n_critic: int = 5,
-        g_lr: float = 1e-4,
-        d_lr: float = 1e-4,
+        gp_weight: NonNegativeFloat = 10.0,
+        latent_dim: Optional[PositiveInt] = None,
+        n_critic: PositiveInt = 5,
+        g_lr: PositiveFloat = 1e-4,
+        d_lr: PositiveFloat = 1e-4,
         betas: tuple[float, float] = (0.0, 0.9),
         fresh_generator_latents: bool = True,
         **kwargs,

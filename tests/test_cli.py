@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import yaml
 
 import train
 from experiments.configs import MODELS, PROTOCOL, REMEDIES, compose_args, table_models
+from models import MLPGenerator
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_TABLES = ("stacked_mnist", "stacked_mnist_cpu", "cifar10")
@@ -348,3 +350,39 @@ def test_a_model_file_without_its_protocol_first_is_refused_naming_the_command_t
         train.main(["fit", f"--config={model}", "--config", str(protocol)])
     cli = train.main([*compose_args(model), "--trainer.max_steps", "1"], run=False)  # in order: accepted
     assert type(cli.model).__name__ == "GAN"
+
+
+def _readme_bad_values() -> list[tuple[str, str]]:
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- bad values: override | first line -->", 1)[1].split("<!-- end of bad values -->", 1)[0]
+    rows = [line.split(" | ") for line in block.strip().splitlines()[2:]]
+    return [(override.strip("| `"), shown.strip(" |`")) for override, shown in rows]
+
+
+@pytest.mark.parametrize("override, shown", _readme_bad_values())
+def test_each_bad_value_of_the_readme_is_one_line_before_anything_is_created(override, shown, tmp_path, monkeypatch,
+                                                                               capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    args = [*compose_args(ROOT / "experiments" / "ring8" / "gan.yaml"), *override.split(), "--trainer.max_steps", "2"]
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(args=["fit", *args])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [shown]  # one line, the README's
+    assert list(tmp_path.iterdir()) == []  # no run folder, no checkpoint, no W&B run
+
+
+def test_the_literal_argument_types_name_what_the_classes_accept():
+    # the parser's lists of allowed names are the ones the code looks names up in
+    import typing
+
+    from models import arguments
+    from models.losses import AGGREGATIONS, GAN_LOSSES
+    from models.networks import WEIGHT_INITS, _ACTIVATIONS
+
+    assert set(typing.get_args(arguments.GANLossName)) == set(GAN_LOSSES)
+    assert set(typing.get_args(arguments.AggregationName)) == set(AGGREGATIONS)
+    signature = inspect.signature(MLPGenerator.__init__)
+    assert set(typing.get_args(signature.parameters["activation"].annotation)) == set(_ACTIVATIONS)
+    assert set(typing.get_args(signature.parameters["weight_init"].annotation)) == set(WEIGHT_INITS)
