@@ -75,7 +75,10 @@ class GANCLI(LightningCLI):
             # the record before the checkpoint after it exists
             first_checkpoint = next((i for i, c in enumerate(trainer.callbacks) if isinstance(c, Checkpoint)),
                                     len(trainer.callbacks))
-            trainer.callbacks[first_checkpoint:first_checkpoint] = [RecordWandbRun(), RunRecord()]
+            resolved = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False, skip_none=False,
+                                                       format="yaml"))[self.subcommand]
+            trainer.callbacks[first_checkpoint:first_checkpoint] = [RecordWandbRun(resolved), RunRecord()]
+            use_progress_lines(trainer)
         return trainer
 
     def after_fit(self) -> None:
@@ -323,20 +326,45 @@ def continue_metrics_file(trainer: L.Trainer, resume_step: int) -> None:
 
 
 class RecordWandbRun(L.Callback):
-    """Writes the W&B run's id into the run folder (WANDB_ID_FILE), where a resumed fit finds it."""
+    """Completes the W&B run of a fit: its name `<group>-s<seed>` (e.g. ring8-gan-s3, unless the config names it),
+    the fully resolved config in its config (`resolved_config`: seed, model and networks, data, trainer; Lightning
+    logs the model's hyperparameters beside it), and its id in the run folder (WANDB_ID_FILE), where a resumed fit
+    finds it. The run record (run.json) keeps the id, name, project and URL (`RunRecord`)."""
+
+    def __init__(self, resolved_config: Optional[dict[str, Any]] = None):
+        self.resolved_config = resolved_config
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
         if stage != "fit" or not trainer.is_global_zero or not trainer.loggers:
             return
-        if not isinstance(trainer.loggers[0], (CSVLogger, TensorBoardLogger)):
-            return
-        folder = Path(trainer.loggers[0].log_dir)
-        for logger in trainer.loggers[1:]:
-            if isinstance(logger, WandbLogger) and getattr(logger, "mode", None) != "disabled":
+        folder = Path(trainer.loggers[0].log_dir) if isinstance(trainer.loggers[0], (CSVLogger, TensorBoardLogger)) \
+            else None
+        for logger in trainer.loggers:
+            if not isinstance(logger, WandbLogger) or getattr(logger, "mode", None) == "disabled":
+                continue
+            run = logger.experiment
+            settings = getattr(logger, "_wandb_init", {}) or {}
+            seed = (self.resolved_config or {}).get("seed_everything")
+            if not settings.get("name") and settings.get("group") and seed is not None:
+                run.name = f"{settings['group']}-s{seed}"
+            if self.resolved_config is not None:
+                run.config.update({"resolved_config": self.resolved_config}, allow_val_change=True)
+            if folder is not None:
                 folder.mkdir(parents=True, exist_ok=True)
-                (folder / WANDB_ID_FILE).write_text(logger.experiment.id + "\n")
+                (folder / WANDB_ID_FILE).write_text(run.id + "\n")
+
+
+def use_progress_lines(trainer: L.Trainer) -> None:
+    """Puts the project's progress bar (callbacks.ProgressBar) in place of Lightning's default one."""
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    from callbacks.progress import ProgressBar
+
+    for i, callback in enumerate(trainer.callbacks):
+        if type(callback) is TQDMProgressBar:
+            trainer.callbacks[i] = ProgressBar()
 
 
 def data_image_shape(data) -> Optional[tuple[int, int, int]]:

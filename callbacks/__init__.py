@@ -13,6 +13,7 @@ from .image_quality import ImageQuality
 from .metrics import matched_accuracy
 from .mode_coverage import ModeCoverage, ModeCoverageMetric
 from .plots import SampleGrid, SampleScatter
+from .progress import ProgressBar
 from .run_record import RunRecord, read_record
 from .stacked_mnist import StackedMNISTModes, StackedMNISTModesMetric
 from .wandb_logger import WandbLogger
@@ -23,6 +24,7 @@ __all__ = [
     "ModeCoverageMetric",
     "SampleScatter",
     "RunRecord",
+    "ProgressBar",
     "read_record",
     "WandbLogger",
     "GeneratorModeShares",

@@ -36,6 +36,21 @@ def finished_evaluation(record: Optional[dict[str, Any]]) -> Optional[dict[str, 
     return evaluation
 
 
+def wandb_run(trainer: L.Trainer) -> Optional[dict[str, Any]]:
+    """The W&B run of the trainer's W&B logger (id, name, project, mode, URL when online, local folder), or None
+    without one (or with W&B disabled). Asked on global rank 0, where the run exists."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and getattr(logger, "mode", None) != "disabled" \
+                and getattr(logger, "_experiment", None) is not None:
+            run = logger.experiment
+            mode = getattr(logger, "mode", None) or ("offline" if getattr(run, "offline", False) else "online")
+            return {"id": run.id, "name": run.name, "project": run.project, "mode": mode,
+                    "url": run.url if mode == "online" else None, "dir": str(Path(run.dir).parent)}
+    return None
+
+
 class RunRecord(L.Callback):
     """Keeps ``run.json`` in the run folder (trainer.log_dir) up to date; only global rank 0 writes it.
 
@@ -43,7 +58,8 @@ class RunRecord(L.Callback):
     ``error``); ``global_step``, ``max_steps``, ``g_steps``, ``d_steps``; ``evaluation``: ``{"g_step", "metrics"}``,
     the ``val/*`` figures of the newest validation (the one train.py runs on the final weights included);
     ``history``: every evaluation's ``{"g_step", metrics...}`` in order (the run's curve; a resumed fit keeps the
-    entries up to its checkpoint's step); ``plots``: the newest file of each plotting callback; ``protocols``: how each evaluation callback measured
+    entries up to its checkpoint's step); ``wandb``: the run's W&B run (`wandb_run`), where W&B logs;
+    ``plots``: the newest file of each plotting callback; ``protocols``: how each evaluation callback measured
     (e.g. the features and reference split of a FID); ``updated``: Unix time of the write.
 
     While training it is rewritten at most every `every_s` seconds (the CSV logger buffers its rows, so a reader
@@ -80,6 +96,9 @@ class RunRecord(L.Callback):
         g_steps = getattr(pl_module, "g_steps", 0)
         history = [e for e in (earlier or {}).get("history", []) if e.get("g_step", 0) <= g_steps] if g_steps else []
         self.record = {"status": "running", "evaluation": None, "history": history, "plots": [], "protocols": {}}
+        wandb = wandb_run(trainer)
+        if wandb is not None:
+            self.record["wandb"] = wandb
         self._write(trainer, **self._steps(trainer, pl_module))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

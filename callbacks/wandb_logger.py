@@ -2,7 +2,7 @@
 
 `mode="auto"` (the default) logs online when W&B credentials exist (WANDB_API_KEY, or a
 `wandb login` entry in ~/.netrc) and offline otherwise, then says how to upload the run
-(`wandb sync <run folder>`). WANDB_MODE, when set, wins over everything (e.g. WANDB_MODE=offline
+(`wandb sync <run folder>`, said once). WANDB_MODE, when set, wins over everything (e.g. WANDB_MODE=offline
 on a cluster node without network, WANDB_MODE=disabled to switch W&B off).
 """
 
@@ -51,15 +51,19 @@ class WandbLogger(_LightningWandbLogger):
         self.mode = resolve_wandb_mode(mode)
         if self.mode == "offline":
             kwargs["offline"] = True
+            if "settings" not in kwargs:  # W&B's own closing lines would repeat the upload hint printed here
+                import wandb
+
+                kwargs["settings"] = wandb.Settings(quiet=True)
         elif self.mode == "disabled":
             kwargs["mode"] = "disabled"
         super().__init__(**kwargs)
 
     def finalize(self, status: str) -> None:
         super().finalize(status)
-        if self.mode == "offline" and self._experiment is not None:
+        # once per run: a fit's end and the evaluation of its final weights both finalize the logger
+        if self.mode == "offline" and self._experiment is not None and not getattr(self, "_sync_hint_shown", False):
+            self._sync_hint_shown = True
             run_dir = os.path.dirname(self._experiment.dir)  # .../wandb/offline-run-<time>-<id>
-            rank_zero_info(
-                f"W&B logged offline (no credentials found) to {run_dir}\n"
-                f"  upload it later with: wandb sync {run_dir}"
-            )
+            rank_zero_info(f"W&B logged offline (no credentials found) to {run_dir}\n"
+                           f"  upload it later with: wandb sync {run_dir}")

@@ -239,7 +239,8 @@ def outcome(folder: Path, returncode: int, log_path: Path) -> dict:
     if returncode == 0 and evaluation is not None:
         metrics = {k.removeprefix("val/"): v for k, v in evaluation["metrics"].items()}
         return {"status": "ok", "metrics": metrics, "g_steps": evaluation["g_step"], "plots": record.get("plots", []),
-                "curve": record.get("history", [])}  # every evaluation of the run: the table's curves figure
+                "curve": record.get("history", []),  # every evaluation of the run: the table's curves figure
+                **({"wandb": record["wandb"]} if record.get("wandb") else {})}  # the row's W&B run
     if returncode == 0:
         return {"status": "failed", "error": f"exit code 0 but no evaluation of the final weights in its {RECORD_FILE}"}
     reason = failure_reason(log_path.read_text(errors="replace")) if log_path.exists() else None
