@@ -1,4 +1,4 @@
-"""Command-line entry point: `python train.py {fit,validate,test} --config experiments/<benchmark>/<model>.yaml`.
+"""Command-line entry point: `python train.py {fit,validate} --config experiments/<benchmark>/<model>.yaml`.
 
 Any value in a config can be overridden on the command line (`--trainer.max_steps 300`,
 `--seed_everything 3`, `--model.init_args.g_lr 1e-4`); `--print_config` prints the fully
@@ -41,11 +41,21 @@ warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
 
 class GANCLI(LightningCLI):
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """fit and validate: the models define no test or predict step (`GANBase.sample` draws samples)."""
+        return {key: value for key, value in LightningCLI.subcommands().items() if key in ("fit", "validate")}
+
     def init_parser(self, **kwargs):
         # parse errors raise instead of printing the usage and a nested message: main() prints one line
         parser = super().init_parser(**kwargs)
         parser.exit_on_error = False
         return parser
+
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        check_trainer_options(self.config[subcommand] if subcommand else self.config)
 
     def instantiate_classes(self) -> None:
         try:
@@ -68,6 +78,7 @@ class GANCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         if self.subcommand == "fit":
+            say_global_batch(trainer, self.datamodule)
             resume_step = getattr(self, "resume_step", None)
             if resume_step is not None:
                 continue_metrics_file(trainer, resume_step)
@@ -434,6 +445,29 @@ def check_protocols_given(argv) -> None:
                              f"protocol first: --config {needed[0]} --config {config}")
 
 
+def check_trainer_options(config) -> None:
+    """Trainer options that manual optimisation cannot honour, refused with what to use instead."""
+    trainer = config.get("trainer") or {}
+    clip = trainer.get("gradient_clip_val")
+    if clip is not None:
+        raise BadValue(f"trainer.gradient_clip_val ({clip}): the models step their optimisers themselves, so Lightning "
+                       f"cannot clip; use --model.init_args.gradient_clip_val {clip} (and gradient_clip_algorithm)")
+    accumulate = trainer.get("accumulate_grad_batches")
+    if accumulate not in (None, 1):
+        raise BadValue(f"trainer.accumulate_grad_batches ({accumulate}): not available with the models' manual "
+                       f"optimisation (one D step per batch is the loop); raise data.init_args.batch_size instead")
+
+
+def say_global_batch(trainer: L.Trainer, datamodule) -> None:
+    """One line at the start of a multi-process fit: its global batch differs from the single-device protocol of
+    the shipped configs (the run record keeps `world_size` and `global_batch`)."""
+    batch = getattr(datamodule, "batch_size", None)
+    if trainer.world_size > 1 and batch:
+        rank_zero_info(f"Global batch {trainer.world_size} processes x {batch} = {trainer.world_size * batch} samples "
+                       f"per step, not the {batch} of the configs' one-device protocols: the tables' numbers are "
+                       f"for --trainer.devices 1")
+
+
 class BadValue(ValueError):
     """A bad value in the config or on the command line, said in one line (see `short_error`)."""
 
@@ -493,6 +527,7 @@ def main(args=None, **kwargs) -> GANCLI:
             L.LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
+            auto_configure_optimizers=False,  # the models configure theirs (two, one per player)
             save_config_kwargs={"overwrite": True},
             args=args,
             **kwargs,

@@ -57,7 +57,7 @@ class RunRecord(L.Callback):
     Fields: ``status`` ("running", then "ended" when training reached its limit, "interrupted" or "failed" with
     ``error``); ``global_step``, ``max_steps``, ``g_steps``, ``d_steps``; ``evaluation``: ``{"g_step", "metrics"}``,
     the ``val/*`` figures of the newest validation (the one train.py runs on the final weights included);
-    ``history``: every evaluation's ``{"g_step", metrics...}`` in order (the run's curve; a resumed fit keeps the
+    ``world_size`` and ``global_batch`` (processes x the datamodule's batch_size); ``history``: every evaluation's ``{"g_step", metrics...}`` in order (the run's curve; a resumed fit keeps the
     entries up to its checkpoint's step); ``wandb``: the run's W&B run (`wandb_run`), where W&B logs;
     ``plots``: the newest file of each plotting callback; ``protocols``: how each evaluation callback measured
     (e.g. the features and reference split of a FID); ``updated``: Unix time of the write.
@@ -96,6 +96,9 @@ class RunRecord(L.Callback):
         g_steps = getattr(pl_module, "g_steps", 0)
         history = [e for e in (earlier or {}).get("history", []) if e.get("g_step", 0) <= g_steps] if g_steps else []
         self.record = {"status": "running", "evaluation": None, "history": history, "plots": [], "protocols": {}}
+        batch = getattr(trainer.datamodule, "batch_size", None) if trainer.datamodule is not None else None
+        self.record.update(world_size=trainer.world_size,
+                           global_batch=trainer.world_size * batch if isinstance(batch, int) else None)
         wandb = wandb_run(trainer)
         if wandb is not None:
             self.record["wandb"] = wandb

@@ -274,6 +274,8 @@ def test_two_process_ddp_on_cpu_trains_in_sync(tmp_path, config, extra):
            *extra, "--trainer.callbacks+=tests.ddp_helpers.DumpRankState"]
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # said once (rank 0) at the start: two processes are not the configs' one-device protocol
+    assert (result.stdout + result.stderr).count("Global batch 2 processes x 64 = 128 samples per step") == 1
     ranks = [torch.load(dump / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     assert all(r["world_size"] == 2 for r in ranks)
     assert ranks[0]["g_steps"] == ranks[1]["g_steps"] > 0 and ranks[0]["d_steps"] == ranks[1]["d_steps"]
@@ -387,3 +389,4 @@ def test_the_literal_argument_types_name_what_the_classes_accept():
     signature = inspect.signature(MLPGenerator.__init__)
     assert set(typing.get_args(signature.parameters["activation"].annotation)) == set(_ACTIVATIONS)
     assert set(typing.get_args(signature.parameters["weight_init"].annotation)) == set(WEIGHT_INITS)
+
