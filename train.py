@@ -76,6 +76,12 @@ class GANCLI(LightningCLI):
             self.resume_step = prepare_checkpoint(self.parser, self.config, self.subcommand)
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
+        check_data = getattr(self.datamodule, "check_data", None)  # missing data: said before any run exists
+        if check_data is not None:
+            try:
+                check_data()
+            except (FileNotFoundError, ImportError) as error:
+                raise BadValue(f"data: {error}") from error
         trainer = super().instantiate_trainer(**kwargs)
         if self.subcommand == "fit":
             say_global_batch(trainer, self.datamodule)

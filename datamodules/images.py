@@ -271,6 +271,12 @@ class MNIST(_ImageDataModule):
         if self.source == "torchvision" and self.download:
             _mnist_arrays(self.source, self.root, self.split, True)
 
+    def check_data(self) -> None:
+        """Raises FileNotFoundError / ImportError, with what to do, when the digits cannot be had (train.py asks
+        before creating a run; the digits stay loaded for setup)."""
+        if not (self.source == "torchvision" and self.download):
+            self.load()
+
     def setup(self, stage: str) -> None:
         if self.train_set is None:
             x, y = self.load()
@@ -322,6 +328,9 @@ class StackedMNIST(_ImageDataModule):
     def prepare_data(self) -> None:
         self.mnist.prepare_data()
 
+    def check_data(self) -> None:
+        self.mnist.check_data()
+
     def setup(self, stage: str) -> None:
         if self.train_set is not None:
             return
@@ -368,6 +377,14 @@ class CIFAR10(_ImageDataModule):
         if self.download:
             self._load(True)
 
+    def check_data(self) -> None:
+        """Raises FileNotFoundError, with what to do, when the data is neither there nor to be downloaded."""
+        folder = Path(self.root) / "cifar-10-batches-py"
+        if not self.download and not folder.is_dir():
+            raise FileNotFoundError(f"CIFAR-10 is not in {folder.resolve()} and download is off: pass "
+                                    f"--data.init_args.download true (needs network) or copy the extracted python "
+                                    f"version there")
+
     def setup(self, stage: str) -> None:
         if self.train_set is None:
             sets = self._load(False)
@@ -406,15 +423,24 @@ class ImageFolder(_ImageDataModule):
     def image_shape(self) -> tuple[int, int, int]:
         return (self.channels, self.image_size, self.image_size)
 
+    def _files(self) -> list[Path]:
+        folder = Path(self.root)
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder.resolve()}: set "
+                                    f"--data.init_args.root to a folder of images")
+        return files
+
+    def check_data(self) -> None:
+        """Raises FileNotFoundError when the folder holds no images (train.py asks before creating a run)."""
+        self._files()
+
     def setup(self, stage: str) -> None:
         if self.train_set is not None:
             return
         from torchvision import transforms
 
-        folder = Path(self.root)
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files:
-            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder.resolve()}")
+        files = self._files()
         transform = transforms.Compose([
             transforms.Lambda(lambda img: img.convert("L" if self.channels == 1 else "RGB")),
             transforms.Resize(self.image_size),

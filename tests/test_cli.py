@@ -390,3 +390,17 @@ def test_the_literal_argument_types_name_what_the_classes_accept():
     assert set(typing.get_args(signature.parameters["activation"].annotation)) == set(_ACTIVATIONS)
     assert set(typing.get_args(signature.parameters["weight_init"].annotation)) == set(WEIGHT_INITS)
 
+
+
+def test_missing_data_is_one_line_naming_the_config_keys_before_anything_is_created(tmp_path, monkeypatch, capsys):
+    # Stacked MNIST without MNIST: the hint names StackedMNIST's own keys (mnist_source, mnist_root), and no run
+    # folder or W&B run is left behind
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(args=["fit", *compose_args(ROOT / "experiments" / "stacked_mnist" / "gan.yaml")])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("train.py: error: data: MNIST is not in ")
+    assert "--data.init_args.mnist_source idx with --data.init_args.mnist_root" in lines[0]
+    assert list(tmp_path.iterdir()) == []
