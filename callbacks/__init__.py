@@ -9,7 +9,7 @@ from .classifier import MNISTClassifier, load_classifier, save_classifier
 from .collapse_monitor import CollapseMonitor
 from .diversity import DiversityMetrics
 from .diagnostics import CodeModeAccuracy, GeneratorModeShares, LatentTraversal
-from .image_quality import ImageQuality
+from .image_quality import ImageQuality, InceptionScores
 from .metrics import matched_accuracy
 from .mode_coverage import ModeCoverage, ModeCoverageMetric
 from .plots import SampleGrid, SampleScatter
@@ -34,6 +34,7 @@ __all__ = [
     "StackedMNISTModes",
     "StackedMNISTModesMetric",
     "ImageQuality",
+    "InceptionScores",
     "DiversityMetrics",
     "CollapseMonitor",
     "SampleGrid",

@@ -37,6 +37,7 @@ Definitions:
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -106,13 +107,54 @@ def stacked_mnist_modes(counts: Tensor) -> dict[str, Tensor]:
 def frechet_distance(real: Tensor, fake: Tensor) -> Tensor:
     """||mu_r - mu_f||^2 + Tr(S_r + S_f - 2 (S_r S_f)^(1/2)) of two feature sets (N, D), float64."""
     real, fake = real.double(), fake.double()
-    mu_r, mu_f = real.mean(0), fake.mean(0)
-    s_r, s_f = torch.cov(real.t()), torch.cov(fake.t())
+    return frechet_distance_from_moments(real.mean(0), torch.cov(real.t()), fake.mean(0), torch.cov(fake.t()))
+
+
+def frechet_distance_from_moments(mu_r: Tensor, s_r: Tensor, mu_f: Tensor, s_f: Tensor) -> Tensor:
+    """The Frechet distance of two Gaussians given by their means (D,) and covariances (D, D), float64."""
+    mu_r, s_r, mu_f, s_f = mu_r.double(), s_r.double(), mu_f.double(), s_f.double()
     # Tr((S_r S_f)^(1/2)) = sum of sqrt of the eigenvalues of S_r^(1/2) S_f S_r^(1/2) (symmetric PSD)
     eval_r, evec_r = torch.linalg.eigh(s_r)
     sqrt_r = evec_r @ torch.diag(eval_r.clamp(min=0).sqrt()) @ evec_r.t()
     middle = torch.linalg.eigvalsh(sqrt_r @ s_f @ sqrt_r).clamp(min=0).sqrt().sum()
     return (mu_r - mu_f).pow(2).sum() + torch.trace(s_r) + torch.trace(s_f) - 2 * middle
+
+
+def inception_score(logits: Tensor, splits: int = 10) -> tuple[Tensor, Tensor]:
+    """Salimans et al. 2016: exp(E_x KL(p(y|x) || p(y))) in each of `splits` consecutive parts of the samples (p(y)
+    the part's mean prediction), and the mean and std (n - 1) over the parts. logits (N, classes)."""
+    if not 1 <= splits <= logits.shape[0]:
+        raise ValueError(f"need 1 <= splits <= the number of samples; got splits {splits} for {logits.shape[0]}")
+    log_p = torch.log_softmax(logits.double(), dim=1)
+    scores = []
+    for part in log_p.chunk(splits):
+        log_marginal = torch.logsumexp(part, dim=0) - math.log(part.shape[0])
+        scores.append(torch.exp((part.exp() * (part - log_marginal)).sum(1).mean()))
+    scores = torch.stack(scores)
+    return scores.mean(), (scores.std() if splits > 1 else torch.zeros((), dtype=scores.dtype))
+
+
+class FeatureMoments:
+    """Running count, sum and sum of outer products of features (float64): their mean and covariance (n - 1)
+    without keeping them, for the statistics of a whole training set."""
+
+    def __init__(self):
+        self.count, self.total, self.outer = 0, None, None
+
+    def update(self, features: Tensor) -> None:
+        x = features.double().flatten(1)
+        if self.total is None:
+            self.total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+            self.outer = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
+        self.count += x.shape[0]
+        self.total += x.sum(0)
+        self.outer += x.t() @ x
+
+    def mean_and_covariance(self) -> tuple[Tensor, Tensor]:
+        if self.count < 2:
+            raise ValueError(f"a covariance needs at least 2 samples; got {self.count}")
+        mean = self.total / self.count
+        return mean, (self.outer - self.count * torch.outer(mean, mean)) / (self.count - 1)
 
 
 def kernel_distance(real: Tensor, fake: Tensor, subsets: int = 10, subset_size: int = 1000, seed: int = 0) -> Tensor:

@@ -267,3 +267,110 @@ def test_sample_grid_writes_the_fixed_latents_grid(tmp_path):
     from PIL import Image
 
     assert Image.open(grid.last_path).size == (4 * 28 + 5 * 2, 4 * 28 + 5 * 2)
+
+
+def test_inception_score_on_predictions_worked_by_hand():
+    from callbacks.metrics import inception_score
+
+    confident = torch.tensor([[30.0, 0.0], [30.0, 0.0], [0.0, 30.0], [0.0, 30.0]])
+    # p(y|x) one-hot, p(y) = (1/2, 1/2): KL = log 2 for every sample, IS = 2; one class only: IS = 1
+    assert inception_score(confident, splits=1)[0].item() == pytest.approx(2.0, abs=1e-9)
+    assert inception_score(confident[:2], splits=1)[0].item() == pytest.approx(1.0, abs=1e-9)
+    # uncertain predictions carry no information: IS = 1 whatever the marginal
+    assert inception_score(torch.zeros(6, 5), splits=2)[0].item() == pytest.approx(1.0, abs=1e-12)
+    # two splits of [class 0, class 1] pairs: 2 in each, std 0
+    score, std = inception_score(confident[[0, 2, 1, 3]], splits=2)
+    assert score.item() == pytest.approx(2.0, abs=1e-9) and std.item() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_inception_score_matches_torchmetrics():
+    from torchmetrics.image.inception import InceptionScore
+
+    from callbacks.metrics import inception_score
+
+    logits = torch.randn(300, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
+    reference = InceptionScore(feature=_GivenFeatures(10), splits=1)
+    reference.update(logits)
+    expected, _ = reference.compute()
+    assert inception_score(logits, splits=1)[0].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_feature_moments_give_torch_s_mean_and_covariance_over_batches():
+    from callbacks.metrics import FeatureMoments, frechet_distance, frechet_distance_from_moments
+
+    real, fake = _feature_sets(500, 300, 8, 0.5, 1.2, 0.3)
+    moments = FeatureMoments()
+    for part in real.split(97):
+        moments.update(part)
+    mean, covariance = moments.mean_and_covariance()
+    torch.testing.assert_close(mean, real.mean(0))
+    torch.testing.assert_close(covariance, torch.cov(real.t()))
+    from_moments = frechet_distance_from_moments(mean, covariance, fake.mean(0), torch.cov(fake.t()))
+    assert from_moments.item() == pytest.approx(frechet_distance(real, fake).item(), rel=1e-9)
+
+
+class _StubInception(nn.Module):
+    """A stand-in for the Inception network: logits and 'pool features' from the images' channel means."""
+
+    def forward(self, x):
+        means = x.float().mean(dim=(2, 3))  # (N, C)
+        return torch.cat([means, -means], dim=1) * 4.0, torch.cat([means, means.pow(2)], dim=1)
+
+
+def test_inception_scores_at_the_end_of_a_run_against_the_training_set(tmp_path):
+    import lightning as L
+
+    from callbacks import InceptionScores
+    from callbacks.metrics import frechet_distance, inception_score
+    from models import DCGANDiscriminator, DCGANGenerator, GAN
+    from tests.factories import quiet_trainer
+
+    class Images(L.LightningDataModule):
+        def __init__(self):
+            super().__init__()
+            g = torch.Generator().manual_seed(1)
+            self.train_set = torch.utils.data.TensorDataset(torch.rand(40, 3, 8, 8, generator=g) * 2 - 1)
+            self.val_set = torch.utils.data.TensorDataset(torch.rand(8, 3, 8, 8, generator=g) * 2 - 1)
+
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(self.train_set, batch_size=8)
+
+        def val_dataloader(self):
+            return torch.utils.data.DataLoader(self.val_set, batch_size=8)
+
+    torch.manual_seed(0)
+    model = GAN(DCGANGenerator(latent_dim=4, image_size=8, channels=3, width=4),
+                DCGANDiscriminator(image_size=8, channels=3, width=4))
+    scores = InceptionScores(num_samples=30, batch_size=7, splits=3, cache_dir=str(tmp_path / "stats"))
+    scores.network = _StubInception()
+    data = Images()
+    trainer = quiet_trainer(max_steps=10, callbacks=[scores], limit_val_batches=1)  # one epoch: 5 batches
+    trainer.fit(model, datamodule=data)
+    assert scores.last, "no evaluation at the run's last step"
+    # the same samples again (the evaluation stream is fixed per generator step), through the stub
+    stream = model.evaluation_rng()
+    fake = torch.cat([model.sample(n, rng=stream) for n in (7, 7, 7, 7, 2)])
+    logits, features = _StubInception()(fake)
+    real_features = _StubInception()(data.train_set.tensors[0])[1]
+    assert scores.last["inception_score"] == pytest.approx(inception_score(logits, 3)[0].item(), rel=1e-9)
+    assert scores.last["fid_train"] == pytest.approx(frechet_distance(real_features, features).item(), rel=1e-6)
+    assert scores.last["inception_num_fake"] == 30
+    cached = list((tmp_path / "stats").glob("*.pt"))
+    assert len(cached) == 1 and torch.load(cached[0])["count"] == 40
+
+
+def test_inception_scores_say_what_is_missing_offline(monkeypatch):
+    import builtins
+
+    from callbacks.image_quality import inception_logits_and_features
+
+    real_import = builtins.__import__
+
+    def no_fidelity(name, *args, **kwargs):
+        if name.startswith("torch_fidelity") or name == "torchmetrics.image.fid":
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_fidelity)
+    with pytest.raises(RuntimeError, match="InceptionScores needs torch-fidelity and its Inception weights"):
+        inception_logits_and_features()
