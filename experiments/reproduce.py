@@ -51,7 +51,9 @@ the run's environment; the table's header says which thread counts its runs used
 Cluster: `--launcher slurm` submits the runs to train as one SLURM job array through submitit, each task a run
 on its own GPU (or CPUs) running exactly what a local slot runs, and writes the table once the array has finished
 (`--slurm-partition`, `--slurm-time`, `--gpus-per-run`, `--cpus-per-run`, `--sbatch KEY=VALUE`, `--slurm-logs`;
-see experiments/slurm.py).
+see experiments/slurm.py). `--import RUN...` takes finished runs that this runner did not launch (train.py run
+folders, W&B run folders of them) into the cache as runs of the table, matched by their resolved config (see
+experiments/import_runs.py).
 
 The work is split in three modules: experiments/runner.py (the plan, executing runs and continuing interrupted
 ones), experiments/cache.py (finished runs, the code hash, re-stamping) and experiments/report.py (aggregating and
@@ -67,7 +69,7 @@ from typing import Optional
 
 if __package__ in (None, ""):  # run as a script: the project root holds the experiments package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments import cache, report, runner, slurm  # noqa: E402
+from experiments import cache, import_runs, report, runner, slurm  # noqa: E402
 from experiments.configs import MODELS, table_models  # noqa: E402
 from experiments.runner import ROOT, Run, cli_overrides  # noqa: E402
 
@@ -213,6 +215,10 @@ def main(argv: Optional[list[str]] = None) -> dict:
                              "(repeatable)")
     launch.add_argument("--slurm-logs", type=Path, help="submitit's folder: each job's script, pickles and logs, "
                                                         "named by job id (default <out>/slurm)")
+    parser.add_argument("--import", dest="import_paths", nargs="+", metavar="RUN",
+                        help="train nothing: take finished runs that the runner did not launch (a train.py run folder "
+                             "runs/<name>/version_N, or the W&B run folder runs/wandb/offline-run-... of one) as runs "
+                             "of this table, where the runner caches them; --report-only then shows them")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else list(range(args.seeds))
     if args.models:
@@ -227,6 +233,15 @@ def main(argv: Optional[list[str]] = None) -> dict:
             restamp = [int(s) for s in args.restamp.split(",") if s.strip()]
         except ValueError:
             raise SystemExit(f"--restamp takes comma-separated seeds (e.g. 0 or 0,3); got {args.restamp!r}") from None
+    if args.import_paths:
+        others = [flag for flag, on in (("--force", args.force), ("--rerun-stale", args.rerun_stale),
+                                        ("--restamp", args.restamp is not None), ("--report-only", args.report_only),
+                                        ("--wandb", args.wandb), ("--launcher", args.launcher != "local")) if on]
+        if others:
+            raise SystemExit(f"--import trains nothing and writes no table: it does not go with {', '.join(others)}; "
+                             "import first, then run the table's command")
+        return import_runs.import_runs(args.table, [Path(p) for p in args.import_paths], models, out,
+                                       cli_overrides(args.set))
     if args.launcher != "slurm":
         given = [flag for flag, value in (("--slurm-partition", args.slurm_partition), ("--cpus-per-run", args.cpus_per_run),
                                           ("--sbatch", args.sbatch), ("--slurm-logs", args.slurm_logs),

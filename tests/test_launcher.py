@@ -1,17 +1,20 @@
 """The table on a cluster: reproduce.py --launcher slurm through submitit (its local executor runs the same job
-array here)."""
+array here), and the import of runs the runner did not launch."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from experiments import reproduce, runner, slurm
+from experiments import configs, import_runs, reproduce, runner, slurm
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["trainer.max_steps=20", "data.init_args.batches_per_epoch=10", "data.init_args.batch_size=64"]
@@ -184,3 +187,85 @@ def test_a_run_whose_slurm_job_is_still_queued_is_not_submitted_again(tmp_path, 
     reproduce.reproduce("ring8", [0], ["gan"], out, runner.cli_overrides(TINY), launcher="slurm",
                         slurm_options=options, echo=lambda *a: None)
     assert [run.name for run, _ in submitted] == ["gan/seed0"]
+
+
+def _train_py_run(cwd: Path, *extra: str) -> subprocess.CompletedProcess:
+    """A tiny ring8 GAN run of seed 3 made with train.py as a user (or a W&B sweep) would, W&B offline."""
+    command = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(ROOT / "experiments/ring8/protocol.yaml"),
+               "--config", str(ROOT / "experiments/ring8/gan.yaml"), "--seed_everything=3",
+               "--trainer.enable_progress_bar=false", *[f"--{pair}" for pair in TINY], *extra]
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=500)
+
+
+def test_a_train_py_run_is_imported_as_its_table_run_and_the_table_shows_it(tmp_path):
+    made = _train_py_run(tmp_path)
+    assert made.returncode == 0, made.stderr[-3000:]
+    (version,) = (tmp_path / "runs" / "ring8-gan").glob("version_*")
+    (wandb_run,) = (tmp_path / "runs" / "wandb").glob("offline-run-*")
+    out = tmp_path / "results"
+    table = ["ring8", "--models", "gan,mgan", "--out", str(out), *[a for pair in TINY for a in ("--set", pair)]]
+
+    # none of the table's models without the overrides it was trained with: refused, naming the file and what to do
+    with pytest.raises(SystemExit, match=rf"--import {version}/config.yaml: its resolved config is none of ring8's "
+                                         r"models \(gan, mgan\); nearest is gan, which differs in 3 values: "
+                                         r"data.init_args.batch_size: 64 here, 512 in the table.*give the overrides"):
+        reproduce.main(["ring8", "--models", "gan,mgan", "--out", str(out), "--import", str(version)])
+    assert not out.exists()
+    # a run that has not finished is refused too
+    record = json.loads((version / "run.json").read_text())
+    (version / "run.json").write_text(json.dumps({**record, "status": "running"}))
+    with pytest.raises(SystemExit, match=r"run.json: its status is 'running', not a run that trained to its end"):
+        reproduce.main([*table, "--import", str(wandb_run)])
+    (version / "run.json").write_text(json.dumps(record))
+    # a W&B run folder whose train.py run folder is not beside it, and flags that do not go with --import
+    lone = tmp_path / "elsewhere" / "wandb" / wandb_run.name
+    lone.mkdir(parents=True)
+    with pytest.raises(SystemExit, match=rf"no train.py run folder under {tmp_path / 'elsewhere'} records W&B run "
+                                         rf"{wandb_run.name.rsplit('-', 1)[-1]}.*pass the run's folder"):
+        reproduce.main([*table, "--import", str(lone)])
+    with pytest.raises(SystemExit, match=r"--import trains nothing and writes no table: it does not go with --report-only"):
+        reproduce.main([*table, "--import", str(version), "--report-only"])
+    assert not out.exists()
+
+    # through its W&B run folder (a sweep's run): written where the runner caches gan seed 3
+    imported = reproduce.main([*table, "--import", str(wandb_run)])
+    (result,) = imported["imported"]
+    (plan,) = runner.plan("ring8", ["gan"], [3], runner.cli_overrides(TINY))
+    cached = json.loads((plan.folder(out) / "result.json").read_text())
+    assert json.dumps(cached) == json.dumps(result)  # NaN figures compare alike as text
+    assert cached["model"] == "gan" and cached["seed"] == 3 and cached["key"] == plan.key
+    assert cached["imported"].startswith("a train.py run the runner did not launch") and str(version) in cached["imported"]
+    figures = record["evaluation"]["metrics"]
+    assert json.dumps(cached["metrics"]) == json.dumps({k.removeprefix("val/"): v for k, v in figures.items()})
+    assert cached["g_steps"] == 10
+    assert (plan.folder(out) / "samples.png").exists()
+    # the same run again is left as it is
+    assert reproduce.main([*table, "--import", str(version)])["skipped"] == ["gan/seed3"]
+
+    # the runner takes it as finished: --report-only shows it as imported, and a plain run trains nothing for it
+    lines = []
+    shown = reproduce.reproduce("ring8", [3], ["gan"], out, runner.cli_overrides(TINY), report_only=True,
+                                echo=lines.append)
+    assert json.dumps(shown["results"]) == json.dumps([cached]) and "1 cached" in lines[0]
+    text = (out / "ring8.md").read_text()
+    assert "| GAN (ours) | 1 |" in text and "(imported from train.py runs: seeds 3; see their result.json)" in text
+
+
+def test_an_image_run_saved_with_its_image_shape_filled_in_matches_its_table_config(tmp_path):
+    """train.py fills the DCGAN networks' image_size and channels from the data before it saves config.yaml; the
+    cache key is taken before, so the import leaves them unset where the table's config does."""
+    (plan,) = runner.plan("stacked_mnist_cpu", ["gan"], [4], [])
+    saved = configs.resolve(plan.configs, plan.train_args())
+    assert saved["model"]["init_args"]["generator"]["init_args"]["image_size"] is None
+    for role, channels in (("generator", 3), ("discriminator", 3)):
+        saved["model"]["init_args"][role]["init_args"].update(image_size=28, channels=channels)
+    saved["seed_everything"] = 4
+    folder = tmp_path / "runs" / "stacked-gan" / "version_0"
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert configs.run_key(configs.resolve([folder / "config.yaml"])) != plan.key  # as saved, the key differs
+    (folder / "run.json").write_text(json.dumps({"status": "ended", "g_steps": 5, "plots": [], "history": [],
+                                                 "evaluation": {"g_step": 5, "metrics": {"val/modes": 100.0}}}))
+    run, result, _ = import_runs.imported_result(folder, "stacked_mnist_cpu", ["gan", "wgan_gp"], [])
+    assert run.name == "gan/seed4" and run.key == plan.key and result["metrics"] == {"modes": 100.0}
