@@ -1,5 +1,5 @@
 """The table on a cluster: reproduce.py --launcher slurm through submitit (its local executor runs the same job
-array here), and the import of runs the runner did not launch."""
+array here), the import of runs the runner did not launch, and the example sbatch scripts."""
 
 from __future__ import annotations
 
@@ -269,3 +269,12 @@ def test_an_image_run_saved_with_its_image_shape_filled_in_matches_its_table_con
                                                  "evaluation": {"g_step": 5, "metrics": {"val/modes": 100.0}}}))
     run, result, _ = import_runs.imported_result(folder, "stacked_mnist_cpu", ["gan", "wgan_gp"], [])
     assert run.name == "gan/seed4" and run.key == plan.key and result["metrics"] == {"modes": 100.0}
+
+
+def test_the_example_sbatch_scripts_turn_the_progress_bar_off_and_show_one_gpu_per_run():
+    for script in ("train.sbatch", "torchrun.sh"):
+        text = (ROOT / "experiments" / "cluster" / script).read_text()
+        assert "--trainer.enable_progress_bar false" in text, script
+        assert subprocess.run(["bash", "-n", str(ROOT / "experiments" / "cluster" / script)]).returncode == 0
+    text = (ROOT / "experiments" / "cluster" / "train.sbatch").read_text()
+    assert "sbatch --nodes 1 --ntasks-per-node 1 --gpus-per-node 1 experiments/cluster/train.sbatch" in text
