@@ -48,6 +48,13 @@ Threads: results on CPU depend on the thread count. Each run gets OMP_NUM_THREAD
 (default 1); result.json records it and torch.get_num_threads() of a Python process started with
 the run's environment; the table's header says which thread counts its runs used.
 
+Cluster: `--launcher slurm` submits the runs to train as one SLURM job array through submitit, each task a run
+on its own GPU (or CPUs) running exactly what a local slot runs, and writes the table once the array has finished
+(`--slurm-partition`, `--slurm-time`, `--gpus-per-run`, `--cpus-per-run`, `--sbatch KEY=VALUE`, `--slurm-logs`;
+see experiments/slurm.py). `--import RUN...` takes finished runs that this runner did not launch (train.py run
+folders, W&B run folders of them) into the cache as runs of the table, matched by their resolved config (see
+experiments/import_runs.py).
+
 The work is split in three modules: experiments/runner.py (the plan, executing runs and continuing interrupted
 ones), experiments/cache.py (finished runs, the code hash, re-stamping) and experiments/report.py (aggregating and
 rendering the table and its figures).
@@ -62,24 +69,37 @@ from typing import Optional
 
 if __package__ in (None, ""):  # run as a script: the project root holds the experiments package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments import cache, report, runner  # noqa: E402
+from experiments import cache, import_runs, report, runner, slurm  # noqa: E402
 from experiments.configs import MODELS, table_models  # noqa: E402
 from experiments.runner import ROOT, Run, cli_overrides  # noqa: E402
 
 
-def check_options(force: bool, rerun_stale: bool, restamp: Optional[list[int]], report_only: bool) -> None:
-    """SystemExit for options that contradict each other, or --restamp without seeds."""
+LAUNCHERS = ("local", "slurm")
+
+
+def check_options(force: bool, rerun_stale: bool, restamp: Optional[list[int]], report_only: bool,
+                  launcher: str = "local", slurm_options: Optional[slurm.SlurmOptions] = None, threads: int = 1,
+                  jobs: Optional[int] = None, gpus_per_run: int = 1) -> None:
+    """SystemExit for options that contradict each other, --restamp without seeds, or a bad launcher value."""
     chosen = [flag for flag, on in (("--force", force), ("--rerun-stale", rerun_stale),
                                     ("--restamp", restamp is not None), ("--report-only", report_only)) if on]
     if len(chosen) > 1:
         raise SystemExit(f"{' and '.join(chosen)} do not go together: choose one")
     if restamp is not None and not restamp:
         raise SystemExit("--restamp needs the seeds to rerun as the check, e.g. --restamp 0")
+    if launcher not in LAUNCHERS:
+        raise SystemExit(f"--launcher {launcher!r}: choose one of {', '.join(LAUNCHERS)}")
+    for flag, value, least in (("--threads", threads, 1), ("--jobs", jobs, 1), ("--gpus-per-run", gpus_per_run, 0)):
+        if value is not None and value < least:
+            raise SystemExit(f"{flag} {value}: give {least} or more")
+    if launcher == "slurm" and not report_only:
+        (slurm_options or slurm.SlurmOptions(gpus_per_run=gpus_per_run)).check(threads)
 
 
 def summary(table: str, runs: list[Run], models: list[str], seeds: list[int], results: dict[str, dict],
-            stale: list[Run], todo: list[Run], checks: list[Run], n_slots: int, out: Path, current: str,
-            rerun_stale: bool, restamp: Optional[list[int]], report_only: bool, missing: list[str]) -> list[str]:
+            stale: list[Run], todo: list[Run], checks: list[Run], slots: str, out: Path, current: str,
+            rerun_stale: bool, restamp: Optional[list[int]], report_only: bool, missing: list[str],
+            queued: Optional[dict[str, str]] = None) -> list[str]:
     """The lines printed before anything trains: what is cached, stale, to train or to check, and where."""
     interrupted = [run.name for run in todo if runner.interrupted(run.folder(out))]
     lines = [f"{table}: {len(runs)} runs ({len(models)} models x {len(seeds)} seeds), {len(results)} cached"
@@ -89,7 +109,9 @@ def summary(table: str, runs: list[Run], models: list[str], seeds: list[int], re
              + (f" ({len(interrupted)} interrupted, continued from their last checkpoint unless the code or "
                 f"threads changed: {', '.join(interrupted)})" if interrupted else "")
              + (f", {len(checks)} to rerun as the re-stamp check" if restamp is not None else "")
-             + f", {n_slots} at a time; results in {out}"
+             + (f", {len(queued)} still queued or running as SLURM jobs of an earlier invocation, not submitted again "
+                f"({', '.join(f'{name} job {job}' for name, job in queued.items())})" if queued else "")
+             + f", {slots}; results in {out}"
              + (f"; report only, {len(missing)} not run yet" if report_only else "")]
     if stale and not rerun_stale and restamp is None:
         lines.append(f"the table marks the {len(stale)} stale runs (code column); --rerun-stale retrains them; "
@@ -100,30 +122,45 @@ def summary(table: str, runs: list[Run], models: list[str], seeds: list[int], re
 def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overrides: list[str], jobs: Optional[int] = None,
               threads: int = 1, gpus_per_run: int = 1, force: bool = False, progress_every: float = 60.0,
               use_wandb: bool = False, report_only: bool = False, rerun_stale: bool = False,
-              restamp: Optional[list[int]] = None, echo=print) -> dict:
+              restamp: Optional[list[int]] = None, launcher: str = "local",
+              slurm_options: Optional[slurm.SlurmOptions] = None, echo=print) -> dict:
     """Trains what the table needs and writes it. `rerun_stale`: also retrain the cached runs trained by other code
     than the current tree's. `restamp` (seeds): train nothing but, for the stale runs, rerun those seeds as a check
     and re-stamp the stale runs the check covers if every figure is identical; SystemExit (nothing re-stamped)
-    naming the differing metric otherwise."""
-    check_options(force, rerun_stale, restamp, report_only)
+    naming the differing metric otherwise. `launcher` "local": the runs go in parallel slots of this machine;
+    "slurm": one job array through submitit (`slurm_options`; see experiments/slurm.py), the table written when
+    it has finished."""
+    check_options(force, rerun_stale, restamp, report_only, launcher, slurm_options, threads, jobs, gpus_per_run)
     runs = runner.plan(table, models, seeds, overrides)
     out = Path(out).resolve()  # each run trains inside its own folder, so relative paths would break
     out.mkdir(parents=True, exist_ok=True)
     current = cache.code_hash()
-    slot_envs = runner.slot_environments(jobs, threads, gpus_per_run)
     results, todo = cache.read_cache(runs, out, force, rerun_stale, current)
     stale = cache.stale_runs(runs, results, current)
     missing: list[str] = []
     if report_only or restamp is not None:  # a table of what has finished, e.g. while the rest trains elsewhere
         missing, todo = [run.name for run in todo], []
+    queued: dict[str, str] = {}
+    if launcher == "slurm":
+        slurm_options = slurm_options or slurm.SlurmOptions(gpus_per_run=gpus_per_run)
+        queued = slurm.queued_runs(todo, out)  # an earlier invocation's jobs still on them
+        todo, missing = [run for run in todo if run.name not in queued], missing + list(queued)
     plan = cache.plan_restamp(stale, results, restamp, threads) if restamp is not None else cache.RestampPlan()
-    for line in summary(table, runs, models, seeds, results, stale, todo, plan.checks, len(slot_envs), out, current,
-                        rerun_stale, restamp, report_only, missing):
-        echo(line)
-
     jobs_list = [(run, run.folder(out)) for run in todo] + [(run, cache.check_folder(run, out, current))
                                                             for run in plan.checks]
-    done = runner.Execution(jobs_list, out, slot_envs, cache.known_walls(results), echo).run(progress_every)
+    if launcher == "slurm":
+        execution = slurm.SubmititExecution(jobs_list, out, slurm_options, threads, cache.known_walls(results), echo)
+        slots = (f"as one {slurm_options.cluster} job array" + (f", at most {slurm_options.parallelism} at a time"
+                                                                 if slurm_options.parallelism else ""))
+    else:
+        slot_envs = runner.slot_environments(jobs, threads, gpus_per_run)
+        execution = runner.Execution(jobs_list, out, slot_envs, cache.known_walls(results), echo)
+        slots = f"{len(slot_envs)} at a time"
+    for line in summary(table, runs, models, seeds, results, stale, todo, plan.checks, slots, out, current,
+                        rerun_stale, restamp, report_only, missing, queued):
+        echo(line)
+
+    done = execution.run(progress_every)
     results.update((run.name, result) for run, result in zip(todo, done))
     check_results = {run.name: result for run, result in zip(plan.checks, done[len(todo):])}
     restamped = (cache.restamp_runs(plan, restamp, results, check_results, out, current, echo)
@@ -151,7 +188,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
                         help="config override for every run, e.g. trainer.max_steps=200 (repeatable)")
     parser.add_argument("--jobs", type=int, help="runs in parallel (default: cores / threads, or GPUs / gpus-per-run)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per run (OMP_NUM_THREADS; default 1)")
-    parser.add_argument("--gpus-per-run", type=int, default=1)
+    parser.add_argument("--gpus-per-run", type=int, default=1,
+                        help="GPUs each run sees (default 1; 0: CPU only); with --launcher slurm 0 or 1")
     parser.add_argument("--force", action="store_true", help="rerun finished runs too")
     parser.add_argument("--rerun-stale", action="store_true",
                         help="also retrain the cached runs trained by other code than this tree's (code hash differs "
@@ -164,6 +202,23 @@ def main(argv: Optional[list[str]] = None) -> dict:
     parser.add_argument("--wandb", action="store_true", help="also log the final table to W&B")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: write the table from the finished runs and list the missing ones")
+    launch = parser.add_argument_group("launching (see experiments/slurm.py)")
+    launch.add_argument("--launcher", default="local", help="local: parallel slots of this machine (default); slurm: "
+                        "one SLURM job array through submitit, the table written when it has finished")
+    launch.add_argument("--slurm-partition", help="partition (default: the cluster's default)")
+    launch.add_argument("--slurm-time", default=slurm.DEFAULT_TIME,
+                        help=f"time limit of each run, as sbatch --time takes it (default {slurm.DEFAULT_TIME}); a run "
+                             "that reaches it is requeued and continues from its last checkpoint")
+    launch.add_argument("--cpus-per-run", type=int, help="CPUs of each run's SLURM task (default: --threads)")
+    launch.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra sbatch option for every run, e.g. account=myproject, mem=32G, constraint=a100 "
+                             "(repeatable)")
+    launch.add_argument("--slurm-logs", type=Path, help="submitit's folder: each job's script, pickles and logs, "
+                                                        "named by job id (default <out>/slurm)")
+    parser.add_argument("--import", dest="import_paths", nargs="+", metavar="RUN",
+                        help="train nothing: take finished runs that the runner did not launch (a train.py run folder "
+                             "runs/<name>/version_N, or the W&B run folder runs/wandb/offline-run-... of one) as runs "
+                             "of this table, where the runner caches them; --report-only then shows them")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else list(range(args.seeds))
     if args.models:
@@ -178,10 +233,29 @@ def main(argv: Optional[list[str]] = None) -> dict:
             restamp = [int(s) for s in args.restamp.split(",") if s.strip()]
         except ValueError:
             raise SystemExit(f"--restamp takes comma-separated seeds (e.g. 0 or 0,3); got {args.restamp!r}") from None
+    if args.import_paths:
+        others = [flag for flag, on in (("--force", args.force), ("--rerun-stale", args.rerun_stale),
+                                        ("--restamp", args.restamp is not None), ("--report-only", args.report_only),
+                                        ("--wandb", args.wandb), ("--launcher", args.launcher != "local")) if on]
+        if others:
+            raise SystemExit(f"--import trains nothing and writes no table: it does not go with {', '.join(others)}; "
+                             "import first, then run the table's command")
+        return import_runs.import_runs(args.table, [Path(p) for p in args.import_paths], models, out,
+                                       cli_overrides(args.set))
+    if args.launcher != "slurm":
+        given = [flag for flag, value in (("--slurm-partition", args.slurm_partition), ("--cpus-per-run", args.cpus_per_run),
+                                          ("--sbatch", args.sbatch), ("--slurm-logs", args.slurm_logs),
+                                          ("--slurm-time", args.slurm_time != slurm.DEFAULT_TIME)) if value]
+        if given:
+            raise SystemExit(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for --launcher slurm; add it, "
+                             f"or leave {'it' if len(given) == 1 else 'them'} out")
+    slurm_options = slurm.SlurmOptions(partition=args.slurm_partition, time=args.slurm_time,
+                                       gpus_per_run=args.gpus_per_run, cpus_per_run=args.cpus_per_run,
+                                       sbatch=args.sbatch, logs=args.slurm_logs, parallelism=args.jobs)
     return reproduce(args.table, seeds, models, out, cli_overrides(args.set), jobs=args.jobs, threads=args.threads,
                      gpus_per_run=args.gpus_per_run, force=args.force, progress_every=args.progress_every,
                      use_wandb=args.wandb, report_only=args.report_only, rerun_stale=args.rerun_stale,
-                     restamp=restamp)
+                     restamp=restamp, launcher=args.launcher, slurm_options=slurm_options)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import yaml
 
@@ -228,6 +229,19 @@ def prepare_attempt(folder: Path, stamp: dict) -> Optional[list[dict]]:
              "wall_s": round(max(0.0, (seen or earlier["start"]) - earlier["start"]), 1)}]
 
 
+def finished_result(record: dict) -> Optional[dict]:
+    """Status ok with the figures of a run record (callbacks.RunRecord's run.json) whose run trained to its end
+    and evaluated its final weights: metrics (without the val/ prefix), generator steps, plots, curve and its W&B run
+    (where W&B logged); None for any other record."""
+    evaluation = finished_evaluation(record)
+    if evaluation is None:
+        return None
+    metrics = {k.removeprefix("val/"): v for k, v in evaluation["metrics"].items()}
+    return {"status": "ok", "metrics": metrics, "g_steps": evaluation["g_step"], "plots": record.get("plots", []),
+            "curve": record.get("history", []),  # every evaluation of the run: the table's curves figure
+            **({"wandb": record["wandb"]} if record.get("wandb") else {})}  # the row's W&B run
+
+
 def outcome(folder: Path, returncode: int, log_path: Path) -> dict:
     """What a finished attempt in `folder` gives: status ok with the final evaluation's metrics, generator steps,
     plots and curve (from its run record), or status failed with the reason from its log."""
@@ -237,20 +251,22 @@ def outcome(folder: Path, returncode: int, log_path: Path) -> dict:
     if record is not None and record.get("status") == "interrupted":  # stopped from outside: continue it later
         return {"status": "interrupted", "error": "interrupted (SIGTERM or Ctrl-C); the next invocation continues it"}
     if returncode == 0 and evaluation is not None:
-        metrics = {k.removeprefix("val/"): v for k, v in evaluation["metrics"].items()}
-        return {"status": "ok", "metrics": metrics, "g_steps": evaluation["g_step"], "plots": record.get("plots", []),
-                "curve": record.get("history", []),  # every evaluation of the run: the table's curves figure
-                **({"wandb": record["wandb"]} if record.get("wandb") else {})}  # the row's W&B run
+        return finished_result(record)
     if returncode == 0:
         return {"status": "failed", "error": f"exit code 0 but no evaluation of the final weights in its {RECORD_FILE}"}
     reason = failure_reason(log_path.read_text(errors="replace")) if log_path.exists() else None
     return {"status": "failed", "error": reason or f"exit code {returncode}"}
 
 
-def execute(run: Run, out: Path, env: dict[str, str], folder: Optional[Path] = None) -> dict:
+def execute(run: Run, out: Path, env: dict[str, str], folder: Optional[Path] = None, extra: Optional[dict] = None,
+            ignore_signals: Sequence[int] = ()) -> dict:
     """Trains one run in its folder (`folder`, default run.folder(out)) and returns its result (status ok or
     failed), stamped with the code hash, commit and thread count at its start. An interrupted attempt of the same
-    code and threads is continued from its last checkpoint (`--ckpt_path last`; see prepare_attempt)."""
+    code and threads is continued from its last checkpoint (`--ckpt_path last`; see prepare_attempt).
+
+    `extra`: fields added to the result (e.g. the cluster job that ran it). `ignore_signals`: signals the training
+    process ignores, for a caller that handles them itself (a SLURM job's preemption signal reaches every process
+    of the job; experiments/slurm.py requeues the job and the run continues from its last checkpoint)."""
     folder = folder or run.folder(out)
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / "train.log"
@@ -267,11 +283,12 @@ def execute(run: Run, out: Path, env: dict[str, str], folder: Optional[Path] = N
             log.write(f"\n==== continuing the interrupted attempt (it reached step {attempts[-1]['reached_step']}) "
                       f"from its last checkpoint: {' '.join(command)}\n")
             log.flush()
-        rc = subprocess.run(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=_ignoring(ignore_signals)).returncode
     wall = time.time() - start + sum(a["wall_s"] for a in attempts or [])
     result = {"table": run.table, "model": run.model, "seed": run.seed, "key": run.key, "returncode": rc,
               "wall_s": round(wall, 1), "log": str(log_path), "command": " ".join(command), **stamp,
-              **({"resumed": attempts} if attempts else {}), **outcome(folder, rc, log_path)}
+              **({"resumed": attempts} if attempts else {}), **(extra or {}), **outcome(folder, rc, log_path)}
     if result["status"] == "interrupted":  # no result.json: the attempt stays, to be continued
         return result
     if result["status"] == "ok":
@@ -279,6 +296,18 @@ def execute(run: Run, out: Path, env: dict[str, str], folder: Optional[Path] = N
     (folder / "result.json").write_text(json.dumps(result, indent=1))
     (folder / ATTEMPT_FILE).unlink(missing_ok=True)
     return result
+
+
+def _ignoring(signals: Sequence[int]):
+    """A preexec_fn that makes the child ignore `signals` (an ignored disposition survives exec), or None."""
+    if not signals:
+        return None
+
+    def ignore() -> None:
+        for number in signals:
+            signal.signal(number, signal.SIG_IGN)
+
+    return ignore
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -299,13 +328,16 @@ def failure_reason(log: str) -> Optional[str]:
 
 # ---------------------------------------------------------------------------------- slots and progress
 def default_jobs(threads: int, gpus_per_run: int) -> tuple[int, list[dict[str, str]]]:
-    """Number of parallel runs and each slot's environment."""
+    """Number of parallel runs and each slot's environment. `gpus_per_run` 0: CPU slots, the runs seeing no GPU."""
     try:
         import torch
 
         gpus = torch.cuda.device_count()
     except Exception:  # noqa: BLE001 - no torch or no driver: CPU only
         gpus = 0
+    if gpus and not gpus_per_run:
+        n = max(1, (os.cpu_count() or 1) // threads)
+        return n, [{"CUDA_VISIBLE_DEVICES": ""} for _ in range(n)]
     if gpus:
         n = max(1, gpus // gpus_per_run)
         return n, [{"CUDA_VISIBLE_DEVICES": ",".join(str(i * gpus_per_run + g) for g in range(gpus_per_run))}
@@ -390,13 +422,17 @@ class Execution:
         try:
             with ThreadPoolExecutor(max_workers=self.n_slots) as pool:
                 for (run, folder), result in zip(self.jobs, pool.map(self.work, self.jobs)):
-                    is_check = folder != run.folder(self.out)
-                    status = "ok" if result["status"] == "ok" else f"{result['status'].upper()} ({result['error']}; log {result['log']})"
-                    figures = ", ".join(f"{k} {v:.4g}" for k, v in sorted(result.get("metrics", {}).items()))
-                    self.echo(f"finished {run.name}{' (re-stamp check)' if is_check else ''} in {result['wall_s']:.0f} s: "
-                              f"{status} {figures}")
+                    self.announce(run, folder, result)
                     results.append(result)
         finally:
             stop.set()
         return results
+
+    def announce(self, run: Run, folder: Path, result: dict) -> None:
+        """The line of a finished job: its status (with the error and log where it did not end ok) and figures."""
+        is_check = folder != run.folder(self.out)
+        status = "ok" if result["status"] == "ok" else f"{result['status'].upper()} ({result['error']}; log {result['log']})"
+        figures = ", ".join(f"{k} {v:.4g}" for k, v in sorted(result.get("metrics", {}).items()))
+        self.echo(f"finished {run.name}{' (re-stamp check)' if is_check else ''} in {result['wall_s']:.0f} s: "
+                  f"{status} {figures}")
 

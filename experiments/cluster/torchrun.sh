@@ -11,6 +11,7 @@
 # torchrun starts GPUS_PER_NODE processes per node and sets RANK / LOCAL_RANK / WORLD_SIZE;
 # Lightning recognises the torchelastic environment and joins them into one DDP job.
 # ACCELERATOR=cpu runs the same on CPU nodes (gloo), as the test suite does on one machine.
+# The progress bar is off (logs are files); --trainer.enable_progress_bar true after the configs turns it on.
 set -euo pipefail
 CONFIGS=()
 while [[ $# -gt 0 && $1 != -* ]]; do CONFIGS+=(--config "$1"); shift; done
@@ -28,4 +29,4 @@ exec torchrun --nnodes "$NNODES" --node-rank "$NODE_RANK" --nproc-per-node "$GPU
     --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT" \
     "$(dirname "$0")/../../train.py" fit "${CONFIGS[@]}" \
     --trainer.num_nodes "$NNODES" --trainer.devices "$GPUS_PER_NODE" \
-    --trainer.accelerator "$ACCELERATOR" --trainer.strategy ddp "$@"
+    --trainer.accelerator "$ACCELERATOR" --trainer.strategy ddp --trainer.enable_progress_bar false "$@"
