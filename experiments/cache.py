@@ -97,25 +97,28 @@ def sample_plot(result: dict) -> Optional[str]:
 
 
 def keep_sample_plot(result: dict, folder: Path) -> bool:
-    """Copies the final sample plot next to result.json as ``samples.<ext>``, a file the repository keeps.
+    """Copies the final sample plot next to result.json as ``samples.<ext>`` (recorded as ``sample_plot``) and the
+    points it was drawn from, where the plotting callback kept them beside it (``SampleScatter``'s .npz), as
+    ``samples.npz`` (recorded as ``sample_points``): files the repository keeps.
 
-    The run's own log folder (checkpoints, metrics, every plot) is not committed, so without this copy a
+    The run's own log folder (checkpoints, metrics, every plot) is not committed, so without these copies a
     table rebuilt from committed results, in another clone or session, has no samples to show.
-    Returns whether the copy exists afterwards.
+    Returns whether it recorded a copy in `result` (which then needs writing back).
     """
-    if result.get("sample_plot") and (folder / result["sample_plot"]).exists():
-        return True
+    recorded = False
     plot = sample_plot(result)
-    if plot is None:
-        return False
-    source = Path(plot) if Path(plot).is_absolute() else folder / plot
-    if not source.exists():
-        return False
-    target = folder / f"samples{source.suffix}"
-    shutil.copyfile(source, target)
-    result["sample_plot"] = target.name
-    return True
-
+    source = None if plot is None else (Path(plot) if Path(plot).is_absolute() else folder / plot)
+    if not (result.get("sample_plot") and (folder / result["sample_plot"]).exists()) and source and source.exists():
+        target = folder / f"samples{source.suffix}"
+        shutil.copyfile(source, target)
+        result["sample_plot"] = target.name
+        recorded = True
+    points = source.with_suffix(".npz") if source is not None and source.suffix != ".npz" else None
+    if not (result.get("sample_points") and (folder / result["sample_points"]).exists()) and points and points.exists():
+        shutil.copyfile(points, folder / "samples.npz")
+        result["sample_points"] = "samples.npz"
+        recorded = True
+    return recorded
 
 
 def known_walls(results: dict[str, dict]) -> dict[str, list[float]]:
@@ -139,14 +142,14 @@ def read_result(run: Run, out: Path) -> Optional[dict]:
 
 def read_cache(runs: list[Run], out: Path, force: bool, rerun_stale: bool, current: str) -> tuple[dict[str, dict], list[Run]]:
     """The finished runs' results by run name, and the runs to train: those not finished (or all, with `force`),
-    and with `rerun_stale` those trained by other code than `current`. A cached result gets the copy of its
-    sample plot it lacks (see keep_sample_plot)."""
+    and with `rerun_stale` those trained by other code than `current`. A cached result gets the copies of its
+    sample plot and points it lacks, where the run's folder still has them (see keep_sample_plot)."""
     results: dict[str, dict] = {}
     todo = []
     for run in runs:
         cached = None if force else read_result(run, out)
         if cached:
-            if not cached.get("sample_plot") and keep_sample_plot(cached, run.folder(out)):
+            if keep_sample_plot(cached, run.folder(out)):
                 (run.folder(out) / "result.json").write_text(json.dumps(cached, indent=1))
             results[run.name] = cached
             if rerun_stale and code_state(cached, current) != "current":

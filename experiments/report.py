@@ -1,5 +1,5 @@
 """A table from its runs' results: per model the mean and sample std over seeds of every metric, rendered as
-Markdown and CSV beside the published rows, the samples and modes figures, and optionally a W&B table."""
+Markdown and CSV beside the published rows, its figures (experiments/figures.py), and optionally a W&B table."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Optional
 import yaml
 
 from experiments.configs import LABELS, MODELS
-from experiments.cache import CODE_DIRS, CODE_FILES, ROOT, code_state, commit, run_threads, sample_plot, shown_path
+from experiments.cache import CODE_DIRS, CODE_FILES, ROOT, code_state, commit, run_threads, shown_path
 
 METRIC_LABELS = {"modes": "modes", "hq": "HQ %", "kl": "KL", "fid": "FID", "inception_score": "IS"}
 
@@ -107,8 +107,10 @@ def code_cell(code: list[dict], current: str, notes: Optional[list[str]] = None)
 
 
 def render_markdown(table: str, rows: list[dict], metrics: list[str], published: list[dict], header: str = "",
-                    current_code: Optional[str] = None) -> str:
-    """The table; with `current_code` (the tree's code hash) a "code" column marks the runs trained by other code."""
+                    current_code: Optional[str] = None, figures: Optional[list[Path]] = None,
+                    figure_notes: Optional[list[str]] = None) -> str:
+    """The table; with `current_code` (the tree's code hash) a "code" column marks the runs trained by other code;
+    `figures` (files beside the table) are linked under it, followed by `figure_notes` (what they leave out)."""
     cols = ["model", "seeds", *[METRIC_LABELS.get(m, m) for m in metrics], "wall s / run",
             *(["code"] if current_code else []), "source"]
     lines = [f"# {table}", "", header, "", "| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
@@ -138,6 +140,11 @@ def render_markdown(table: str, rows: list[dict], metrics: list[str], published:
                       "recorded (runs from before code hashes were recorded; the commit they record is shown). "
                       "`--rerun-stale` retrains the stale runs."]
         lines += [f"[{i}] {note}." for i, note in enumerate(notes, 1)]
+    if figures or figure_notes:
+        names = {"samples": "final samples", "modes": "final metrics", "curves": "training curves"}
+        links = [f"[{names.get(p.stem.removeprefix(table + '_'), p.stem)}]({p.name})" for p in figures or []]
+        lines += ["", "Figures: " + (", ".join(links) if links else "none") + "."]
+        lines += [f"- {note}" for note in figure_notes or []]
     return "\n".join(lines) + "\n"
 
 
@@ -154,128 +161,6 @@ def write_csv(path: Path, rows: list[dict], metrics: list[str], published: list[
         for pub in published:
             w.writerow([pub["method"], "", "", *[x for m in metrics for x in (pub.get(m), "")], "", pub["source"],
                         *([""] if current_code else [])])
-
-
-def figure_runs(runs: list[dict], columns: int, has_plot) -> list[dict]:
-    """The runs of one model shown in the samples figure, by seed: those whose plot is at hand (imported
-    or older runs may have none), up to `columns`; only when no plot is at hand, the first seeds (their
-    panels then say the plot was not found)."""
-    by_seed = sorted(runs, key=lambda r: r["seed"])
-    plotted = [r for r in by_seed if has_plot(r)]
-    return (plotted or by_seed)[:columns]
-
-
-def write_figures(out: Path, table: str, results: list[dict], rows: list[dict], columns: int = 3) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.image as mpimg
-    import matplotlib.pyplot as plt
-
-    written = []
-    ok = [r for r in results if r["status"] == "ok" and r.get("plots")]
-
-    def last_plot(r: dict) -> Path:  # plots are recorded relative to the run's own folder
-        folder = out / "runs" / r["model"] / f"seed{r['seed']}-{r['key']}"
-        if r.get("sample_plot") and (folder / r["sample_plot"]).exists():  # the committed copy
-            return folder / r["sample_plot"]
-        plot = Path(sample_plot(r))
-        return plot if plot.is_absolute() else folder / plot
-
-    models = [row["model"] for row in rows if any(r["model"] == row["model"] for r in ok)]
-    if models:
-        shown = {m: figure_runs([r for r in ok if r["model"] == m], columns, lambda r: last_plot(r).exists()) for m in models}
-        columns = max(len(runs) for runs in shown.values())  # no empty column when fewer plots are at hand
-        fig, axes = plt.subplots(len(models), columns, figsize=(3 * columns, 3 * len(models)), squeeze=False)
-        for i, model in enumerate(models):
-            runs = shown[model]
-            for j in range(columns):
-                ax = axes[i][j]
-                ax.axis("off")
-                if j >= len(runs):
-                    continue
-                ax.set_title(f"{LABELS.get(model, model)}, seed {runs[j]['seed']}", fontsize=8)
-                if last_plot(runs[j]).exists():
-                    ax.imshow(mpimg.imread(last_plot(runs[j])))
-                else:  # e.g. a table rebuilt from committed results without the run folders
-                    ax.text(0.5, 0.5, f"plot not found:\n{sample_plot(runs[j])}", ha="center", va="center", fontsize=6,
-                            transform=ax.transAxes, wrap=True)
-        fig.tight_layout()
-        path = out / f"{table}_samples.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
-    with_modes = [row for row in rows if "modes" in row and not math.isnan(row["modes"][0])]
-    if with_modes:
-        fig, ax = plt.subplots(figsize=(1.2 * len(with_modes) + 2, 3.5))
-        ax.bar([r["label"] for r in with_modes], [r["modes"][0] for r in with_modes],
-               yerr=[r["modes"][1] for r in with_modes], capsize=4)
-        ax.set_ylabel("modes captured")
-        ax.set_title(f"{table}: modes captured (mean ± std over seeds)")
-        plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
-        fig.tight_layout()
-        path = out / f"{table}_modes.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
-    return written
-
-
-def mean_curves(results: list[dict], metric: str, current: Optional[str] = None
-                ) -> dict[str, tuple[list[float], list[float], int, str]]:
-    """Per model, the mean over its seeds of `metric` at each generator step its finished runs all evaluated
-    (their recorded curves), the number of seeds, and a note for the legend: {model: (steps, means, seeds, note)}.
-    A NaN is not averaged in (as in the table's cells); the note names the seeds that had one, and with `current` (the
-    tree's code hash) how many of the runs are stale. Runs without a curve (trained before curves were recorded)
-    are left out."""
-    curves: dict[str, tuple[list[float], list[float], int, str]] = {}
-    for model in dict.fromkeys(r["model"] for r in results):
-        runs = [r for r in results if r["model"] == model and r["status"] == "ok" and r.get("curve")]
-        if not runs:
-            continue
-        per_run = [{e["g_step"]: e.get(metric) for e in r["curve"] if e.get(metric) is not None} for r in runs]
-        steps = sorted(set.intersection(*(set(values) for values in per_run)))
-        if not steps:
-            continue
-        notes = []
-        if current is not None:
-            stale = sum(code_state(r, current) != "current" for r in runs)
-            notes += [f"{stale} stale"] if stale else []
-        nan_seeds = [r["seed"] for r, values in zip(runs, per_run) if any(math.isnan(values[s]) for s in steps)]
-        notes += [f"NaN at some steps: seed{'s' if len(nan_seeds) > 1 else ''} "
-                  f"{','.join(map(str, nan_seeds))}"] if nan_seeds else []
-        curves[model] = (steps, [mean_std([values[s] for values in per_run])[0] for s in steps], len(runs),
-                         "; ".join(notes))
-    return curves
-
-
-def write_curves(out: Path, table: str, results: list[dict], metrics: list[str],
-                 current: Optional[str] = None) -> Optional[Path]:
-    """`table`_curves.png: each metric against the generator step, one line per model (mean over seeds), from
-    the curves the runs recorded; None when no run recorded one."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    shown = [(metric, mean_curves(results, metric, current)) for metric in metrics]
-    shown = [(metric, curves) for metric, curves in shown if curves]
-    if not shown:
-        return None
-    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.4), squeeze=False)
-    for ax, (metric, curves) in zip(axes[0], shown):
-        for model, (steps, means, seeds, note) in curves.items():
-            label = f"{LABELS.get(model, model)} ({seeds} seed{'s' if seeds > 1 else ''}{'; ' + note if note else ''})"
-            ax.plot(steps, means, label=label, linewidth=1)
-        ax.set_xlabel("generator step")
-        ax.set_ylabel(metric + (" (reverse KL)" if metric == "kl" else ""))
-        ax.set_title(f"{table}: {metric}", fontsize=9)
-    axes[0][0].legend(fontsize=6)
-    fig.tight_layout()
-    path = out / f"{table}_curves.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 def log_table_to_wandb(table: str, rows: list[dict], metrics: list[str], out: Path) -> None:
@@ -336,13 +221,14 @@ def write_table(table: str, out: Path, results: list[dict], pub: dict, header_te
                 use_wandb: bool = False) -> tuple[list[dict], list[Path]]:
     """Writes `table`.md, `table`.csv and the figures into `out` (and logs the table to W&B with `use_wandb`);
     returns the rows and the files written."""
+    from experiments.figures import write_figures  # it draws from this module's aggregation
+
     metrics = pub["metrics"]
     rows = aggregate(results, metrics)
-    (out / f"{table}.md").write_text(render_markdown(table, rows, metrics, pub["rows"], header_text, current_code=current))
+    figures, figure_notes = write_figures(out, table, results, rows, metrics, pub["rows"], current)
+    (out / f"{table}.md").write_text(render_markdown(table, rows, metrics, pub["rows"], header_text, current_code=current,
+                                                     figures=figures, figure_notes=figure_notes))
     write_csv(out / f"{table}.csv", rows, metrics, pub["rows"], current_code=current)
-    figures = write_figures(out, table, results, rows)
-    curves = write_curves(out, table, results, metrics, current)
-    figures += [curves] if curves else []
     if use_wandb:
         log_table_to_wandb(table, rows, metrics, out)
     return rows, [out / f"{table}.md", out / f"{table}.csv", *figures]

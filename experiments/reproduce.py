@@ -10,8 +10,9 @@ For table T it trains `experiments/T/<model>.yaml` composed on the table's `expe
 - `T.md` and `T.csv`: one row per model, mean and sample std over the seeds of every metric
   (modes, HQ %, KL for 2D), the number of seeds, failed runs, wall time per run, and the
   published rows of `experiments/published.yaml` with their sources;
-- `T_samples.png`: the final scatter plot (or sample grid) of the first seeds, rows = models;
-- `T_modes.png`: a bar chart of modes captured (mean and std over seeds).
+- `T_samples.png`, `T_modes.png`, `T_curves.png`: the final samples (models x seeds), a bar chart per metric
+  (mean and std over seeds, published values as markers) and the training curves (mean ± std over seeds);
+  see experiments/figures.py.
 
 Runs are cached: a run whose resolved config (the config file with the overrides, as
 `train.py fit --print_config` prints it; see experiments/configs.py) and seed did not change since it last

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from experiments import cache, report, reproduce, runner
+from experiments import cache, figures, report, reproduce, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -265,14 +265,12 @@ def test_a_two_model_two_seed_ring_table_end_to_end(tmp_path, monkeypatch):
     assert (out / "ring8.csv").read_text().startswith("model,seeds,failed_seeds,modes_mean,modes_std,hq_mean")
     assert (out / "ring8_samples.png").exists() and (out / "ring8_modes.png").exists()
     assert (out / "ring8_curves.png").exists() and all(r["curve"][-1]["g_step"] == 10 for r in summary["results"])
-    curves = report.mean_curves(summary["results"], "hq")
-    assert set(curves) == {"gan", "mdgan"} and all(seeds == 2 for _, _, seeds, _ in curves.values())
-    # the grid really shows the runs' scatter plots (blue samples), not empty panels
-    import matplotlib.image as mpimg
-
-    grid = mpimg.imread(out / "ring8_samples.png")[..., :3]
-    blue = (grid[..., 2] > 0.5) & (grid[..., 0] < 0.35)
-    assert blue.mean() > 0.002, "the samples figure has no scatter plots in it"
+    curves = figures.mean_curves(summary["results"], "hq")
+    assert set(curves) == {"gan", "mdgan"} and all(c.seeds == 2 for c in curves.values())
+    # the samples figure draws every run again from the points its scatter plot was drawn from
+    panels, notes = figures.sample_panels(out, summary["results"], ["gan", "mdgan"])
+    assert [[(p.model, p.seed, p.points is not None) for p in row] for row in panels] == \
+        [[("gan", 0, True), ("gan", 1, True)], [("mdgan", 0, True), ("mdgan", 1, True)]] and notes == []
     # the same command again trains nothing
     again = reproduce.main(["ring8", "--seeds", "2", "--models", "gan,mdgan", "--out", str(out),
                             "--set", "trainer.max_steps=20", "--set", "data.init_args.batches_per_epoch=10",
@@ -293,22 +291,16 @@ def test_a_two_model_two_seed_ring_table_end_to_end(tmp_path, monkeypatch):
     for r in again["results"]:
         folder = out / "runs" / r["model"] / f"seed{r['seed']}-{r['key']}"
         assert r["sample_plot"] == "samples.png" and (folder / "samples.png").exists()
+        assert r["sample_points"] == "samples.npz" and (folder / "samples.npz").exists()
         shutil.rmtree(folder / "runs")
     (out / "ring8_samples.png").unlink()
-    reproduce.main(["ring8", "--seeds", "2", "--models", "gan,mdgan", "--out", str(out),
-                    "--set", "trainer.max_steps=20", "--set", "data.init_args.batches_per_epoch=10",
-                    "--set", "data.init_args.batch_size=64", "--progress-every", "1000"])
-    grid = mpimg.imread(out / "ring8_samples.png")[..., :3]
-    assert ((grid[..., 2] > 0.5) & (grid[..., 0] < 0.35)).mean() > 0.002, "the rebuilt figure lost the scatter plots"
-
-
-def test_samples_figure_shows_the_seeds_whose_plots_exist_and_only_those():
-    runs = [fake_result("mgan", seed) for seed in (4, 0, 3, 1, 2)]
-    kept = {3, 4}  # e.g. seeds 0-2 trained before plots were kept beside result.json
-    chosen = report.figure_runs(runs, 3, lambda r: r["seed"] in kept)
-    assert [r["seed"] for r in chosen] == [3, 4]  # no "plot not found" panel beside real ones
-    assert [r["seed"] for r in report.figure_runs(runs, 3, lambda r: True)] == [0, 1, 2]
-    assert [r["seed"] for r in report.figure_runs(runs, 2, lambda r: False)] == [0, 1]  # none at hand: say so
+    rebuilt = reproduce.main(["ring8", "--seeds", "2", "--models", "gan,mdgan", "--out", str(out),
+                              "--set", "trainer.max_steps=20", "--set", "data.init_args.batches_per_epoch=10",
+                              "--set", "data.init_args.batch_size=64", "--progress-every", "1000"])
+    assert (out / "ring8_samples.png").exists()
+    panels, _ = figures.sample_panels(out, rebuilt["results"], ["gan", "mdgan"])
+    kept = sorted(out / "runs" / r["model"] / f"seed{r['seed']}-{r['key']}" / "samples.npz" for r in rebuilt["results"])
+    assert sorted(p.points for row in panels for p in row) == kept, "the rebuilt figure lost the samples"
 
 
 def test_a_failed_run_is_reported_with_its_exception_not_the_loggers_last_words():
@@ -619,6 +611,6 @@ def test_a_seed_without_a_finite_figure_is_said_in_the_cell_and_the_curve_legend
     assert row["seeds"] == 3 and row["hq_seeds"] == 2 and row["hq"][0] == 60.0
     assert report._fmt(*row["hq"], row["seeds"], "hq", row["hq_seeds"]) == "60.0 ± 14.1 (2 of 3 seeds)"
     assert report._fmt(*row["modes"], row["seeds"], "modes", row["modes_seeds"]) == "8.0 ± 0.0"
-    steps, means, seeds, note = report.mean_curves(results, "hq", current="current-hash")["gan"]
-    assert steps == [1, 2] and means == [10.0, 60.0] and seeds == 3
-    assert note == "1 stale; NaN at some steps: seed 1"
+    curve = figures.mean_curves(results, "hq", current="current-hash")["gan"]
+    assert curve.steps == [1, 2] and curve.means == [10.0, 60.0] and curve.seeds == 3
+    assert curve.note == "1 stale; NaN at some steps: seed 1"
