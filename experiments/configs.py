@@ -61,6 +61,11 @@ ADDED_ARGUMENTS: dict[tuple[str, str], object] = {
     ("callbacks.CollapseMonitor", "restore"): False,
 }
 
+# Top-level options the CLI no longer offers, with the value every run had while it did: LightningCLI's
+# `optimizer` and `lr_scheduler`, unused by the models (which configure their own two optimisers) and removed with
+# auto_configure_optimizers=False. The key counts them as present at that value, so finished runs stay cached.
+REMOVED_OPTIONS: dict[str, object] = {"optimizer": None, "lr_scheduler": None}
+
 _RESOLVED: dict[tuple, dict] = {}
 
 
@@ -153,7 +158,10 @@ def _without_added_defaults(node, top: bool = True):
 
 def run_key(resolved: dict) -> str:
     """12 hex digits of SHA-256 over the resolved config without its seed (JSON, keys sorted), and without the
-    ADDED_ARGUMENTS at their old-behaviour values (in the model, its networks and every other class node)."""
+    ADDED_ARGUMENTS at their old-behaviour values (in the model, its networks and every other class node); the
+    REMOVED_OPTIONS count as present at the value they always had."""
     body = {k: v for k, v in resolved.items() if k != "seed_everything"}
     body = {k: _without_added_defaults(v, top=(k == "model")) for k, v in body.items()}
+    for key, value in REMOVED_OPTIONS.items():  # keys the CLI no longer has count at the value every run had
+        body.setdefault(key, value)
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
