@@ -68,8 +68,13 @@ class InceptionFeatures(nn.Module):
         self.net = net
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-        return self.net(((x.clamp(-1, 1) + 1) * 127.5).to(torch.uint8)).reshape(x.shape[0], -1)
+        return self.net(inception_input(x)).reshape(x.shape[0], -1)
+
+
+def inception_input(x: Tensor) -> Tensor:
+    """Images in [-1, 1] as the Inception network takes them: uint8 in [0, 255], three channels."""
+    x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+    return ((x.clamp(-1, 1) + 1) * 127.5).to(torch.uint8)
 
 
 def inception_features() -> InceptionFeatures:
@@ -157,8 +162,7 @@ class _UInt8Images(nn.Module):
         self.net = net
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-        logits, features = self.net(((x.clamp(-1, 1) + 1) * 127.5).to(torch.uint8))
+        logits, features = self.net(inception_input(x))
         return logits, features.reshape(x.shape[0], -1)
 
 

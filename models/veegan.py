@@ -68,21 +68,18 @@ class VEEGAN(GANBase):
         if self.code_dim < 1:
             raise ValueError(f"extra_noise_dim {extra_noise_dim} leaves no latent to reconstruct: the generator's "
                              f"latent_dim is {self.latent_dim}; make extra_noise_dim smaller")
-        out_dim = getattr(reconstructor, "out_dim", None)
-        if out_dim is not None and out_dim != self.code_dim:
-            raise ValueError(f"the reconstructor's out_dim is {out_dim}, but it must output the {self.code_dim} "
-                             f"reconstructed latents (latent_dim {self.latent_dim} - extra_noise_dim "
-                             f"{extra_noise_dim}): set reconstructor.init_args.out_dim to {self.code_dim}")
+        # F outputs the reconstructed latents; an image pair D splits its input after them
+        for role, network, key in (("reconstructor", reconstructor, "out_dim"), ("discriminator", discriminator, "code_dim")):
+            value = getattr(network, key, None)
+            if value is not None and value != self.code_dim:
+                raise ValueError(f"the {role}'s {key} is {value}, but VEEGAN reconstructs {self.code_dim} latents "
+                                 f"(latent_dim {self.latent_dim} - extra_noise_dim {extra_noise_dim}): set "
+                                 f"{role}.init_args.{key} to {self.code_dim}")
         in_dim = getattr(discriminator, "in_dim", None)
         if in_dim is None:
             raise ValueError(f"VEEGAN's discriminator judges flat (z, x) pairs and needs an `in_dim` (an MLP or maxout "
                              f"network, in_dim = {self.code_dim} + the data's size, or models.DCGANPairDiscriminator for "
                              f"images); {type(discriminator).__name__} has none")
-        pair_code_dim = getattr(discriminator, "code_dim", None)
-        if pair_code_dim is not None and pair_code_dim != self.code_dim:
-            raise ValueError(f"the discriminator splits its pairs after {pair_code_dim} latents, but VEEGAN "
-                             f"reconstructs {self.code_dim} (latent_dim {self.latent_dim} - extra_noise_dim "
-                             f"{extra_noise_dim}): set discriminator.init_args.code_dim to {self.code_dim}")
         if in_dim <= self.code_dim:
             raise ValueError(f"the discriminator judges (z, x) pairs: its in_dim must be {self.code_dim} (z) plus "
                              f"the data's size; got in_dim {in_dim}")
