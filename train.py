@@ -77,7 +77,7 @@ class GANCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         check_data = getattr(self.datamodule, "check_data", None)  # missing data: said before any run exists
-        if check_data is not None:
+        if check_data is not None and self.subcommand is not None:  # not when only building (run=False)
             try:
                 check_data()
             except (FileNotFoundError, ImportError) as error:
