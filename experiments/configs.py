@@ -59,6 +59,7 @@ ADDED_ARGUMENTS: dict[tuple[str, str], object] = {
     ("models.MLPDiscriminator", "weight_init"): "torch",
     ("callbacks.CollapseMonitor", "grad_jump"): None,  # the gradient-norm warning sign, off before it
     ("callbacks.CollapseMonitor", "restore"): False,
+    ("callbacks.CollapseMonitor", "start_step"): 0,  # every evaluation judged, as before it
 }
 
 # Top-level options the CLI no longer offers, with the value every run had while it did: LightningCLI's

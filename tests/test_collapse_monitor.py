@@ -176,3 +176,14 @@ def test_a_missing_signal_is_said_once_and_nothing_is_detected(tmp_path):
 def test_bad_arguments_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CollapseMonitor(**kwargs)
+
+
+def test_evaluations_before_start_step_are_not_judged(tmp_path):
+    # the signal is past the threshold at every evaluation (generator steps 5, 10, ..., 40); from step 20 on it counts
+    monitor = CollapseMonitor(mode="above", signal="val/signal", threshold=0.5, watch_losses=False, start_step=20,
+                              action="entropy", action_value=0.2)
+    model, trainer = _fit(tmp_path, monitor, [0.9] * 8, max_steps=80)
+    assert [e["g_step"] for e in monitor.events] == [20, 25, 30, 35, 40]
+    assert monitor.events[0]["action_applied"] == "entropy" and model.entropy_weight == 0.2
+    with pytest.raises(ValueError, match="start_step must be an integer >= 0"):
+        CollapseMonitor(start_step=-1)
