@@ -116,7 +116,8 @@ def report(table: str, runs: dict[str, list[tuple[int, list[dict]]]], collapsed_
     lines = [f"# {table}: how well the label-free signals see collapse", "",
              "Runs: " + "; ".join(f"{m} seeds {','.join(str(s) for s, _ in r)}" for m, r in runs.items())
              + f". Evaluations: {evaluations}, of which {collapsed} collapsed (fewer than {collapsed_below:g} modes "
-             f"captured). Command: `python experiments/collapse_detection.py {table} --collapsed-below {collapsed_below:g}`.",
+             f"captured). Command: `python experiments/collapse_detection.py {table} --collapsed-below {collapsed_below:g}"
+             f" --models {','.join(runs)}`.",
              "", "| signal | detects when | threshold | precision | recall | F1 | detections (TP / FP) | missed (FN) | "
              "median lag, G steps (runs) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for signal, (direction, default) in SIGNALS.items():
@@ -141,9 +142,18 @@ def main(argv: Optional[list[str]] = None) -> str:
     parser.add_argument("--out", type=Path, default=None, help="the table's results folder (default results/<table>)")
     parser.add_argument("--collapsed-below", type=float, default=None,
                         help="an evaluation with fewer modes captured counts as collapsed (default: half the modes)")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated models whose runs to judge (default: every model with runs)")
     args = parser.parse_args(argv)
     out = args.out or ROOT / "results" / args.table
     runs = read_runs(out)
+    if args.models:
+        wanted = args.models.split(",")
+        unknown = sorted(set(wanted) - set(runs))
+        if unknown:
+            raise SystemExit(f"--models {args.models}: no finished runs with curves of {unknown} under {out}/runs; "
+                             f"there are runs of {sorted(runs)}")
+        runs = {m: runs[m] for m in wanted}
     if not runs:
         raise SystemExit(f"no finished runs with curves under {out}/runs: train the table first "
                          f"(python experiments/reproduce.py {args.table})")

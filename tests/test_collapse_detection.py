@@ -47,3 +47,9 @@ def test_report_from_result_files(tmp_path):
     assert (tmp_path / "grid25_veegan_collapse_detection.md").read_text() == text
     assert cd.data_modes("grid25_veegan") == 25 and cd.data_modes("ring8") == 8
     assert math.isnan(cd.detection_quality([], "jsd", 0.1, "above", 10)["precision"])
+    # the runs of chosen models only: run a alone has 4 evaluations, 2 collapsed, and the signal catches 1 of them
+    only_gan = cd.main(["grid25_veegan", "--out", str(tmp_path), "--collapsed-below", "10", "--models", "gan"])
+    assert "Runs: gan seeds 0. Evaluations: 4, of which 2 collapsed" in only_gan and "--models gan`" in only_gan
+    assert "| ndb_fraction | above | 0.5 (monitor default) | 0.50 | 0.50 | 0.50 | 1 / 1 | 1 | -1 (1) |" in only_gan
+    with pytest.raises(SystemExit, match=r"--models gan,mgan: no finished runs with curves of \['mgan'\]"):
+        cd.main(["grid25_veegan", "--out", str(tmp_path), "--models", "gan,mgan"])
