@@ -92,8 +92,7 @@ class GANCLI(LightningCLI):
             # the record before the checkpoint after it exists
             first_checkpoint = next((i for i, c in enumerate(trainer.callbacks) if isinstance(c, Checkpoint)),
                                     len(trainer.callbacks))
-            resolved = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False, skip_none=False,
-                                                       format="yaml"))[self.subcommand]
+            resolved = resolved_config(self.parser, self.config, self.subcommand)
             trainer.callbacks[first_checkpoint:first_checkpoint] = [RecordWandbRun(resolved), RunRecord()]
             use_progress_lines(trainer)
         return trainer
@@ -128,6 +127,11 @@ LIGHTNING_CKPT_NAMES = ("best", "hpc", "registry")  # resolved by Lightning itse
 RUNTIME_ARGUMENTS = ("compile_networks", "channels_last")
 
 
+def resolved_config(parser, root_config, subcommand: str) -> dict[str, Any]:
+    """The subcommand's fully resolved config as plain data (what --print_config shows)."""
+    return yaml.safe_load(parser.dump(root_config, skip_link_targets=False, skip_none=False, format="yaml"))[subcommand]
+
+
 def prepare_checkpoint(parser, root_config, subcommand: str) -> Optional[int]:
     """Resolves `--ckpt_path last`, checks the checkpoint's model against the config's, and for a
     fit from a run folder's checkpoint points the loggers at that folder and W&B run. Returns the
@@ -135,7 +139,7 @@ def prepare_checkpoint(parser, root_config, subcommand: str) -> Optional[int]:
     config = root_config[subcommand]
     run_root = run_folder_root(config)
     # the config as the run folders' config.yaml files hold it (after fill_image_shape)
-    dump = yaml.safe_load(parser.dump(root_config, skip_link_targets=False, skip_none=False, format="yaml"))[subcommand]
+    dump = resolved_config(parser, root_config, subcommand)
     if config.ckpt_path == "last":
         found, others = latest_run_checkpoint(run_root, config, dump)
         where = run_root if run_root is not None else Path(config.trainer.get("default_root_dir") or ".") / "checkpoints"
