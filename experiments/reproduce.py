@@ -19,7 +19,8 @@ Runs are cached: a run whose resolved config (the config file with the overrides
 finished is read back, not rerun (`--force` reruns everything), so an interrupted table resumes
 where it stopped; a run interrupted while it trained (the runner or its machine stopped) continues from its
 last checkpoint if the code and thread count are still those it started with, else starts again (see
-`resumable` in experiments/runner.py; result.json lists the attempts it continued). A failed run is retried on the next invocation and reported in the table
+`resumable` in experiments/runner.py; result.json lists the attempts it continued). To continue one on another
+machine or in a fresh clone, copy the files `--interrupted-files` lists to the same places there. A failed run is retried on the next invocation and reported in the table
 (with its log) until then. Independent runs go in parallel: `--jobs` of them (default: the CPU
 cores divided by `--threads`, or the GPUs divided by `--gpus-per-run` when GPUs are present,
 each run then seeing only its own GPUs through CUDA_VISIBLE_DEVICES). Progress (generator step
@@ -177,6 +178,17 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
             "checked": [run.name for run in plan.checks], "restamped": restamped}
 
 
+def interrupted_files(table: str, seeds: list[int], models: list[str], out: Path, overrides: list[str],
+                      echo=print) -> list[Path]:
+    """Echoes (relative to the working directory where they are under it) and returns the files the interrupted
+    runs among the table's `models` x `seeds` need to continue elsewhere (runner.carried_files)."""
+    files = [f for run in runner.plan(table, models, seeds, overrides)
+             for f in runner.carried_files(run.folder(Path(out).resolve()))]
+    for f in files:
+        echo(str(f.relative_to(Path.cwd())) if f.is_relative_to(Path.cwd()) else str(f))
+    return files
+
+
 def main(argv: Optional[list[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("table", help="benchmark folder under experiments/: ring8, grid25, ...")
@@ -220,6 +232,10 @@ def main(argv: Optional[list[str]] = None) -> dict:
                         help="train nothing: take finished runs that the runner did not launch (a train.py run folder "
                              "runs/<name>/version_N, or the W&B run folder runs/wandb/offline-run-... of one) as runs "
                              "of this table, where the runner caches them; --report-only then shows them")
+    parser.add_argument("--interrupted-files", action="store_true",
+                        help="train nothing: print the files (one a line) that the selection's interrupted runs need to "
+                             "continue on another machine or in a fresh clone: copied to the same place under its "
+                             "--out, the next invocation there continues them (same code, threads and libraries)")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else list(range(args.seeds))
     if args.models:
@@ -234,6 +250,14 @@ def main(argv: Optional[list[str]] = None) -> dict:
             restamp = [int(s) for s in args.restamp.split(",") if s.strip()]
         except ValueError:
             raise SystemExit(f"--restamp takes comma-separated seeds (e.g. 0 or 0,3); got {args.restamp!r}") from None
+    if args.interrupted_files:
+        others = [flag for flag, on in (("--force", args.force), ("--rerun-stale", args.rerun_stale),
+                                        ("--restamp", args.restamp is not None), ("--report-only", args.report_only),
+                                        ("--import", bool(args.import_paths))) if on]
+        if others:
+            raise SystemExit(f"--interrupted-files trains nothing and writes no table: it does not go with "
+                             f"{', '.join(others)}")
+        return {"files": interrupted_files(args.table, seeds, models, out, cli_overrides(args.set))}
     if args.import_paths:
         others = [flag for flag, on in (("--force", args.force), ("--rerun-stale", args.rerun_stale),
                                         ("--restamp", args.restamp is not None), ("--report-only", args.report_only),

@@ -179,6 +179,27 @@ def interrupted(folder: Path) -> bool:
             and any(folder.glob("runs/*/version_*/checkpoints/last.ckpt")))
 
 
+# What an interrupted run needs to continue elsewhere (another machine, a fresh clone), besides its last.ckpt: the
+# attempt (code, threads, libraries it started with), its log, and per run folder the run record (whose history the
+# continued fit extends), the configs, the metrics so far and the W&B run id it continues. Sample images, W&B files
+# and the other checkpoints are left behind.
+CARRIED = ("run.json", "config.yaml", "hparams.yaml", "metrics.csv", "wandb_run_id")
+
+
+def carried_files(folder: Path) -> list[Path]:
+    """The files of the interrupted run in `folder` (see interrupted) that another machine needs to continue it
+    where it stopped, with the same code, threads and library versions (see resumable): copied to the same place
+    under the other machine's --out, the next invocation there continues the run. Empty for a run that is not
+    interrupted."""
+    if not interrupted(folder):
+        return []
+    files = [folder / ATTEMPT_FILE, *[f for f in [folder / "train.log"] if f.is_file()]]
+    for version in sorted(folder.glob("runs/*/version_*")):
+        files += [version / name for name in CARRIED if (version / name).is_file()]
+        files += [ckpt for ckpt in [version / "checkpoints" / "last.ckpt"] if ckpt.is_file()]
+    return files
+
+
 def library_versions() -> dict[str, Optional[str]]:
     """{library: installed version} for LIBRARIES (None where one is not installed)."""
     from importlib import metadata

@@ -530,9 +530,11 @@ reproduce.main(json.loads(sys.argv[1]))
 """
 
 
-def test_a_run_interrupted_with_its_runner_continues_from_its_last_checkpoint_to_the_same_figures(tmp_path, monkeypatch):
-    """The runner and its training process are killed mid-run (a session or job ending); the next invocation
-    continues the run from its last checkpoint, and the figures equal those of an uninterrupted run."""
+def test_a_run_interrupted_with_its_runner_continues_from_its_last_checkpoint_to_the_same_figures(tmp_path, monkeypatch,
+                                                                                                  capsys):
+    """The runner and its training process are killed mid-run (a session or job ending); the files
+    --interrupted-files lists, copied to another folder (another machine), are enough for the next invocation
+    there to continue the run from its last checkpoint, and the figures equal those of an uninterrupted run."""
     import os
     import signal
     import subprocess
@@ -558,6 +560,22 @@ def test_a_run_interrupted_with_its_runner_continues_from_its_last_checkpoint_to
     (folder,) = killed_out.glob("runs/gan/seed0-*")
     assert runner.interrupted(folder) and not (folder / "result.json").exists()
 
+    # it continues on another machine from the files --interrupted-files lists, copied there to the same places
+    monkeypatch.chdir(killed_out)
+    capsys.readouterr()
+    carried = reproduce.main(args + ["--out", str(killed_out), "--interrupted-files"])["files"]
+    printed = capsys.readouterr().out.split()
+    monkeypatch.chdir(ROOT)
+    assert carried == runner.carried_files(folder) and printed == [str(f.relative_to(killed_out)) for f in carried]
+    names = {f.name for f in carried}
+    assert {"attempt.json", "last.ckpt", "run.json", "config.yaml", "metrics.csv", "train.log"} <= names
+    assert not any("wandb" in f.parts or "samples" in f.parts for f in carried)
+    elsewhere = tmp_path / "elsewhere"
+    for f in carried:
+        (elsewhere / f.relative_to(killed_out)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, elsewhere / f.relative_to(killed_out))
+    killed_out = elsewhere
+
     lines = []
     resumed = reproduce.reproduce("ring8", [0], ["gan"], killed_out, runner.cli_overrides(
         ["trainer.max_steps=600", "data.init_args.batches_per_epoch=10", "data.init_args.batch_size=64"]),
@@ -574,6 +592,30 @@ def test_a_run_interrupted_with_its_runner_continues_from_its_last_checkpoint_to
     assert result["g_steps"] == whole["g_steps"] == 300 and result["metrics"] == whole["metrics"]
     assert [e["g_step"] for e in whole["curve"]] == list(range(10, 301, 10))  # an evaluation every epoch
     assert json.dumps(result["curve"]) == json.dumps(whole["curve"])  # the curve survives the interruption
+
+
+def test_interrupted_files_lists_only_interrupted_runs_and_trains_nothing(tmp_path):
+    """Runs never started, and finished ones, have nothing to carry; an interrupted one its attempt, record and
+    last checkpoint; the flag refuses the options that train or write a table."""
+    args = ["ring8", "--seed-list", "0", "--models", "gan", "--out", str(tmp_path), "--interrupted-files"]
+    assert reproduce.main(args)["files"] == []
+    (run,) = runner.plan("ring8", ["gan"], [0], [])
+    version = run.folder(tmp_path) / "runs" / "ring8-gan" / "version_0"
+    (version / "checkpoints").mkdir(parents=True)
+    for name in ("checkpoints/last.ckpt", "checkpoints/epoch=0-step=10.ckpt", "run.json", "metrics.csv",
+                 "samples.png"):
+        (version / name).write_text("x")
+    (run.folder(tmp_path) / runner.ATTEMPT_FILE).write_text("{}")
+    listed = reproduce.main(args)["files"]
+    assert [f.relative_to(run.folder(tmp_path)).as_posix() for f in listed] == [
+        "attempt.json", "runs/ring8-gan/version_0/run.json", "runs/ring8-gan/version_0/metrics.csv",
+        "runs/ring8-gan/version_0/checkpoints/last.ckpt"]
+    (run.folder(tmp_path) / "result.json").write_text("{}")  # finished: nothing to continue
+    assert reproduce.main(args)["files"] == []
+    with pytest.raises(SystemExit, match="--interrupted-files trains nothing and writes no table: it does not go "
+                                         "with --force"):
+        reproduce.main(args + ["--force"])
+    assert not list(tmp_path.glob("*.md"))
 
 
 def test_an_interrupted_run_of_other_code_starts_again(tmp_path):
