@@ -27,7 +27,7 @@ from typing import Optional
 
 from experiments.cache import code_state, sample_plot
 from experiments.configs import LABELS, MODELS
-from experiments.report import METRIC_LABELS, mean_std
+from experiments.report import METRIC_LABELS, describes, mean_std, published_figure, source_name
 
 AXIS_LABELS = {"modes": "modes captured", "hq": "high-quality samples (%)", "kl": "KL(generated ‖ true) over modes",
                "spread": "within-mode spread (in std)", "fid": "FID", "inception_score": "Inception score"}
@@ -217,24 +217,6 @@ class Bar:
     published: list[tuple[str, float]] = field(default_factory=list)  # (source, value)
 
 
-def published_value(value, method: str, metric: str) -> Optional[float]:
-    """A published cell as a number: the value before "±" in "6.3 ± 0.5"; None for a missing one. ValueError for
-    anything else (the marker must be the source's number)."""
-    if value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    try:
-        return float(str(value).split("±")[0].strip())
-    except ValueError:
-        raise ValueError(f"published.yaml: {method}'s {metric} {value!r} is not a number (or 'number ± error')") from None
-
-
-def source_name(source: str) -> str:
-    """A published row's source without its parenthesised detail: "VEEGAN Table 1 (5 runs)" -> "VEEGAN Table 1"."""
-    return source.split(" (")[0].strip()
-
-
 def metric_bars(rows: list[dict], metrics: list[str], published: list[dict]) -> dict[str, list[Bar]]:
     """Per metric with a value in some row, one Bar per row (model) with finished seeds, from the table's rows
     (report.aggregate). A published row goes beside the model whose label is its method (or which it names in a
@@ -247,8 +229,8 @@ def metric_bars(rows: list[dict], metrics: list[str], published: list[dict]) -> 
         for row in rows:
             if not row["seeds"]:
                 continue
-            pub = [(source_name(p["source"]), published_value(p.get(metric), p["method"], metric)) for p in published
-                   if p.get("model", None) == row["model"] or p["method"] == row["label"]]
+            pub = [(source_name(p["source"]), published_figure(p.get(metric), p["method"], metric)[0])
+                   for p in published if describes(p, row)]
             bars[metric].append(Bar(row["model"], *row[metric], counted=row.get(f"{metric}_seeds", row["seeds"]),
                                     seeds=row["seeds"], published=[(s, v) for s, v in pub if v is not None]))
     return bars

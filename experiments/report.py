@@ -52,6 +52,75 @@ def aggregate(results: list[dict], metrics: list[str]) -> list[dict]:
     return rows
 
 
+def published_figure(value, method: str, metric: str) -> tuple[Optional[float], Optional[float]]:
+    """A published cell as numbers: (value, error) from "6.3 ± 0.5", (value, None) from a plain number, (None,
+    None) for a missing one. ValueError for anything else (it must be the source's number)."""
+    if value is None:
+        return None, None
+    if isinstance(value, (int, float)):
+        return float(value), None
+    try:
+        parts = [float(part.strip()) for part in str(value).split("±")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise ValueError(f"published.yaml: {method}'s {metric} {value!r} is not a number (or 'number ± error')")
+    return parts[0], parts[1] if len(parts) == 2 else None
+
+
+def source_name(source: str) -> str:
+    """A published row's source without its parenthesised detail: "VEEGAN Table 1 (5 runs)" -> "VEEGAN Table 1"."""
+    return source.split(" (")[0].strip()
+
+
+def describes(pub: dict, row: dict) -> bool:
+    """Whether published row `pub` is the figure of our table row `row`: its `model` key names the row's model, or
+    its method is the row's label."""
+    return pub.get("model") == row["model"] or pub["method"] == row["label"]
+
+
+Z_WITHIN = 2.0  # |difference| / combined standard error at or under which ours and a published figure agree
+
+
+def published_comparison(rows: list[dict], metrics: list[str], published: list[dict],
+                         standard_errors: dict[str, int]) -> list[str]:
+    """Markdown lines comparing each of our rows with the published figures of its method whose "±" is a standard
+    error over runs (their source is in `standard_errors`, {source name: runs}): per metric our mean and standard
+    error (sample std / sqrt(seeds)), the published value and standard error, the difference and z = difference /
+    sqrt(ours² + published²) (with one seed, published² alone), and whether |z| <= Z_WITHIN. Empty when no row has
+    such a figure. z is a rough guide, not a test: a standard error from a few seeds is itself uncertain."""
+    lines = []
+    for row in rows:
+        for pub in published:
+            runs = standard_errors.get(source_name(pub["source"]))
+            if not row["seeds"] or runs is None or not describes(pub, row):
+                continue
+            for metric in metrics:
+                value, error = published_figure(pub.get(metric), pub["method"], metric)
+                mean, std = row.get(metric, (float("nan"), float("nan")))
+                n = row.get(f"{metric}_seeds", row["seeds"])
+                if value is None or error is None or not n or math.isnan(mean):
+                    continue
+                ours = std / math.sqrt(n) if n > 1 else None
+                combined = math.sqrt((ours or 0.0) ** 2 + error ** 2)
+                z = (mean - value) / combined if combined > 0 else (0.0 if mean == value else math.inf)
+                digits = 3 if metric == "kl" else 1
+                lines.append("| " + " | ".join([
+                    row["label"], f"{pub['method']} ({source_name(pub['source'])}, {runs} runs)",
+                    METRIC_LABELS.get(metric, metric),
+                    f"{mean:.{digits}f} ± {ours:.{digits}f} ({n} seeds)" if ours is not None else
+                    f"{mean:.{digits}f} (1 seed: no standard error)",
+                    str(pub[metric]), f"{mean - value:+.{digits}f}", f"{z:+.1f}",
+                    ("yes" if abs(z) <= Z_WITHIN else "no")]) + " |")
+    if not lines:
+        return []
+    return ["", f"Against the published figures whose ± is a standard error over runs: z = (ours - published) / "
+                f"sqrt(ours' s.e.² + published s.e.²), ours' s.e. = sample std / sqrt(seeds) (a single seed adds none); "
+                f"\"within\" = |z| <= {Z_WITHIN:g}. A rough guide, not a test: a few seeds' s.e. is itself uncertain.", "",
+            "| ours | published | metric | ours (mean ± s.e.) | published (± s.e.) | difference | z | within |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |", *lines]
+
+
 def _fmt(mean: float, std: float, seeds: int, metric: str, counted: Optional[int] = None) -> str:
     """mean ± std to the metric's digits; with `counted` < `seeds`, how many of the row's seeds the figure is over."""
     if math.isnan(mean):
@@ -108,9 +177,11 @@ def code_cell(code: list[dict], current: str, notes: Optional[list[str]] = None)
 
 def render_markdown(table: str, rows: list[dict], metrics: list[str], published: list[dict], header: str = "",
                     current_code: Optional[str] = None, figures: Optional[list[Path]] = None,
-                    figure_notes: Optional[list[str]] = None) -> str:
+                    figure_notes: Optional[list[str]] = None, standard_errors: Optional[dict[str, int]] = None) -> str:
     """The table; with `current_code` (the tree's code hash) a "code" column marks the runs trained by other code;
-    `figures` (files beside the table) are linked under it, followed by `figure_notes` (what they leave out)."""
+    with `standard_errors` (published.yaml's) the comparison with the published figures that are means ± standard
+    errors follows (published_comparison); `figures` (files beside the table) are linked under it, followed by
+    `figure_notes` (what they leave out)."""
     cols = ["model", "seeds", *[METRIC_LABELS.get(m, m) for m in metrics], "wall s / run",
             *(["code"] if current_code else []), "source"]
     lines = [f"# {table}", "", header, "", "| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
@@ -133,6 +204,7 @@ def render_markdown(table: str, rows: list[dict], metrics: list[str], published:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Ours: mean ± sample standard deviation over seeds of the final evaluation. Published rows as "
                   "their sources report them (see experiments/published.yaml)."]
+    lines += published_comparison(rows, metrics, published, standard_errors or {})
     if current_code:
         lines += ["", f"Code: \"current\" = trained (or re-stamped) with the code of the tree that wrote this table, hash "
                       f"{current_code} (the *.py files of {', '.join(d + '/' for d in CODE_DIRS)} and "
@@ -183,7 +255,8 @@ def published(table: str, experiments: Path) -> dict:
     """The published rows to compare `table` with and the metrics it reports, from `experiments`/published.yaml."""
     published_all = yaml.safe_load((experiments / "published.yaml").read_text())
     # the CPU-sized protocol of a benchmark is compared with that benchmark's published rows
-    return published_all.get(table) or published_all.get(table.removesuffix("_cpu")) or {"metrics": ["modes", "hq", "kl"], "rows": []}
+    return (published_all.get(table) or published_all.get(table.removesuffix("_cpu"))
+            or {"metrics": ["modes", "hq", "kl"], "rows": []})
 
 
 def _thread_counts(results: list[dict]) -> dict[str, int]:
@@ -227,7 +300,8 @@ def write_table(table: str, out: Path, results: list[dict], pub: dict, header_te
     rows = aggregate(results, metrics)
     figures, figure_notes = write_figures(out, table, results, rows, metrics, pub["rows"], current)
     (out / f"{table}.md").write_text(render_markdown(table, rows, metrics, pub["rows"], header_text, current_code=current,
-                                                     figures=figures, figure_notes=figure_notes))
+                                                     figures=figures, figure_notes=figure_notes,
+                                                     standard_errors=pub.get("standard_errors")))
     write_csv(out / f"{table}.csv", rows, metrics, pub["rows"], current_code=current)
     if use_wandb:
         log_table_to_wandb(table, rows, metrics, out)

@@ -9,7 +9,9 @@ For table T it trains `experiments/T/<model>.yaml` composed on the table's `expe
 `--out` (default `results/T`), and writes there
 - `T.md` and `T.csv`: one row per model, mean and sample std over the seeds of every metric
   (modes, HQ %, KL for 2D), the number of seeds, failed runs, wall time per run, and the
-  published rows of `experiments/published.yaml` with their sources;
+  published rows of `experiments/published.yaml` with their sources, and where those are means ± standard errors
+  under the table's own protocol (PacGAN Table 1 in ring8_pacgan, grid25_pacgan), how far ours is from each in
+  combined standard errors;
 - `T_samples.png`, `T_modes.png`, `T_curves.png`: the final samples (models x seeds), a bar chart per metric
   (mean and std over seeds, published values as markers) and the training curves (mean ± std over seeds);
   see experiments/figures.py.

@@ -53,8 +53,41 @@ def test_published_numbers_are_data_with_sources():
     assert {"ring8", "grid25", "stacked_mnist", "cifar10"} <= set(published)
     for table in published.values():
         assert table["rows"] and all(row["source"] for row in table["rows"])
+        # a source compared in standard errors has rows in the table
+        assert set(table.get("standard_errors", {})) <= {report.source_name(row["source"]) for row in table["rows"]}
     ring = {(r["method"], r["source"]): r for r in published["ring8"]["rows"]}
     assert ring[("GAN", "VEEGAN Table 1 (5 runs)")]["modes"] == 1
+    # only the tables trained under PacGAN's own protocol compare with its standard errors
+    assert {name for name, table in published.items() if table.get("standard_errors")} == {"ring8_pacgan", "grid25_pacgan"}
+    assert published["ring8_pacgan"]["standard_errors"] == {"PacGAN Table 1": 10}
+
+
+def test_the_table_says_how_far_ours_is_from_a_published_mean_in_standard_errors():
+    """Worked by hand: GAN modes 7.0 ± 1.0 over 4 seeds (s.e. 0.5) against 6.3 ± 0.5 (s.e.): z = 0.7 / sqrt(0.5)
+    = 0.99, within; KL 0.25 ± 0.02 over 4 seeds (s.e. 0.01) against 0.45 ± 0.09: z = -0.2 / sqrt(0.0082) = -2.21,
+    not within; one seed of PacGAN2 at 8 modes against 7.9 ± 0.1: z = 1.0 on the published s.e. alone. Sources
+    whose ± is not a standard error over runs, and metrics we lack, are left out."""
+    def row(model, label, seeds, **metrics):
+        return {"model": model, "label": label, "seeds": seeds, **metrics,
+                **{f"{m}_seeds": seeds for m in metrics}}
+
+    rows = [row("gan", "GAN", 4, modes=(7.0, 1.0), hq=(float("nan"), float("nan")), kl=(0.25, 0.02)),
+            row("pacgan2", "PacGAN2", 1, modes=(8.0, 0.0), hq=(90.0, 0.0), kl=(0.07, 0.0))]
+    published = [{"method": "GAN", "modes": "6.3 ± 0.5", "hq": "98.2 ± 0.2", "kl": "0.45 ± 0.09",
+                  "source": "PacGAN Table 1 (10 runs, ± s.e.)"},
+                 {"method": "GAN", "modes": 1, "hq": 99.3, "kl": None, "source": "VEEGAN Table 1 (5 runs)"},
+                 {"method": "PacGAN2", "modes": "7.9 ± 0.1", "hq": None, "kl": None, "source": "PacGAN Table 1"}]
+    lines = report.published_comparison(rows, ["modes", "hq", "kl"], published, {"PacGAN Table 1": 10})
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines if line.startswith("| GAN")
+             or line.startswith("| PacGAN2")]
+    assert cells == [
+        ["GAN", "GAN (PacGAN Table 1, 10 runs)", "modes", "7.0 ± 0.5 (4 seeds)", "6.3 ± 0.5", "+0.7", "+1.0", "yes"],
+        ["GAN", "GAN (PacGAN Table 1, 10 runs)", "KL", "0.250 ± 0.010 (4 seeds)", "0.45 ± 0.09", "-0.200", "-2.2", "no"],
+        ["PacGAN2", "PacGAN2 (PacGAN Table 1, 10 runs)", "modes", "8.0 (1 seed: no standard error)", "7.9 ± 0.1",
+         "+0.1", "+1.0", "yes"]]
+    assert report.published_comparison(rows, ["modes"], published, {}) == []  # no source with standard errors
+    with pytest.raises(ValueError, match="GAN's modes 'about 6' is not a number"):
+        report.published_comparison(rows, ["modes"], [{**published[0], "modes": "about 6"}], {"PacGAN Table 1": 10})
 
 
 @pytest.fixture
