@@ -4,6 +4,7 @@ What the cache and its options do for a user is told in experiments/reproduce.py
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -51,6 +52,47 @@ def code_hash(root: Optional[Path] = None) -> str:
         h.update(f"{path.relative_to(root).as_posix()}\0{len(data)}\0".encode())
         h.update(data)
     return h.hexdigest()[:12]
+
+
+CHANGES_SHOWN = 8  # changed files named in a table's footnote; more are counted
+
+
+def changes_since(commit_text: Optional[str], root: Optional[Path] = None) -> Optional[list[str]]:
+    """The hashed files (see code_files) that differ between a run's recorded commit and the tree now, each as
+    "path (+added -deleted)" from git (untracked new ones as "path (+lines -0, untracked)"): what a reader of a stale
+    row wants to know, whether the change can touch that run. None where git cannot tell: a commit recorded with
+    uncommitted changes or unknown to this clone, or no git."""
+    if not commit_text or not re.fullmatch(r"[0-9a-f]{7,40}", commit_text):
+        return None
+    root = Path(root or CODE_ROOT)
+    if not (root / ".git").exists():  # not the top of a git checkout (a copy of the code, a subfolder)
+        return None
+    return _changes_since(commit_text, str(root), code_hash(root))  # the hash: a tree edited since asks git again
+
+
+@functools.lru_cache(maxsize=None)
+def _changes_since(commit_text: str, root: str, tree_hash: str) -> Optional[list[str]]:
+    def git(*args: str) -> Optional[str]:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        except OSError:
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    diff = git("diff", "--numstat", commit_text, "--", *CODE_DIRS, *CODE_FILES)
+    untracked = git("ls-files", "--others", "--exclude-standard", "--", *CODE_DIRS)
+    if diff is None or untracked is None:
+        return None
+    changes = []
+    for line in diff.splitlines():
+        added, deleted, path = line.split("\t", 2)
+        if path.endswith(".py"):
+            changes.append(f"{path} (+{added} -{deleted})")
+    for path in untracked.split():
+        if path.endswith(".py"):
+            lines = len((Path(root) / path).read_text(errors="replace").splitlines())
+            changes.append(f"{path} (+{lines} -0, untracked)")
+    return changes
 
 
 def code_state(result: dict, current: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -13,7 +14,8 @@ from typing import Optional
 import yaml
 
 from experiments.configs import LABELS, MODELS
-from experiments.cache import CODE_DIRS, CODE_FILES, ROOT, code_state, commit, run_threads, shown_path
+from experiments.cache import (CHANGES_SHOWN, CODE_DIRS, CODE_FILES, ROOT, changes_since, code_state, commit,
+                               run_threads, shown_path)
 
 METRIC_LABELS = {"modes": "modes", "hq": "HQ %", "kl": "KL", "fid": "FID", "inception_score": "IS"}
 
@@ -142,10 +144,32 @@ def restamp_note(record: dict) -> str:
             f"{checks} recorded metrics identical to the cached ones")
 
 
+def changes_note(entry: dict, state: str, code: list[dict]) -> Optional[str]:
+    """For a stale run: the hashed files changed between its code and this tree (cache.changes_since), from its
+    commit, or for a recorded hash from any clean commit among `code` that recorded the same hash (their hashed
+    files are the same); None where git cannot tell."""
+    commits = [entry.get("commit")]
+    if state == "stale":
+        commits += [e.get("commit") for e in code if e.get("code_hash") == entry["code_hash"]]
+    for commit_text in commits:
+        changes = changes_since(commit_text)
+        if changes is None:
+            continue
+        which = f"code {entry['code_hash']}" if state == "stale" else f"commit {commit_text}"
+        if not changes:
+            return f"{which}: no file git tracks changed since commit {commit_text} (the hash differs by files it does not)"
+        lines = sum(int(n) for c in changes for n in re.findall(r"[+-](\d+)", c))
+        shown = sorted(changes, key=lambda c: -sum(int(n) for n in re.findall(r"[+-](\d+)", c)))[:CHANGES_SHOWN]
+        return (f"{which}: since commit {commit_text} the hashed code changed in {len(changes)} file"
+                f"{'s' if len(changes) > 1 else ''} ({lines} lines added or removed), most in {', '.join(shown)}")
+    return None
+
+
 def code_cell(code: list[dict], current: str, notes: Optional[list[str]] = None) -> str:
     """Which code trained a row's runs, against the current tree's hash `current`: "current", "stale (code
     <hash>)", "stale (code unknown; commit <c>)", "current, re-stamped [n]", or "mixed: ..." with the seeds of
-    each. With `notes`, re-stamp details become numbered footnotes appended to it; without, they are inline."""
+    each. With `notes`, re-stamp details become numbered footnotes appended to it (without, they are inline), and
+    so do, for stale runs, the hashed files changed since their commit where git can tell (cache.changes_since)."""
     parts: dict[str, list[int]] = {}
     for entry in sorted(code, key=lambda e: e["seed"]):
         state = code_state(entry, current)
@@ -166,6 +190,11 @@ def code_cell(code: list[dict], current: str, notes: Optional[list[str]] = None)
             label = f"stale (code {entry['code_hash']})"
         else:
             label = f"stale (code unknown; commit {entry.get('commit') or 'not recorded'})"
+        note = changes_note(entry, state, code) if notes is not None and state != "current" else None
+        if note is not None:
+            if note not in notes:
+                notes.append(note)
+            label += f" [{notes.index(note) + 1}]"
         parts.setdefault(label, []).append(entry["seed"])
     if not parts:
         return "–"

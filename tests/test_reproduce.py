@@ -443,6 +443,42 @@ def _row(text, label):
     return next(line for line in text.splitlines() if line.startswith(f"| {label} (ours) |"))
 
 
+def test_a_stale_row_names_the_hashed_files_changed_since_its_commit(tmp_path, monkeypatch):
+    """In a git checkout, a stale run's footnote counts and names what changed in the hashed code since its commit
+    (git's own line counts: one line added to models/a.py, a new untracked models/b.py, README not hashed); a
+    commit recorded with uncommitted changes, one unknown to the clone, or a tree that is not a checkout: no note."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    for name in ("models/a.py", "datamodules/d.py", "callbacks/c.py", "train.py", "README.md"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("x = 1\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "first")
+    first = git("rev-parse", "--short", "HEAD")
+    (tmp_path / "models" / "a.py").write_text("x = 1\ny = 2\n")
+    (tmp_path / "models" / "b.py").write_text("z = 3\n")
+    (tmp_path / "README.md").write_text("changed\n")
+    assert cache.changes_since(first, tmp_path) == ["models/a.py (+1 -0)", "models/b.py (+1 -0, untracked)"]
+    assert cache.changes_since(f"{first} (with uncommitted changes)", tmp_path) is None
+    assert cache.changes_since("0123456789ab", tmp_path) is None  # not in this clone
+    assert cache.changes_since(first, tmp_path / "models") is None  # not the top of a checkout
+
+    monkeypatch.setattr(cache, "CODE_ROOT", tmp_path)
+    notes = []
+    code = [{"seed": 0, "code_hash": "aaaaaaaaaaaa", "commit": f"{first} (with uncommitted changes)"},
+            {"seed": 1, "code_hash": "aaaaaaaaaaaa", "commit": first}]
+    # both seeds share the note: the same hash means the same hashed files, told from the clean commit
+    assert report.code_cell(code, cache.code_hash(tmp_path), notes) == "stale (code aaaaaaaaaaaa) [1]"
+    assert notes == [f"code aaaaaaaaaaaa: since commit {first} the hashed code changed in 2 files (2 lines added or "
+                     f"removed), most in models/a.py (+1 -0), models/b.py (+1 -0, untracked)"]
+    assert report.code_cell(code, cache.code_hash(tmp_path)) == "stale (code aaaaaaaaaaaa)"  # the CSV: no notes
+
+
 def test_cached_runs_trained_by_other_code_are_reused_and_marked_stale(tmp_path, stamped):
     out = tmp_path / "out"
     kwargs = dict(table="ring8", seeds=[0, 1], models=["gan", "mgan"], out=out, overrides=[], jobs=1,
