@@ -60,6 +60,9 @@ ADDED_ARGUMENTS: dict[tuple[str, str], object] = {
     ("callbacks.CollapseMonitor", "grad_jump"): None,  # the gradient-norm warning sign, off before it
     ("callbacks.CollapseMonitor", "restore"): False,
     ("callbacks.CollapseMonitor", "start_step"): 0,  # every evaluation judged, as before it
+    ("models.BatchNormMLPGenerator", "num_generators"): 1,  # the PacGAN-protocol networks' MGAN and minibatch
+    ("models.MaxoutDiscriminator", "minibatch_kernels"): 0,  # options, off before them
+    ("models.MaxoutDiscriminator", "minibatch_kernel_dim"): 5,
 }
 
 # Top-level options the CLI no longer offers, with the value every run had while it did: LightningCLI's

@@ -10,6 +10,11 @@ What the authors' Theano/Blocks code does and these reproduce:
   no normalisation; its input is `in_dim` wide (2 * m for a PacGAN of packing m).
 - Every Linear weight ~ N(0, 0.02), every bias 0.
 
+For the other models of the PacGAN-protocol tables: `num_generators = K > 1` makes the generator MGAN's mixture
+(K first layers, every later layer shared, as `MLPGenerator` does), and `minibatch_kernels > 0` puts a
+minibatch-discrimination layer between the discriminator's last maxout layer and its output, as `MLPDiscriminator`
+does. Neither is in the authors' code: the PacGAN paper compares with neither.
+
 With packing m the authors call G m times, on 100 latents each, so each call normalises by its own batch
 statistics, and the running statistics take the average of the m calls' statistics. `BlocksBatchNorm1d.groups`
 does the same within one call: the batch is m consecutive equal groups, each normalised by its own statistics
@@ -19,8 +24,8 @@ does the same within one call: the batch is m consecutive equal groups, each nor
 import torch
 from torch import Tensor, nn
 
-from .networks import _records_init_config
-from .arguments import OpenUnitInterval, PositiveFloat, PositiveInt
+from .networks import MinibatchDiscrimination, PerGeneratorLinear, _records_init_config
+from .arguments import NonNegativeInt, OpenUnitInterval, PositiveFloat, PositiveInt
 
 
 class BlocksBatchNorm1d(nn.Module):
@@ -78,7 +83,7 @@ class Maxout(nn.Module):
 
 def _normal_init(module: nn.Module, std: float) -> None:
     for m in module.modules():
-        if isinstance(m, nn.Linear):
+        if isinstance(m, (nn.Linear, PerGeneratorLinear)):
             nn.init.normal_(m.weight, 0.0, std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
@@ -89,26 +94,37 @@ class BatchNormMLPGenerator(nn.Module):
     """z (B, latent_dim) -> x (B, out_dim): [Linear (no bias) -> BlocksBatchNorm1d -> ReLU] x n_hidden -> Linear.
 
     Defaults are the PacGAN 2D generator: z 2-d, 4 hidden layers of 400, BatchNorm momentum 0.05 (running
-    value p <- 0.95 p + 0.05 batch value), weights N(0, init_std)."""
+    value p <- 0.95 p + 0.05 batch value), weights N(0, init_std). With `num_generators = K > 1` it is MGAN's
+    mixture of K generators sharing every layer but the first (its K maps, without bias, all before the shared
+    BatchNorm): `forward(z, index)` sends sample i through first layer `index[i]`."""
 
     def __init__(self, latent_dim: PositiveInt = 2, out_dim: PositiveInt = 2, hidden_dim: PositiveInt = 400,
                  n_hidden: PositiveInt = 4, bn_momentum: OpenUnitInterval = 0.05, bn_eps: PositiveFloat = 1e-4,
-                 init_std: PositiveFloat = 0.02):
+                 init_std: PositiveFloat = 0.02, num_generators: PositiveInt = 1):
         super().__init__()
         if n_hidden < 1 or hidden_dim < 1:
             raise ValueError(f"need n_hidden >= 1 and hidden_dim >= 1; got {n_hidden}, {hidden_dim}")
-        self.latent_dim, self.out_dim, self.num_generators = latent_dim, out_dim, 1
+        self.latent_dim, self.out_dim, self.num_generators = latent_dim, out_dim, num_generators
         layers: list[nn.Module] = []
         width = latent_dim
         for _ in range(n_hidden):
             layers += [nn.Linear(width, hidden_dim, bias=False), BlocksBatchNorm1d(hidden_dim, bn_momentum, bn_eps),
                        nn.ReLU()]
             width = hidden_dim
+        if num_generators > 1:
+            layers[0] = PerGeneratorLinear(latent_dim, hidden_dim, num_generators, bias=False)
         self.net = nn.Sequential(*layers, nn.Linear(width, out_dim))
         _normal_init(self, init_std)
 
     def forward(self, z: Tensor, index: Tensor | None = None) -> Tensor:
-        return self.net(z)
+        if self.num_generators == 1:
+            return self.net(z)
+        if index is None:
+            raise ValueError(f"this generator is a mixture of {self.num_generators}; pass index (B,) to forward")
+        h = self.net[0](z, index)
+        for layer in self.net[1:]:
+            h = layer(h)
+        return h
 
 
 @_records_init_config
@@ -116,10 +132,13 @@ class MaxoutDiscriminator(nn.Module):
     """x (B, in_dim) -> score (B,): [Maxout(units, pieces)] x n_hidden -> Linear(1), weights N(0, init_std).
 
     Defaults are the PacGAN 2D discriminator for one sample (in_dim 2): 3 maxout layers of 200 units, 5
-    pieces. With packing m, in_dim = 2 * m."""
+    pieces. With packing m, in_dim = 2 * m. With `minibatch_kernels > 0` a `MinibatchDiscrimination` layer
+    (Salimans et al. 2016) sits between the last maxout layer and the output, which then takes
+    hidden_dim + minibatch_kernels inputs; the layer keeps its own initialisation."""
 
     def __init__(self, in_dim: PositiveInt = 2, hidden_dim: PositiveInt = 200, n_hidden: PositiveInt = 3,
-                 pieces: PositiveInt = 5, init_std: PositiveFloat = 0.02):
+                 pieces: PositiveInt = 5, init_std: PositiveFloat = 0.02, minibatch_kernels: NonNegativeInt = 0,
+                 minibatch_kernel_dim: PositiveInt = 5):
         super().__init__()
         if n_hidden < 1 or hidden_dim < 1 or pieces < 1:
             raise ValueError(f"need n_hidden, hidden_dim and pieces >= 1; got {n_hidden}, {hidden_dim}, {pieces}")
@@ -130,7 +149,9 @@ class MaxoutDiscriminator(nn.Module):
             layers.append(Maxout(width, hidden_dim, pieces))
             width = hidden_dim
         self.trunk = nn.Sequential(*layers)
-        self.head = nn.Linear(width, 1)
+        self.minibatch = (MinibatchDiscrimination(width, minibatch_kernels, minibatch_kernel_dim)
+                          if minibatch_kernels > 0 else None)
+        self.head = nn.Linear(width + minibatch_kernels, 1)
         self.init_std = init_std
         _normal_init(self, init_std)
 
@@ -139,8 +160,8 @@ class MaxoutDiscriminator(nn.Module):
         return self.trunk(x.flatten(1))
 
     def score(self, features: Tensor) -> Tensor:
-        """Scores (B,) from `features(x)`."""
-        return self.head(features).squeeze(1)
+        """Scores (B,) from `features(x)` (through the minibatch layer, where there is one)."""
+        return self.head(features if self.minibatch is None else self.minibatch(features)).squeeze(1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.score(self.features(x))
@@ -148,3 +169,5 @@ class MaxoutDiscriminator(nn.Module):
     def reset_parameters(self) -> None:
         """Fresh random weights, drawn as at construction."""
         _normal_init(self, self.init_std)
+        if self.minibatch is not None:
+            self.minibatch.reset_parameters()

@@ -53,7 +53,7 @@ def test_every_experiment_yaml_runs_with_fast_dev_run(config):
 def test_every_benchmark_folder_has_every_model():
     """The tables of the first protocols have the seven models of the zoo, D2GAN and VEEGAN (the 2D ones PacGAN2, 3
     and 4 too, the image ones PacGAN2); ring8, grid25, the CPU Stacked MNIST and the VEEGAN-protocol tables the baseline with each remedy of the
-    base; the PacGAN-protocol tables all but MGAN and minibatch discrimination; the VEEGAN-protocol table the
+    base; the PacGAN-protocol tables the seven, D2GAN, PacGAN2-4 and VEEGAN; the VEEGAN-protocol table the
     baseline and VEEGAN; every config of every table is a model of MODELS (table_models says so)."""
     seven = {"gan", "wgan_gp", "unrolled_gan", "minibatch_gan", "mgan", "mdgan", "infogan"}
     remedies = {"gan_entropy", "gan_mode_seeking", "gan_d_skip", "gan_monitor"}
@@ -64,8 +64,8 @@ def test_every_benchmark_folder_has_every_model():
             extra |= remedies
         assert set(table_models(table)) == seven | extra, table
     for table in PACGAN_TABLES:
-        assert table_models(table) == ["gan", "wgan_gp", "unrolled_gan", "mdgan", "infogan", "d2gan", "pacgan2",
-                                       "pacgan3", "pacgan4", "veegan"], table  # MGAN, minibatch: see PROTOCOLS.md
+        assert table_models(table) == ["gan", "wgan_gp", "unrolled_gan", "minibatch_gan", "mgan", "mdgan", "infogan",
+                                       "d2gan", "pacgan2", "pacgan3", "pacgan4", "veegan"], table
     for table in VEEGAN_TABLES:
         assert table_models(table) == ["gan", "gan_entropy", "gan_mode_seeking", "gan_d_skip", "gan_monitor", "veegan"], table
 

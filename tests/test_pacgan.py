@@ -202,3 +202,69 @@ def test_pacgan_with_the_blocks_batchnorm_generator_trains_under_bf16_mixed():
     assert model.g_steps == 3 and all(torch.isfinite(p).all() for p in model.parameters())
     bn = next(m for m in model.generator.modules() if isinstance(m, BlocksBatchNorm1d))
     assert bn.running_mean.dtype == torch.float32 and torch.isfinite(bn.running_stdev).all()
+
+
+def test_the_mixture_generator_is_k_protocol_generators_sharing_all_but_their_first_layer():
+    """MGAN's form of the protocol's generator: in inference (BatchNorm on its running statistics, so rows do not
+    interact), sample i's output is that of a single protocol generator whose first layer is map index[i] and whose
+    other layers are the shared ones. Its first layers draw N(0, 0.02) as the rest; without an index it refuses."""
+    torch.manual_seed(0)
+    mixture = BatchNormMLPGenerator(hidden_dim=16, n_hidden=2, num_generators=3)
+    assert mixture.num_generators == 3 and mixture.net[0].bias is None
+    assert mixture.net[0].weight.std().item() == pytest.approx(0.02, rel=0.2)
+    mixture.train()
+    mixture(torch.randn(64, 2), torch.arange(64) % 3)  # running statistics away from their start
+    mixture.eval()
+    z, index = torch.randn(12, 2), torch.tensor([2, 0, 1, 1, 0, 2, 2, 2, 0, 1, 0, 1])
+    out = mixture(z, index)
+    single = BatchNormMLPGenerator(hidden_dim=16, n_hidden=2).eval()
+    shared = {k: v for k, v in mixture.state_dict().items() if not k.startswith("net.0.")}
+    for k in range(3):
+        single.load_state_dict({**shared, "net.0.weight": mixture.net[0].weight[k]})
+        rows = index == k
+        torch.testing.assert_close(out[rows], single(z[rows]), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="mixture of 3; pass index"):
+        mixture(z)
+
+
+def test_the_maxout_discriminator_s_minibatch_layer_matches_the_definition_pair_by_pair():
+    """With minibatch_kernels B: score = head([f, o]) with f the last maxout layer's output and
+    o_b(i) = sum_{j != i} exp(-||M_ib - M_jb||_1), M = f T (Salimans et al. 2016), computed here pair by pair in
+    float64; score(features(x)) == forward(x); a batch of one repeated point gives o = n - 1 in every kernel. Without
+    it the network and its state are the protocol's."""
+    torch.manual_seed(0)
+    d = MaxoutDiscriminator(in_dim=4, hidden_dim=6, n_hidden=2, pieces=3, minibatch_kernels=4, minibatch_kernel_dim=2)
+    x = torch.randn(5, 4)
+    f = d.features(x).double()
+    m = (f @ d.minibatch.T.double()).view(5, 4, 2)
+    o = torch.tensor([[sum(math.exp(-(m[i, b] - m[j, b]).abs().sum().item()) for j in range(5) if j != i)
+                       for b in range(4)] for i in range(5)], dtype=torch.float64)
+    expected = torch.cat([f, o], 1) @ d.head.weight.double().t() + d.head.bias.double()
+    torch.testing.assert_close(d(x).double(), expected.squeeze(1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(d.score(d.features(x)), d(x))
+    assert d.head.in_features == 6 + 4
+    same = d.minibatch(d.features(torch.ones(7, 4)))[:, 6:]
+    torch.testing.assert_close(same, torch.full((7, 4), 6.0))
+    plain = MaxoutDiscriminator(in_dim=4)
+    assert plain.minibatch is None and set(plain.state_dict()) == {
+        *(f"trunk.{i}.linear.{p}" for i in range(3) for p in ("weight", "bias")), "head.weight", "head.bias"}
+
+
+def test_mgan_and_minibatch_discrimination_train_on_the_protocol_networks():
+    """The two rows the PacGAN paper does not have, built from the protocol's networks: a few simultaneous steps
+    move every network, MGAN's classifier included."""
+    from models import MGAN, MinibatchDiscriminationGAN
+
+    torch.manual_seed(0)
+    for model in (MGAN(BatchNormMLPGenerator(hidden_dim=16, n_hidden=2, num_generators=4),
+                       MaxoutDiscriminator(hidden_dim=8), beta=0.01, simultaneous=True),
+                  MinibatchDiscriminationGAN(BatchNormMLPGenerator(hidden_dim=16, n_hidden=2),
+                                             MaxoutDiscriminator(hidden_dim=8, minibatch_kernels=3,
+                                                                 minibatch_kernel_dim=2), simultaneous=True)):
+        before = copy.deepcopy(model.state_dict())
+        quiet_trainer(max_steps=6, limit_val_batches=0).fit(model, datamodule=tiny_ring())
+        moved = {k.split(".")[0] for k, v in model.state_dict().items() if v.is_floating_point()
+                 and not torch.equal(v, before[k])}
+        assert {"generator", "discriminator"} <= moved and model.g_steps == 3, (type(model).__name__, moved)
+        if isinstance(model, MGAN):
+            assert "classifier" in moved

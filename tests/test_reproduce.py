@@ -197,6 +197,9 @@ def test_an_argument_added_later_to_a_network_leaves_the_keys_of_runs_from_befor
     networks[0]["weight_init"] = "torch"
     networks[1]["simultaneous"] = False  # "*" entries are the model's own arguments, not its networks'
     assert configs.run_key(resolved) != configs.run_key(before)
+    # the PacGAN-protocol runs trained before the protocol networks' MGAN and minibatch options keep their folders
+    for model, key in (("gan", "2e23b2886c3a"), ("pacgan2", "5282d2176180")):
+        assert runner.Run("ring8_pacgan", model, 0, ROOT / "experiments" / "ring8_pacgan" / f"{model}.yaml").key == key
 
 
 def test_an_argument_added_later_to_a_callback_leaves_the_keys_of_runs_from_before_it():
