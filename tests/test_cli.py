@@ -56,7 +56,7 @@ def test_every_benchmark_folder_has_every_model():
     base; the PacGAN-protocol tables the seven, D2GAN, PacGAN2-4 and VEEGAN; the VEEGAN-protocol table the
     baseline and VEEGAN; every config of every table is a model of MODELS (table_models says so)."""
     seven = {"gan", "wgan_gp", "unrolled_gan", "minibatch_gan", "mgan", "mdgan", "infogan"}
-    remedies = {"gan_entropy", "gan_mode_seeking", "gan_d_skip", "gan_monitor"}
+    remedies = {"gan_entropy", "gan_mode_seeking", "gan_d_skip", "gan_ttur", "gan_monitor"}
     assert set(REMEDIES) == remedies
     for table in TABLES:
         extra = {"d2gan", "veegan", "pacgan2", "pacgan3", "pacgan4"}
@@ -67,7 +67,8 @@ def test_every_benchmark_folder_has_every_model():
         assert table_models(table) == ["gan", "wgan_gp", "unrolled_gan", "minibatch_gan", "mgan", "mdgan", "infogan",
                                        "d2gan", "pacgan2", "pacgan3", "pacgan4", "veegan"], table
     for table in VEEGAN_TABLES:
-        assert table_models(table) == ["gan", "gan_entropy", "gan_mode_seeking", "gan_d_skip", "gan_monitor", "veegan"], table
+        assert table_models(table) == ["gan", "gan_entropy", "gan_mode_seeking", "gan_d_skip", "gan_ttur", "gan_monitor",
+                                       "veegan"], table
 
 
 @pytest.fixture
