@@ -299,9 +299,11 @@ def _thread_counts(results: list[dict]) -> dict[str, int]:
 
 
 def table_header(table: str, seeds: list[int], models: list[str], out: Path, overrides: list[str], report_only: bool,
-                 results: list[dict], current: str, missing: list[str], table_models: Optional[list[str]] = None) -> str:
+                 results: list[dict], current: str, missing: list[str], table_models: Optional[list[str]] = None,
+                 in_progress: Optional[dict[str, str]] = None) -> str:
     """The paragraph under the table's title: the command that writes it, the commits, machine and thread counts
-    of its runs, whether they were trained by the current code (hash `current`), and the runs not trained yet."""
+    of its runs, whether they were trained by the current code (hash `current`), the runs not trained yet and, of
+    those, the interrupted ones with how far they got (`in_progress`: {run: runner.interrupted_summary})."""
     n_stale = sum(code_state(r, current) != "current" for r in results if r["status"] == "ok")
     thread_counts = _thread_counts(results)
     seed_args = f"--seeds {len(seeds)}" if seeds == list(range(len(seeds))) else f"--seed-list {','.join(map(str, seeds))}"
@@ -310,13 +312,18 @@ def table_header(table: str, seeds: list[int], models: list[str], out: Path, ove
             + (f" --out {shown_path(out)}" if out != (ROOT / "results" / table).resolve() else "")
             + "".join(f" --set {a[2:]}={b}" for a, b in zip(overrides[::2], overrides[1::2]))
             + (" --report-only" if report_only else "") + "`. "
-            + f"Runs trained at commit {', '.join(sorted({r.get('commit') or 'unknown' for r in results}))}; "
+            + (f"Runs trained at commit {', '.join(sorted({r.get('commit') or 'unknown' for r in results}))}; "
+               if results else "No run finished yet; ")
             + f"table written at commit {commit()}; {_machine()}. "
-            + "Threads per run: " + "; ".join(f"{label} ({n} run{'s' if n > 1 else ''})" for label, n in thread_counts.items())
-            + f". Code: hash {current}; "
-            + (f"{n_stale} of {sum(r['status'] == 'ok' for r in results)} runs stale (see the code column)."
-               if n_stale else "every run trained (or re-stamped) with it.")
-            + (f" Not run yet ({len(missing)}): {', '.join(missing)}." if missing else ""))
+            + ("Threads per run: " + "; ".join(f"{label} ({n} run{'s' if n > 1 else ''})"
+                                               for label, n in thread_counts.items()) + ". " if thread_counts else "")
+            + f"Code: hash {current}"
+            + (f"; {n_stale} of {sum(r['status'] == 'ok' for r in results)} runs stale (see the code column)."
+               if n_stale else "; every run trained (or re-stamped) with it." if thread_counts else ".")
+            + (f" Not run yet ({len(missing)}): {', '.join(missing)}." if missing else "")
+            + (f" Of those, interrupted and to be continued with the code they started with ({len(in_progress)}): "
+               + "; ".join(f"{name} {summary}" for name, summary in in_progress.items()) + "."
+               if in_progress else ""))
 
 
 def write_table(table: str, out: Path, results: list[dict], pub: dict, header_text: str, current: str,

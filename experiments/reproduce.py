@@ -171,8 +171,10 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
                  if restamp is not None else [])
 
     ordered = [results[r.name] for r in runs if r.name in results]
+    in_progress = {run.name: summary for run in runs if run.name in missing
+                   for summary in [runner.interrupted_summary(run.folder(out))] if summary}
     header = report.table_header(table, seeds, models, out, overrides, report_only, ordered, current, missing,
-                                 table_models(table, runner.EXPERIMENTS))
+                                 table_models(table, runner.EXPERIMENTS), in_progress)
     rows, written = report.write_table(table, out, ordered, report.published(table, runner.EXPERIMENTS), header,
                                        current, use_wandb)
     echo("wrote " + ", ".join(map(str, written)))

@@ -179,6 +179,21 @@ def interrupted(folder: Path) -> bool:
             and any(folder.glob("runs/*/version_*/checkpoints/last.ckpt")))
 
 
+def interrupted_summary(folder: Path) -> Optional[str]:
+    """For an interrupted run (see interrupted): how far it got and with which code, e.g. "at generator step 266,000
+    (its last evaluation), code 81e4f4bedc2c of commit 7adaecb"; None for any other run."""
+    if not interrupted(folder):
+        return None
+    try:
+        attempt = json.loads((folder / ATTEMPT_FILE).read_text())
+    except (OSError, ValueError):
+        attempt = {}
+    records = _records(folder)
+    history = ((read_record(records[-1].parent) if records else None) or {}).get("history") or []
+    step = f"at generator step {history[-1]['g_step']:,} (its last evaluation)" if history else "before its first evaluation"
+    return f"{step}, code {attempt.get('code_hash', 'unknown')} of commit {attempt.get('commit', 'unknown')}"
+
+
 # What an interrupted run needs to continue elsewhere (another machine, a fresh clone), besides its last.ckpt: the
 # attempt (code, threads, libraries it started with), its log, and per run folder the run record (whose history the
 # continued fit extends), the configs, the metrics so far and the W&B run id it continues. Sample images, W&B files

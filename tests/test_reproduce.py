@@ -690,6 +690,24 @@ def test_interrupted_files_lists_only_interrupted_runs_and_trains_nothing(tmp_pa
     assert not list(tmp_path.glob("*.md"))
 
 
+def test_a_table_says_how_far_its_interrupted_runs_got_and_with_which_code(tmp_path):
+    """--report-only lists an interrupted run among those not run yet with its last evaluation's generator step
+    and the code and commit it started with (the ones it must be continued with); no finished run: it says so."""
+    (run,) = runner.plan("ring8", ["gan"], [0], [])
+    version = run.folder(tmp_path) / "runs" / "ring8-gan" / "version_0"
+    (version / "checkpoints").mkdir(parents=True)
+    (version / "checkpoints" / "last.ckpt").write_text("x")
+    (version / "run.json").write_text(json.dumps({"status": "interrupted", "history": [{"g_step": 1000},
+                                                                                        {"g_step": 123456}]}))
+    (run.folder(tmp_path) / runner.ATTEMPT_FILE).write_text(json.dumps({"code_hash": "aaaaaaaaaaaa", "commit": "abc1234"}))
+    reproduce.main(["ring8", "--seed-list", "0,1", "--models", "gan", "--out", str(tmp_path), "--report-only"])
+    header = (tmp_path / "ring8.md").read_text().splitlines()[2]
+    assert "No run finished yet; table written at commit" in header and "Threads per run" not in header
+    assert header.endswith("Not run yet (2): gan/seed0, gan/seed1. Of those, interrupted and to be continued with the "
+                           "code they started with (1): gan/seed0 at generator step 123,456 (its last evaluation), "
+                           "code aaaaaaaaaaaa of commit abc1234.")
+
+
 def test_an_interrupted_run_of_other_code_starts_again(tmp_path):
     """An interrupted attempt whose code hash, threads or library versions differ from the current ones is not
     continued: its run folders are removed and the run trains from the start."""
