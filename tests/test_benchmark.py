@@ -42,3 +42,25 @@ def test_offline_32px_image_benchmark(tmp_path, monkeypatch):
     assert rows[0]["model"] == "GAN" and rows[0]["lightning_ms_batch"] > 0 and rows[0]["eval_every"] == 7810
     # Inception FID needs weights that an offline machine cannot download: the row says so
     assert math.isfinite(rows[0]["eval_pct"]) or "Inception" in rows[0]["eval_note"]
+
+
+def test_the_gpu_check_script_runs_its_steps_and_sums_up_on_cpu(tmp_path):
+    """experiments/gpu_check.sh, the one script for a lent GPU, as a CPU dry run: two runs sharing the device
+    finish and its summary gives their generator updates per second (per run and summed)."""
+    import json
+    import os
+    import re
+    import subprocess
+
+    env = {**os.environ, "OUT": str(tmp_path / "check"), "ACCELERATOR": "cpu", "BENCH": "0", "COUNTS": "2",
+           "STEPS": "20", "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    done = subprocess.run(["bash", str(ROOT / "experiments" / "gpu_check.sh")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = re.search(r"^\| 2 \| 2 of 2 \| ([0-9.]+) \| ([0-9.]+) \|$", (tmp_path / "check" / "summary.md").read_text(), re.M)
+    assert row, done.stdout
+    results = [json.loads(p.read_text()) for p in (tmp_path / "check" / "shared_2").glob("runs/gan/*/result.json")]
+    assert sorted(r["seed"] for r in results) == [0, 1] and all(r["g_steps"] == 20 for r in results)
+    rates = [r["g_steps"] / r["wall_s"] for r in results]
+    assert float(row.group(1)) == pytest.approx(sum(rates) / 2, abs=0.05)
+    assert float(row.group(2)) == pytest.approx(sum(rates), abs=0.05)
