@@ -7,14 +7,14 @@
 # 2. Several runs sharing the device (the runner's --jobs on one GPU): the PacGAN-protocol GAN, N runs at once for
 #    N in $COUNTS, $STEPS generator steps each (wall time includes each run's start); generator updates per second
 #    per run and for the device, from the runs' result.json.
-# Settings by environment: OUT, COUNTS (default "1 4 8 16"), STEPS (default 20000), CHUNKS / CHUNK (benchmark.py
+# Settings by environment: OUT, COUNTS (default "1 4 16"), STEPS (default 10000), CHUNKS / CHUNK (benchmark.py
 # sizes, default 4 / 40), BENCH (0 skips part 1), ACCELERATOR (default gpu; cpu runs the same steps, small, as a
 # dry run: ACCELERATOR=cpu BENCH=0 COUNTS="1 2" STEPS=200 bash experiments/gpu_check.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_check}
-COUNTS=${COUNTS:-"1 4 8 16"}
-STEPS=${STEPS:-20000}
+COUNTS=${COUNTS:-"1 4 16"}
+STEPS=${STEPS:-10000}
 CHUNKS=${CHUNKS:-4}
 CHUNK=${CHUNK:-40}
 ACCELERATOR=${ACCELERATOR:-gpu}
