@@ -238,6 +238,19 @@ class PerGeneratorLinear(nn.Module):
         return out
 
 
+def mixture_forward(net: nn.Sequential, num_generators: int, z: Tensor, index: Tensor | None) -> Tensor:
+    """A generator network's forward pass whose first layer is a `PerGeneratorLinear` when num_generators > 1 (MGAN's
+    mixture: sample i through first layer index[i], the rest shared); a plain pass otherwise."""
+    if num_generators == 1:
+        return net(z)
+    if index is None:
+        raise ValueError(f"this generator is a mixture of {num_generators}; pass index (B,) to forward")
+    h = net[0](z, index)
+    for layer in net[1:]:
+        h = layer(h)
+    return h
+
+
 @runtime_checkable
 class TrunkDiscriminator(Protocol):
     """A discriminator whose trunk other heads can share (MGAN's classifier, InfoGAN's Q):
@@ -286,14 +299,7 @@ class MLPGenerator(nn.Module):
             _init_linears(self, weight_init)
 
     def forward(self, z: Tensor, index: Tensor | None = None) -> Tensor:
-        if self.num_generators == 1:
-            return self.net(z)
-        if index is None:
-            raise ValueError(f"this generator is a mixture of {self.num_generators}; pass index (B,) to forward")
-        h = self.net[0](z, index)
-        for layer in self.net[1:]:
-            h = layer(h)
-        return h
+        return mixture_forward(self.net, self.num_generators, z, index)
 
 
 @_records_init_config

@@ -24,7 +24,7 @@ does the same within one call: the batch is m consecutive equal groups, each nor
 import torch
 from torch import Tensor, nn
 
-from .networks import MinibatchDiscrimination, PerGeneratorLinear, _records_init_config
+from .networks import MinibatchDiscrimination, PerGeneratorLinear, _records_init_config, mixture_forward
 from .arguments import NonNegativeInt, OpenUnitInterval, PositiveFloat, PositiveInt
 
 
@@ -117,14 +117,7 @@ class BatchNormMLPGenerator(nn.Module):
         _normal_init(self, init_std)
 
     def forward(self, z: Tensor, index: Tensor | None = None) -> Tensor:
-        if self.num_generators == 1:
-            return self.net(z)
-        if index is None:
-            raise ValueError(f"this generator is a mixture of {self.num_generators}; pass index (B,) to forward")
-        h = self.net[0](z, index)
-        for layer in self.net[1:]:
-            h = layer(h)
-        return h
+        return mixture_forward(self.net, self.num_generators, z, index)
 
 
 @_records_init_config
