@@ -88,9 +88,10 @@ def published_comparison(rows: list[dict], metrics: list[str], published: list[d
                          standard_errors: dict[str, int]) -> list[str]:
     """Markdown lines comparing each of our rows with the published figures of its method whose "±" is a standard
     error over runs (their source is in `standard_errors`, {source name: runs}): per metric our mean and standard
-    error (sample std / sqrt(seeds)), the published value and standard error, the difference and z = difference /
-    sqrt(ours² + published²) (with one seed, published² alone), and whether |z| <= Z_WITHIN. Empty when no row has
-    such a figure. z is a rough guide, not a test: a standard error from a few seeds is itself uncertain."""
+    error (sample std / sqrt(seeds); with one seed, or a std of 0, the published runs' std, their s.e. x
+    sqrt(runs), over sqrt(seeds)), the published value and standard error, the difference and z = difference /
+    sqrt(ours² + published²), and whether |z| <= Z_WITHIN. Empty when no row has such a figure. z is a rough guide,
+    not a test: a standard error from a few seeds is itself uncertain."""
     lines = []
     for row in rows:
         for pub in published:
@@ -103,21 +104,26 @@ def published_comparison(rows: list[dict], metrics: list[str], published: list[d
                 n = row.get(f"{metric}_seeds", row["seeds"])
                 if value is None or error is None or not n or math.isnan(mean):
                     continue
-                ours = std / math.sqrt(n) if n > 1 else None
-                combined = math.sqrt((ours or 0.0) ** 2 + error ** 2)
+                # a spread of ours we can use: the seeds' std; with one seed, or seeds that all agree (8 of 8 modes
+                # every time), the published runs' own spread instead (their s.e. x sqrt(runs))
+                own = n > 1 and std > 0
+                ours = (std if own else error * math.sqrt(runs)) / math.sqrt(n)
+                combined = math.sqrt(ours ** 2 + error ** 2)
                 z = (mean - value) / combined if combined > 0 else (0.0 if mean == value else math.inf)
                 digits = 3 if metric == "kl" else 1
                 lines.append("| " + " | ".join([
                     row["label"], f"{pub['method']} ({source_name(pub['source'])}, {runs} runs)",
                     METRIC_LABELS.get(metric, metric),
-                    f"{mean:.{digits}f} ± {ours:.{digits}f} ({n} seeds)" if ours is not None else
-                    f"{mean:.{digits}f} (1 seed: no standard error)",
+                    f"{mean:.{digits}f} ± {ours:.{digits}f} ({n} seeds)" if own else
+                    f"{mean:.{digits}f} ± {ours:.{digits}f} ({n} seed{'s' if n > 1 else ''}; s.e. from the published "
+                    f"runs' spread)",
                     str(pub[metric]), f"{mean - value:+.{digits}f}", f"{z:+.1f}",
                     ("yes" if abs(z) <= Z_WITHIN else "no")]) + " |")
     if not lines:
         return []
     return ["", f"Against the published figures whose ± is a standard error over runs: z = (ours - published) / "
-                f"sqrt(ours' s.e.² + published s.e.²), ours' s.e. = sample std / sqrt(seeds) (a single seed adds none); "
+                f"sqrt(ours' s.e.² + published s.e.²), ours' s.e. = sample std / sqrt(seeds) (for one seed, or seeds that all "
+                f"agree, the published runs' std, s.e. x sqrt(runs), stands in for ours); "
                 f"\"within\" = |z| <= {Z_WITHIN:g}. A rough guide, not a test: a few seeds' s.e. is itself uncertain.", "",
             "| ours | published | metric | ours (mean ± s.e.) | published (± s.e.) | difference | z | within |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |", *lines]

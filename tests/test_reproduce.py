@@ -65,8 +65,9 @@ def test_published_numbers_are_data_with_sources():
 def test_the_table_says_how_far_ours_is_from_a_published_mean_in_standard_errors():
     """Worked by hand: GAN modes 7.0 ± 1.0 over 4 seeds (s.e. 0.5) against 6.3 ± 0.5 (s.e.): z = 0.7 / sqrt(0.5)
     = 0.99, within; KL 0.25 ± 0.02 over 4 seeds (s.e. 0.01) against 0.45 ± 0.09: z = -0.2 / sqrt(0.0082) = -2.21,
-    not within; one seed of PacGAN2 at 8 modes against 7.9 ± 0.1: z = 1.0 on the published s.e. alone. Sources
-    whose ± is not a standard error over runs, and metrics we lack, are left out."""
+    not within; one seed of PacGAN2 at 8 modes against 7.9 ± 0.1 over 10 runs: their runs' std 0.1 sqrt(10) = 0.316
+    stands in for our seed's, z = 0.1 / sqrt(0.1 + 0.01) = 0.30. Sources whose ± is not a standard error over runs,
+    and metrics we lack, are left out."""
     def row(model, label, seeds, **metrics):
         return {"model": model, "label": label, "seeds": seeds, **metrics,
                 **{f"{m}_seeds": seeds for m in metrics}}
@@ -83,8 +84,14 @@ def test_the_table_says_how_far_ours_is_from_a_published_mean_in_standard_errors
     assert cells == [
         ["GAN", "GAN (PacGAN Table 1, 10 runs)", "modes", "7.0 ± 0.5 (4 seeds)", "6.3 ± 0.5", "+0.7", "+1.0", "yes"],
         ["GAN", "GAN (PacGAN Table 1, 10 runs)", "KL", "0.250 ± 0.010 (4 seeds)", "0.45 ± 0.09", "-0.200", "-2.2", "no"],
-        ["PacGAN2", "PacGAN2 (PacGAN Table 1, 10 runs)", "modes", "8.0 (1 seed: no standard error)", "7.9 ± 0.1",
-         "+0.1", "+1.0", "yes"]]
+        ["PacGAN2", "PacGAN2 (PacGAN Table 1, 10 runs)", "modes", "8.0 ± 0.3 (1 seed; s.e. from the published runs' "
+         "spread)", "7.9 ± 0.1", "+0.1", "+0.3", "yes"]]
+    # three seeds that all reach 8 modes: the published runs' std over sqrt(3), 0.183, z = 0.2 / sqrt(0.0333 + 0.01)
+    agree = report.published_comparison([row("pacgan3", "PacGAN3", 3, modes=(8.0, 0.0))], ["modes"],
+                                        [{"method": "PacGAN3", "modes": "7.8 ± 0.1", "source": "PacGAN Table 1"}],
+                                        {"PacGAN Table 1": 10})
+    assert agree[-1] == ("| PacGAN3 | PacGAN3 (PacGAN Table 1, 10 runs) | modes | 8.0 ± 0.2 (3 seeds; s.e. from the "
+                         "published runs' spread) | 7.8 ± 0.1 | +0.2 | +1.0 | yes |")
     assert report.published_comparison(rows, ["modes"], published, {}) == []  # no source with standard errors
     with pytest.raises(ValueError, match="GAN's modes 'about 6' is not a number"):
         report.published_comparison(rows, ["modes"], [{**published[0], "modes": "about 6"}], {"PacGAN Table 1": 10})
