@@ -79,17 +79,19 @@ def _changes_since(commit_text: str, root: str, tree_hash: str) -> Optional[list
             return None
         return done.stdout if done.returncode == 0 else None
 
-    diff = git("diff", "--numstat", commit_text, "--", *CODE_DIRS, *CODE_FILES)
-    untracked = git("ls-files", "--others", "--exclude-standard", "--", *CODE_DIRS)
+    # renames as a deletion and an addition; NUL-separated, so no path is quoted or split; untracked files ignored
+    # by git too, since the hash reads every *.py file
+    diff = git("diff", "--numstat", "--no-renames", "-z", commit_text, "--", *CODE_DIRS, *CODE_FILES)
+    untracked = git("ls-files", "-z", "--others", "--", *CODE_DIRS)
     if diff is None or untracked is None:
         return None
     changes = []
-    for line in diff.splitlines():
-        added, deleted, path = line.split("\t", 2)
+    for entry in filter(None, diff.split("\0")):
+        added, deleted, path = entry.split("\t", 2)
         if path.endswith(".py"):
             changes.append(f"{path} (+{added} -{deleted})")
-    for path in untracked.split():
-        if path.endswith(".py"):
+    for path in filter(None, untracked.split("\0")):
+        if path.endswith(".py") and "__pycache__" not in path:
             lines = len((Path(root) / path).read_text(errors="replace").splitlines())
             changes.append(f"{path} (+{lines} -0, untracked)")
     return changes

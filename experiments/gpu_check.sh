@@ -13,14 +13,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_check}
-COUNTS=${COUNTS:-"1 4 16"}
+COUNTS=${COUNTS-"1 4 16"}   # COUNTS="" runs no shared runs
 STEPS=${STEPS:-10000}
 CHUNKS=${CHUNKS:-4}
 CHUNK=${CHUNK:-40}
 ACCELERATOR=${ACCELERATOR:-gpu}
 BENCH=${BENCH:-1}
 mkdir -p "$OUT"
-[ "$ACCELERATOR" = gpu ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/device.csv" || true
+rm -f "$OUT/device.csv"
+if [ "$ACCELERATOR" = gpu ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/device.tmp"; then
+  mv "$OUT/device.tmp" "$OUT/device.csv"
+fi
+rm -f "$OUT/device.tmp"
 
 bench() {  # name, then benchmark.py arguments
   local name=$1; shift
@@ -39,6 +43,7 @@ fi
 
 GPUS=1; [ "$ACCELERATOR" = cpu ] && GPUS=0
 for n in $COUNTS; do
+  rm -rf "$OUT/shared_$n"  # an earlier check's runs (other steps or device) would be read back as cached
   python experiments/reproduce.py ring8_pacgan --models gan --seeds "$n" --jobs "$n" --gpus-per-run "$GPUS" \
     --set trainer.max_steps=$((2 * STEPS)) --set trainer.accelerator="$ACCELERATOR" --progress-every 600 \
     --out "$OUT/shared_$n" > "$OUT/shared_$n.log" 2>&1 || echo "$n runs at once failed: see $OUT/shared_$n.log"
@@ -51,7 +56,7 @@ from pathlib import Path
 out, counts = Path(sys.argv[1]), [int(n) for n in sys.argv[2].split()]
 lines = ["# GPU check", ""]
 device = out / "device.csv"
-if device.exists():
+if device.exists() and device.read_text().strip():
     lines += ["Device: " + device.read_text().strip().splitlines()[-1], ""]
 for table in sorted(out.glob("bench_*.md")):
     lines += [f"## {table.stem.removeprefix('bench_')}", "", table.read_text().strip(), ""]

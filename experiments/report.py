@@ -163,7 +163,9 @@ def changes_note(entry: dict, state: str, code: list[dict]) -> Optional[str]:
             continue
         which = f"code {entry['code_hash']}" if state == "stale" else f"commit {commit_text}"
         if not changes:
-            return f"{which}: no file git tracks changed since commit {commit_text} (the hash differs by files it does not)"
+            return (f"{which}: no hashed file changed since commit {commit_text}" +
+                    (" (the hash differs by files git does not track)" if state == "stale" else
+                     " (its code was not recorded; it is likely the current one)"))
         lines = sum(int(n) for c in changes for n in re.findall(r"[+-](\d+)", c))
         shown = sorted(changes, key=lambda c: -sum(int(n) for n in re.findall(r"[+-](\d+)", c)))[:CHANGES_SHOWN]
         return (f"{which}: since commit {commit_text} the hashed code changed in {len(changes)} file"

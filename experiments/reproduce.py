@@ -186,8 +186,12 @@ def interrupted_files(table: str, seeds: list[int], models: list[str], out: Path
                       echo=print) -> list[Path]:
     """Echoes (relative to the working directory where they are under it) and returns the files the interrupted
     runs among the table's `models` x `seeds` need to continue elsewhere (runner.carried_files)."""
-    files = [f for run in runner.plan(table, models, seeds, overrides)
-             for f in runner.carried_files(run.folder(Path(out).resolve()))]
+    runs = runner.plan(table, models, seeds, overrides)
+    training = [run.name for run in runs if runner.interrupted(run.folder(Path(out).resolve()))
+                and runner.live(run.folder(Path(out).resolve()))]
+    if training:
+        print(f"left out, still training (stop them first): {', '.join(training)}", file=sys.stderr)
+    files = [f for run in runs for f in runner.carried_files(run.folder(Path(out).resolve()))]
     for f in files:
         echo(str(f.relative_to(Path.cwd())) if f.is_relative_to(Path.cwd()) else str(f))
     return files

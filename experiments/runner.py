@@ -13,6 +13,7 @@ import queue
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -179,9 +180,35 @@ def interrupted(folder: Path) -> bool:
             and any(folder.glob("runs/*/version_*/checkpoints/last.ckpt")))
 
 
+LIVE_WITHIN_S = 600.0  # a run whose record says "running" and was written this recently is taken to be training
+
+
+def live(folder: Path, within_s: float = LIVE_WITHIN_S) -> bool:
+    """Whether the run in `folder` looks like it is training now (in another invocation, here or elsewhere): on the
+    host its attempt names, whether the runner process it names is alive; otherwise whether its newest run record
+    says status "running" and was written within `within_s` seconds (records are rewritten every few seconds and at
+    every evaluation). An interrupted run (see interrupted) that is live is not to be copied or continued."""
+    try:
+        attempt = json.loads((folder / ATTEMPT_FILE).read_text())
+    except (OSError, ValueError):
+        attempt = {}
+    if attempt.get("host") == socket.gethostname() and isinstance(attempt.get("pid"), int):
+        try:
+            os.kill(attempt["pid"], 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    records = _records(folder)
+    record = read_record(records[-1].parent) if records else None
+    return bool(record and record.get("status") == "running" and time.time() - record.get("updated", 0) < within_s)
+
+
 def interrupted_summary(folder: Path) -> Optional[str]:
     """For an interrupted run (see interrupted): how far it got and with which code, e.g. "at generator step 266,000
-    (its last evaluation), code 81e4f4bedc2c of commit 7adaecb"; None for any other run."""
+    (its last evaluation), code 81e4f4bedc2c of commit 7adaecb", or for one that is still training (see live) "still
+    training, at ..."; None for any other run."""
     if not interrupted(folder):
         return None
     try:
@@ -191,7 +218,8 @@ def interrupted_summary(folder: Path) -> Optional[str]:
     records = _records(folder)
     history = ((read_record(records[-1].parent) if records else None) or {}).get("history") or []
     step = f"at generator step {history[-1]['g_step']:,} (its last evaluation)" if history else "before its first evaluation"
-    return f"{step}, code {attempt.get('code_hash', 'unknown')} of commit {attempt.get('commit', 'unknown')}"
+    return (("still training, " if live(folder) else "") +
+            f"{step}, code {attempt.get('code_hash', 'unknown')} of commit {attempt.get('commit', 'unknown')}")
 
 
 # What an interrupted run needs to continue elsewhere (another machine, a fresh clone), besides its last.ckpt: the
@@ -204,9 +232,10 @@ CARRIED = ("run.json", "config.yaml", "hparams.yaml", "metrics.csv", "wandb_run_
 def carried_files(folder: Path) -> list[Path]:
     """The files of the interrupted run in `folder` (see interrupted) that another machine needs to continue it
     where it stopped, with the same code, threads and library versions (see resumable): copied to the same place
-    under the other machine's --out, the next invocation there continues the run. Empty for a run that is not
-    interrupted."""
-    if not interrupted(folder):
+    under the other machine's --out, the next invocation there continues the run (on the same kind of device: the
+    stamp does not record the hardware, whose kernels change the arithmetic). Empty for a run that is not
+    interrupted, or is still training (see live: its checkpoint may be half written)."""
+    if not interrupted(folder) or live(folder):
         return []
     files = [folder / ATTEMPT_FILE, *[f for f in [folder / "train.log"] if f.is_file()]]
     for version in sorted(folder.glob("runs/*/version_*")):
@@ -313,7 +342,8 @@ def execute(run: Run, out: Path, env: dict[str, str], folder: Optional[Path] = N
     attempts = prepare_attempt(folder, stamp)
     command = run.command() + (["--ckpt_path", "last"] if attempts else [])
     start = time.time()
-    (folder / ATTEMPT_FILE).write_text(json.dumps({**stamp, "start": start, "attempts": attempts or []}, indent=1))
+    (folder / ATTEMPT_FILE).write_text(json.dumps({**stamp, "start": start, "attempts": attempts or [],
+                                                   "host": socket.gethostname(), "pid": os.getpid()}, indent=1))
     with open(log_path, "a" if attempts else "w") as log:
         if attempts:
             log.write(f"\n==== continuing the interrupted attempt (it reached step {attempts[-1]['reached_step']}) "

@@ -487,6 +487,9 @@ def test_a_stale_row_names_the_hashed_files_changed_since_its_commit(tmp_path, m
     assert notes == [f"code aaaaaaaaaaaa: since commit {first} the hashed code changed in 2 files (2 lines added or "
                      f"removed), most in models/a.py (+1 -0), models/b.py (+1 -0, untracked)"]
     assert report.code_cell(code, cache.code_hash(tmp_path)) == "stale (code aaaaaaaaaaaa)"  # the CSV: no notes
+    git("mv", "datamodules/d.py", "datamodules/e.py")  # a rename: a deletion and an addition, not lost
+    assert cache.changes_since(first, tmp_path) == ["datamodules/d.py (+0 -1)", "datamodules/e.py (+1 -0)",
+                                                    "models/a.py (+1 -0)", "models/b.py (+1 -0, untracked)"]
 
 
 def test_cached_runs_trained_by_other_code_are_reused_and_marked_stale(tmp_path, stamped):
@@ -713,6 +716,34 @@ def test_a_table_says_how_far_its_interrupted_runs_got_and_with_which_code(tmp_p
     assert header.endswith("Not run yet (2): gan/seed0, gan/seed1. Of those, interrupted and to be continued with the "
                            "code they started with (1): gan/seed0 at generator step 123,456 (its last evaluation), "
                            "code aaaaaaaaaaaa of commit abc1234.")
+
+
+def test_a_run_still_training_is_told_apart_from_an_interrupted_one(tmp_path):
+    """On the attempt's host, the runner process it names decides (alive: training; gone: interrupted); without
+    one, a record saying "running" written in the last minutes. A live run's files are not listed for copying."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    version = tmp_path / "runs" / "ring8-gan" / "version_0"
+    (version / "checkpoints").mkdir(parents=True)
+    (version / "checkpoints" / "last.ckpt").write_text("x")
+    record = {"status": "running", "updated": time.time(), "history": [{"g_step": 10}]}
+    (version / "run.json").write_text(json.dumps(record))
+    attempt = tmp_path / runner.ATTEMPT_FILE
+    attempt.write_text(json.dumps({"code_hash": "a", "commit": "b"}))
+    assert runner.live(tmp_path) and runner.carried_files(tmp_path) == []
+    assert runner.interrupted_summary(tmp_path).startswith("still training, at generator step 10")
+    (version / "run.json").write_text(json.dumps({**record, "updated": time.time() - 2 * runner.LIVE_WITHIN_S}))
+    assert not runner.live(tmp_path) and runner.carried_files(tmp_path)
+    attempt.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))  # this process: alive
+    assert runner.live(tmp_path)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    attempt.write_text(json.dumps({"host": socket.gethostname(), "pid": int(gone.stdout)}))
+    (version / "run.json").write_text(json.dumps(record))  # a record that looks fresh, but its runner is gone
+    assert not runner.live(tmp_path) and runner.carried_files(tmp_path)
 
 
 def test_an_interrupted_run_of_other_code_starts_again(tmp_path):
