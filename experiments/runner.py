@@ -180,6 +180,14 @@ def interrupted(folder: Path) -> bool:
             and any(folder.glob("runs/*/version_*/checkpoints/last.ckpt")))
 
 
+def _attempt(folder: Path) -> Optional[dict]:
+    """The attempt.json of a run's folder, or None where there is none or it cannot be read."""
+    try:
+        return json.loads((folder / ATTEMPT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 LIVE_WITHIN_S = 600.0  # a run whose record says "running" and was written this recently is taken to be training
 
 
@@ -188,10 +196,7 @@ def live(folder: Path, within_s: float = LIVE_WITHIN_S) -> bool:
     host its attempt names, whether the runner process it names is alive; otherwise whether its newest run record
     says status "running" and was written within `within_s` seconds (records are rewritten every few seconds and at
     every evaluation). An interrupted run (see interrupted) that is live is not to be copied or continued."""
-    try:
-        attempt = json.loads((folder / ATTEMPT_FILE).read_text())
-    except (OSError, ValueError):
-        attempt = {}
+    attempt = _attempt(folder) or {}
     if attempt.get("host") == socket.gethostname() and isinstance(attempt.get("pid"), int):
         try:
             os.kill(attempt["pid"], 0)
@@ -211,10 +216,7 @@ def interrupted_summary(folder: Path) -> Optional[str]:
     training, at ..."; None for any other run."""
     if not interrupted(folder):
         return None
-    try:
-        attempt = json.loads((folder / ATTEMPT_FILE).read_text())
-    except (OSError, ValueError):
-        attempt = {}
+    attempt = _attempt(folder) or {}
     records = _records(folder)
     history = ((read_record(records[-1].parent) if records else None) or {}).get("history") or []
     step = f"at generator step {history[-1]['g_step']:,} (its last evaluation)" if history else "before its first evaluation"
@@ -267,9 +269,8 @@ def resumable(folder: Path, stamp: dict) -> Optional[dict]:
     epoch end)."""
     if not interrupted(folder):
         return None
-    try:
-        attempt = json.loads((folder / ATTEMPT_FILE).read_text())
-    except (OSError, ValueError):
+    attempt = _attempt(folder)
+    if attempt is None:
         return None
     same = attempt.get("code_hash") == stamp["code_hash"] and attempt.get("threads") == stamp["threads"]
     # the libraries that compute it too (an attempt from before they were recorded is judged without them)
