@@ -438,6 +438,7 @@ class Execution:
         self.running: dict[str, tuple[Run, Path, float]] = {}  # by name: run, folder, start time
         self.started: set[str] = set()
         self.done: list[tuple[str, float]] = []  # (model, wall s) of the runs finished in this invocation
+        self.first_seen: dict[str, tuple[int, float]] = {}  # by name: the first step seen and when
         self.lock = threading.Lock()
         self.t0 = time.time()
 
@@ -471,11 +472,24 @@ class Execution:
             else:  # runs bounded by epochs (max_steps -1) have no total to show
                 frac = f"{step}/{total} steps" if total else f"step {step}"
             parts.append(f"{run.name} {frac} ({now - started:.0f} s)")
-            progress.append((run.model, now - started, step / total if step is not None and total else None))
+            progress.append(self._pace(run, started, step, total, now))
         eta = seconds_left(progress, pending, finished, self.n_slots, self.known)
         eta_text = "unknown" if math.isnan(eta) else f"{eta / 60:.0f} min"
         self.echo(f"[{now - self.t0:.0f} s] {len(finished)}/{len(self.jobs)} done, about {eta_text} left; running: "
                   + ("; ".join(parts) or "none"))
+
+    def _pace(self, run: Run, started: float, step: Optional[int], total: Optional[int],
+              now: float) -> tuple[str, float, Optional[float]]:
+        """(model, elapsed, fraction done) for seconds_left, with the elapsed time of a run that went from step 0
+        at the pace measured since its first step seen here: a continued run starts far along, and its own
+        elapsed time would credit this invocation with the steps of the earlier ones."""
+        if step is None or not total:
+            return run.model, now - started, None
+        first_step, first_time = self.first_seen.setdefault(run.name, (step, now))
+        if step <= first_step or now <= first_time:
+            return run.model, now - started, None  # no pace yet: costed by the model's other runs
+        frac = step / total
+        return run.model, frac * (now - first_time) / ((step - first_step) / total), frac
 
     def _report_every(self, seconds: float, stop: threading.Event) -> None:
         while not stop.wait(seconds):

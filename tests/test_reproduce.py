@@ -257,6 +257,22 @@ def test_time_left_is_estimated_per_model_and_shrinks_as_runs_progress():
     assert left([], ["infogan"], [("gan", 100.0), ("wgan_gp", 500.0)], slots=1) == pytest.approx(300.0)
 
 
+def test_time_left_of_a_continued_run_comes_from_its_pace_here_not_its_step_count():
+    # A run continued from step 600 of 1,000 at 10 steps a second: at step 800 it has 20 s left; its step count
+    # over its elapsed time (0.8 done in 40 s) would say 10 s, crediting this invocation with the earlier steps.
+    execution = runner.Execution([], Path("."), [{}], known={"gan": [500.0]})
+    run = runner.Run(table="ring8", model="gan", seed=0, config=Path("gan.yaml"))
+    t0 = 1000.0
+    first = execution._pace(run, started=t0, step=600, total=1000, now=t0 + 20.0)
+    assert first == ("gan", 20.0, None)  # one sighting gives no pace: costed by the model's known runs
+    assert runner.seconds_left([first], [], [], slots=1, known=execution.known) == pytest.approx(480.0)
+    model, elapsed, frac = execution._pace(run, started=t0, step=800, total=1000, now=t0 + 40.0)
+    assert frac == pytest.approx(0.8) and elapsed == pytest.approx(80.0)  # 800 steps at 10 steps/s
+    assert runner.seconds_left([(model, elapsed, frac)], [], [], slots=1) == pytest.approx(20.0)
+    # and a pending run of the same model is costed at the full run's 100 s
+    assert runner.seconds_left([(model, elapsed, frac)], ["gan"], [], slots=1) == pytest.approx(120.0)
+
+
 def test_progress_lines_count_finished_runs_and_estimate_time_left(tmp_path, fake_experiments, monkeypatch):
     import time as time_module
 
