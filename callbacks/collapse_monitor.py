@@ -89,9 +89,10 @@ class CollapseMonitor(L.Callback):
             window median over grad_jump times, or under 1/grad_jump of, the previous window's is a warning sign
             (`gradient_warning`; e.g. 10). None (default) does not watch it.
         action, action_value: what to do on a detection (see ACTIONS).
-        once: act on the first detection only (later ones are still logged).
-        restore: before acting, roll the weights, buffers and optimiser states back to the last evaluation without
-            a detection (a copy kept in memory at each such evaluation, not in checkpoints: a resumed run takes
+        once: act on the first detection only (later ones are still logged). A detection of the signal uses up
+            its streak: with patience p, the next one needs p more evaluations past the threshold in a row.
+        restore: before acting, roll the weights, buffers and optimiser states back to the last evaluation inside
+            the threshold without a warning sign, on every rank (a copy kept in memory at each such evaluation, not in checkpoints: a resumed run takes
             it again at its next healthy evaluation; the step counters go on). For actions other than "none" and
             "stop".
         start_step: the first generator step whose evaluation is judged (0: every one). Early in training every
@@ -189,7 +190,7 @@ class CollapseMonitor(L.Callback):
             self._d_losses, self._g_losses, self._grad_norms = [], [], []
             pl_module.log(self.log_key, 0.0, sync_dist=False)
             return
-        reasons = []
+        reasons, past = [], False
         value = trainer.callback_metrics.get(self.signal)
         if value is None:
             if not self._warned_missing:
@@ -198,11 +199,15 @@ class CollapseMonitor(L.Callback):
                                f"that logs it (e.g. callbacks.DiversityMetrics) or choose another signal")
         else:
             value = float(value)
-            past = value > self.threshold if self.mode == "above" else value < self.threshold
+            # not finite counts as past: val/kl is NaN exactly when no sample is of high quality
+            past = not math.isfinite(value) or (value > self.threshold if self.mode == "above"
+                                                else value < self.threshold)
             self._streak = self._streak + 1 if past else 0
             if self._streak >= self.patience:
-                reasons.append(f"{self.signal} = {value:.4g} {self.mode} {self.threshold:g} for {self._streak} "
+                where = "not finite" if not math.isfinite(value) else f"{self.mode} {self.threshold:g}"
+                reasons.append(f"{self.signal} = {value:.4g} {where} for {self._streak} "
                                f"evaluation{'s' if self._streak > 1 else ''}")
+                self._streak = 0  # a detection uses up its streak: the next needs `patience` more in a row
         # D's loss near zero means "D wins" only for losses >= 0 (not a Wasserstein critic's)
         floor = self.d_loss_floor if getattr(pl_module, "discriminator_loss_nonnegative", lambda: True)() else None
         warning = loss_warning(self._d_losses, self._g_losses, floor, self.g_drop) if self.watch_losses else None
@@ -223,7 +228,10 @@ class CollapseMonitor(L.Callback):
         if detected:
             self._detected(trainer, pl_module, "; ".join(reasons), value)
         elif self.restore:
-            self._healthy = self._snapshot(trainer, pl_module)
+            # only a state inside the threshold on every rank is one to go back to (with patience > 1 the
+            # evaluations that begin a streak are past it without a detection yet)
+            if not trainer.strategy.reduce_boolean_decision(past or bool(reasons), all=False):
+                self._healthy = self._snapshot(trainer, pl_module)
 
     # ------------------------------------------------------------------ acting
     def _detected(self, trainer: L.Trainer, pl_module: L.LightningModule, reason: str, value: Optional[float]) -> None:
@@ -259,10 +267,14 @@ class CollapseMonitor(L.Callback):
             setattr(pl_module, f"{action}_weight", float(value))
             return f"{action} regulariser on at weight {value:g}"
         if action == "lr":
-            if not replay:  # a checkpoint keeps the optimisers' learning rates
+            if not replay:  # a checkpoint keeps the optimisers' learning rates and the schedulers' base rates
                 for optimizer in trainer.optimizers:
                     for group in optimizer.param_groups:
                         group["lr"] *= float(value)
+                for config in trainer.lr_scheduler_configs:  # else a LambdaLR-like schedule undoes it next step
+                    scheduler = config.scheduler
+                    if hasattr(scheduler, "base_lrs"):
+                        scheduler.base_lrs = [lr * float(value) for lr in scheduler.base_lrs]
             return f"learning rates x {value:g}"
         if action == "n_critic":
             pl_module.n_critic = int(value)

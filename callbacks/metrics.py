@@ -292,7 +292,7 @@ def duplicate_rate(real: Tensor, fake: Tensor, quantile: float = 0.01, threshold
                    ) -> dict[str, Tensor]:
     """The birthday-paradox view of diversity (Arora & Zhang 2017), without a human judge: the threshold t is the
     `quantile` of the real samples' distances to their nearest other real sample; a generated sample is a
-    *near-duplicate* if its nearest other generated sample is closer than t. Returns the near-duplicate share
+    *near-duplicate* if its nearest other generated sample is no farther than t. Returns the near-duplicate share
     (`duplicate_rate`: 1 for a batch of exact copies; about `quantile` for samples drawn like the real ones, at as
     many samples as reals) and the support size the near-duplicate pairs imply: with N equally likely outcomes, n
     draws make n (n - 1) / (2 N) colliding pairs on average, so N = n (n - 1) / (2 pairs) (`support_size`; inf
@@ -304,7 +304,7 @@ def duplicate_rate(real: Tensor, fake: Tensor, quantile: float = 0.01, threshold
     if threshold is None:
         threshold = duplicate_threshold(real, quantile)
     d_fake = torch.cdist(fake, fake).fill_diagonal_(float("inf"))
-    close = d_fake < threshold
+    close = d_fake <= threshold  # `<=`: with t = 0 (reals with exact copies) exact generated copies still count
     pairs = close.triu(1).sum().double()
     n = fake.shape[0]
     support = n * (n - 1) / (2 * pairs) if pairs > 0 else torch.tensor(float("inf"), dtype=torch.float64)

@@ -66,3 +66,6 @@ class D2GAN(GANBase):
     def generator_loss(self, real: Tensor, fake: Tensor, latent: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         loss = (-F.softplus(self.discriminator(fake)) + self.beta * log_softplus(self.discriminator2(fake))).mean()
         return loss, {}
+
+    def discriminator_loss_nonnegative(self) -> bool:  # -alpha log D1(x) and -beta log D2(G(z)) go below 0
+        return False

@@ -4,6 +4,8 @@ the threshold, each action applied and logged, events kept through a resume, and
 from __future__ import annotations
 
 import json
+import math
+from functools import partial
 
 import lightning as L
 import pytest
@@ -12,6 +14,17 @@ import torch
 from callbacks import CollapseMonitor
 from callbacks.collapse_monitor import gradient_warning, loss_warning
 from tests.factories import quiet_trainer, tiny_model, tiny_ring
+
+
+class Scale(torch.nn.Module):
+    """A discriminator stand-in: the logit `factor` x the first coordinate."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return self.factor * x[:, 0]
 
 
 class ScriptedSignal(L.Callback):
@@ -61,12 +74,12 @@ def _fit(tmp_path, monitor, values, max_steps=40, **trainer_kwargs):
 def test_detection_after_patience_switches_the_regulariser_on_once_and_writes_the_events(tmp_path):
     monitor = CollapseMonitor(mode="above", signal="val/signal", threshold=0.5, patience=2, watch_losses=False,
                               action="entropy", action_value=0.3)
-    model, trainer = _fit(tmp_path, monitor, [0.1, 0.9, 0.2, 0.8, 0.9, 0.95, 0.99, 0.99], max_steps=80)
-    # evaluations at generator steps 5, 10, ..., 40: 0.1, 0.9 (streak 1), 0.2 (reset), 0.8 (1), 0.9 (2: detected,
-    # acts), 0.95, 0.99, 0.99 (detected, logged only)
-    assert [e["g_step"] for e in monitor.events] == [25, 30, 35, 40]
+    model, trainer = _fit(tmp_path, monitor, [0.1, 0.9, 0.2, 0.8, 0.9, 0.95, 0.99], max_steps=70)
+    # evaluations at generator steps 5, 10, ..., 35: 0.1, 0.9 (streak 1), 0.2 (reset), 0.8 (1), 0.9 (2: detected,
+    # acts; the streak starts again), 0.95 (1), 0.99 (2: detected, logged only)
+    assert [e["g_step"] for e in monitor.events] == [25, 35]
     assert model.entropy_weight == 0.3
-    assert [e["action_applied"] for e in monitor.events] == ["entropy", None, None, None]
+    assert [e["action_applied"] for e in monitor.events] == ["entropy", None]
     assert "val/signal = 0.9 above 0.5 for 2 evaluations" in monitor.events[0]["reason"]
     assert json.loads((tmp_path / "collapse_events.json").read_text()) == monitor.events
     assert float(trainer.callback_metrics["collapse/detected/signal"]) == 1.0
@@ -113,6 +126,60 @@ def test_restore_rolls_the_weights_back_to_the_last_healthy_evaluation(tmp_path)
         CollapseMonitor(action="stop", restore=True)
 
 
+def test_restore_with_patience_goes_back_to_the_last_evaluation_inside_the_threshold(tmp_path):
+    """With patience 2 the evaluation that starts the streak is already past the threshold, though nothing is
+    detected there: restore must skip it and go back to the one before."""
+    record = []
+
+    class Record(L.Callback):
+        def on_validation_epoch_end(self, trainer, pl_module):
+            record.append(pl_module.generator.net[0].weight.detach().clone())
+
+    monitor = CollapseMonitor(mode="above", signal="val/signal", threshold=0.5, patience=2, watch_losses=False,
+                              action="entropy", action_value=0.1, restore=True)
+    torch.manual_seed(0)
+    model = tiny_model("GAN")
+    trainer = quiet_trainer(max_steps=30, callbacks=[ScriptedSignal([0.1, 0.9, 0.9]), Record(), monitor],
+                            default_root_dir=tmp_path)
+    trainer.fit(model, tiny_ring())  # evaluations at generator steps 5 (inside), 10 (past), 15 (past: detected)
+    assert monitor.events[0]["g_step"] == 15 and monitor.events[0]["restored_to_g_step"] == 5
+    assert torch.equal(model.generator.net[0].weight, record[0]) and not torch.equal(record[0], record[1])
+
+
+def test_acting_on_every_detection_needs_a_new_streak_each_time(tmp_path):
+    """once=False, patience 2, the signal past the threshold at all 6 evaluations: detections at the 2nd, 4th and
+    6th, so the learning rates are halved 3 times (not 5, one per evaluation from the 2nd on)."""
+    monitor = CollapseMonitor(mode="above", signal="val/signal", threshold=0.5, patience=2, watch_losses=False,
+                              action="lr", action_value=0.5, once=False)
+    model, trainer = _fit(tmp_path, monitor, [0.9], max_steps=60)
+    assert [e["g_step"] for e in monitor.events] == [10, 20, 30]
+    assert [g["lr"] for opt in trainer.optimizers for g in opt.param_groups] == pytest.approx(
+        [0.125 * model.hparams.g_lr, 0.125 * model.hparams.d_lr])
+
+
+def test_a_signal_that_is_not_finite_counts_as_past_the_threshold(tmp_path):
+    # val/kl is NaN when no generated sample is of high quality: the worst collapse, not "no information"
+    monitor = CollapseMonitor(mode="above", signal="val/signal", threshold=0.5, watch_losses=False)
+    _fit(tmp_path, monitor, [0.1, float("nan"), 0.1], max_steps=30)
+    assert [e["g_step"] for e in monitor.events] == [10]
+    assert "val/signal = nan not finite" in monitor.events[0]["reason"]
+
+
+def test_the_lr_action_holds_under_a_schedule_that_recomputes_from_base_rates(tmp_path):
+    """LambdaLR sets lr = base_lr x f(step) at every step: scaling the optimisers' rates alone would be undone
+    at the next scheduler step. Halved at the 2nd of 4 evaluations; the schedule's factor is 1 throughout."""
+    monitor = CollapseMonitor(signal="val/signal", threshold=0.5, mode="below", watch_losses=False, action="lr",
+                              action_value=0.5)
+    torch.manual_seed(0)
+    model = tiny_model("GAN", lr_scheduler=partial(torch.optim.lr_scheduler.LambdaLR, lr_lambda=lambda epoch: 1.0))
+    trainer = quiet_trainer(max_steps=40, callbacks=[ScriptedSignal([0.9, 0.1, 0.9]), monitor],
+                            default_root_dir=tmp_path)
+    trainer.fit(model, tiny_ring())
+    assert [e["g_step"] for e in monitor.events] == [10]
+    assert [g["lr"] for opt in trainer.optimizers for g in opt.param_groups] == pytest.approx(
+        [0.5 * model.hparams.g_lr, 0.5 * model.hparams.d_lr])
+
+
 def test_restore_then_scale_the_learning_rates(tmp_path):
     """restore puts the optimisers' saved states back, learning rates included, so the lr action comes after it."""
     monitor = CollapseMonitor(mode="above", signal="val/signal", threshold=0.5, watch_losses=False, action="lr",
@@ -128,6 +195,14 @@ def test_no_floor_warning_for_a_wasserstein_critic():
     assert not tiny_model("WGANGP").discriminator_loss_nonnegative()
     assert not tiny_model("GAN", loss="wasserstein").discriminator_loss_nonnegative()
     assert tiny_model("GAN", loss="hinge").discriminator_loss_nonnegative()
+    # D2GAN's loss, -log D1(x) + D1(G) + D2(x) - log D2(G) with softplus outputs, is below 0 when D wins: logits
+    # a1(x) = 5, a1(G) = -5, a2(x) = -5, a2(G) = 5 give 2 (softplus(-5) - log softplus(5)) = -3.208, so 0 is no floor
+    model = tiny_model("D2GAN")
+    model.discriminator, model.discriminator2 = Scale(5.0), Scale(-5.0)
+    loss, _ = model.discriminator_loss(torch.ones(4, 2), -torch.ones(4, 2), None)
+    softplus = math.log1p(math.exp(-5.0))
+    assert loss.item() == pytest.approx(2 * (softplus - math.log(5.0 + softplus)), rel=1e-5) and loss.item() < 0
+    assert not model.discriminator_loss_nonnegative()
 
 
 def test_a_resumed_run_keeps_the_events_and_reapplies_the_action(tmp_path):

@@ -10,6 +10,7 @@ import types
 import pytest
 import torch
 from scipy.spatial.distance import jensenshannon
+from scipy.stats import norm
 
 from callbacks.diversity import DiversityMetrics
 from callbacks.metrics import bin_proportions, duplicate_rate, kmeans_bins, ndb_jsd
@@ -33,6 +34,24 @@ def test_ndb_and_jsd_match_values_worked_by_hand():
     # a bin empty in both never counts; disjoint histograms have the largest JSD, ln 2
     out = ndb_jsd(torch.tensor([1.0, 0.0, 0.0]), 50, torch.tensor([0.0, 1.0, 0.0]), 50)
     assert out["ndb"].item() == 2 and out["jsd"].item() == pytest.approx(math.log(2))
+
+
+def test_ndb_near_the_critical_value_follows_the_stated_level_and_the_pooled_standard_error():
+    # 0.5 of 150 against 0.6 of 150: pooled 0.55, se sqrt(0.55 * 0.45 * 2 / 150) = 0.05745, |z| = 1.741, between
+    # the two-sided critical values at 0.05 (1.960) and at 0.10 (1.645): counted at 0.10 only (a one-sided test at
+    # 0.05, critical 1.645, would count it).
+    ref, query = torch.tensor([0.5, 0.5]), torch.tensor([0.6, 0.4])
+    assert ndb_jsd(ref, 150, query, 150, significance=0.05)["ndb"].item() == 0
+    assert ndb_jsd(ref, 150, query, 150, significance=0.10)["ndb"].item() == 2
+    # unequal sizes, where pooled and unpooled errors fall either side of 1.96: 0.1 of 1,000 against 0.05 of 100
+    # pools to 0.0955, se sqrt(0.0955 * 0.9045 * (1/1000 + 1/100)) = 0.03083, |z| = 1.62 (not counted); the
+    # unpooled se sqrt(0.1 * 0.9 / 1000 + 0.05 * 0.95 / 100) = 0.02347 would give |z| = 2.13 (counted)
+    p1, p2, n1, n2 = 0.1, 0.05, 1000, 100
+    pooled = (n1 * p1 + n2 * p2) / (n1 + n2)
+    z = (p1 - p2) / math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    assert 2 * norm.sf(abs(z)) > 0.05  # scipy's p-value: not significant
+    out = ndb_jsd(torch.tensor([p1, 1 - p1]), n1, torch.tensor([p2, 1 - p2]), n2)
+    assert out["ndb"].item() == 0
 
 
 def test_kmeans_bins_are_the_clusters_sorted_by_size_with_their_shares():
@@ -77,6 +96,12 @@ def test_duplicate_rate_of_copies_is_one_and_of_iid_draws_about_the_quantile():
     g = torch.Generator().manual_seed(2)
     draws = real[torch.randint(0, 50, (2000,), generator=g)]
     assert duplicate_rate(real, draws)["support_size"].item() == pytest.approx(50, rel=0.1)
+    # reals with exact copies (quantized data, repeated images) put the threshold at 0: exact generated copies are
+    # still duplicates, distinct samples are not
+    quantized = torch.cat([real[:100], real[:100]])  # every real has a copy: t = 0
+    out = duplicate_rate(quantized, copies[:50], quantile=0.01)
+    assert out["duplicate_threshold"].item() == 0.0 and out["duplicate_rate"].item() == 1.0
+    assert duplicate_rate(quantized, real[200:300], quantile=0.01)["duplicate_rate"].item() == 0.0
 
 
 def test_callback_logs_every_signal_and_sees_a_collapsed_generator():

@@ -85,6 +85,13 @@ def test_mode_seeking_term_worked_by_hand():
     fake, latent = torch.tensor([[0.0], [1.0], [2.0], [5.0]]), torch.tensor([[0.0], [0.0], [1.0], [2.0]])
     loss, ratio = mode_seeking_loss(fake, latent)
     assert ratio.item() == 2.0 and loss.item() == pytest.approx(1 / (2 + MODE_SEEKING_EPS))
+    # MSGAN's ratio is of mean absolute differences over every element, which a 2-d G on 3-d latents tells apart
+    # from norms or sums: G pairs differ by (2, 1) and (0, 3) (mean |.| 6 / 4 = 1.5), latents by (1, 0, 0) and
+    # (1, 0, 2) (4 / 6): ratio 2.25 (mean L2 norms would give 2.618 / 1.618 = 1.618; sums 6 / 4 = 1.5)
+    fake = torch.tensor([[0.0, 0.0], [1.0, 3.0], [2.0, 1.0], [1.0, 0.0]])
+    latent = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 3.0]])
+    loss, ratio = mode_seeking_loss(fake, latent)
+    assert ratio.item() == pytest.approx(2.25) and loss.item() == pytest.approx(1 / (2.25 + MODE_SEEKING_EPS))
 
 
 @pytest.mark.parametrize("name", ["GAN", "MGAN", "InfoGAN", "VEEGAN"])

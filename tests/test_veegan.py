@@ -74,6 +74,18 @@ def test_data_pairs_draw_z_from_the_reconstructors_unit_normal():
     assert torch.equal(_hand_set(reconstructor_std=0.0).data_codes(x), torch.full((20000, 1), 3.0))
 
 
+def test_the_discriminators_data_pairs_hold_a_draw_from_f_not_its_mean():
+    # D([z, x]) = z - x and F(x) = 2 x: a data pair scores F(x) + n - x = x + n, n the draw from N(0, 1) that the
+    # model's noise stream gives next; with F's mean it would score x.
+    model = _hand_set(reconstructor_std=1.0)
+    model.noise = torch.Generator().manual_seed(3)
+    n = torch.randn((3, 1), generator=torch.Generator().manual_seed(3))
+    real, latent = torch.tensor([[1.0], [2.0], [-0.5]]), torch.tensor([[0.0, 0.0]] * 3)
+    _, logs = model.discriminator_loss(real, model.generate(latent), latent)
+    assert logs["d_real"].item() == pytest.approx((real + n).mean().item(), rel=1e-6)
+    assert abs(logs["d_real"].item() - real.mean().item()) > 1e-3  # the draw moved it off the mean's score
+
+
 def test_only_the_reconstruction_term_trains_the_reconstructor_and_g_gets_both():
     model = _hand_set()
     latent, real = torch.tensor([[1.0, 0.5]]), torch.tensor([[2.0]])
