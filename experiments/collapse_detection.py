@@ -11,7 +11,9 @@ callbacks.CollapseMonitor decides with patience 1. Over all evaluations of all r
 threshold, the precision (of the detections, the share at collapsed evaluations) and the recall (of the collapsed
 evaluations, the share detected), and per run the generator steps from the first collapsed evaluation to the
 first detection (negative: the signal fired first). Each signal is shown at the threshold CollapseMonitor's
-configs use and at the threshold of best F1 on these same runs (in-sample: an optimistic figure).
+configs use, at the threshold of best F1 on these same runs (in-sample: an optimistic figure), and held out: each
+run judged at the best-F1 threshold of the other runs, the counts summed over runs (what a threshold chosen on
+earlier runs does on a new one).
 
 Writes `<table>_collapse_detection.md` beside the table (in `--out`, default results/<table>).
 """
@@ -84,6 +86,34 @@ def best_threshold(runs: Sequence[Sequence[dict]], signal: str, direction: str, 
     return threshold, quality
 
 
+def held_out_quality(runs: Sequence[Sequence[dict]], signal: str, direction: str, collapsed_below: float
+                     ) -> Optional[tuple[list[float], dict[str, float]]]:
+    """Leave one run out: each run judged at the best-F1 threshold of the others (runs without a threshold of the
+    others are skipped); the thresholds used and the quality from the counts summed over the judged runs (the
+    median lag over them). None with fewer than 2 runs or nothing judged."""
+    if len(runs) < 2:
+        return None
+    thresholds, counts, lags = [], {"tp": 0, "fp": 0, "fn": 0, "tn": 0}, []
+    for i, curve in enumerate(runs):
+        best = best_threshold([c for j, c in enumerate(runs) if j != i], signal, direction, collapsed_below)
+        if best is None:
+            continue
+        thresholds.append(best[0])
+        q = detection_quality([curve], signal, best[0], direction, collapsed_below)
+        for key in counts:
+            counts[key] += q[key]
+        if q["runs_with_lag"]:
+            lags.append(q["median_lag"])
+    if not thresholds:
+        return None
+    tp, fp, fn = counts["tp"], counts["fp"], counts["fn"]
+    precision = tp / (tp + fp) if tp + fp else float("nan")
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
+    return thresholds, {"precision": precision, "recall": recall, "f1": f1, **counts,
+                        "median_lag": statistics.median(lags) if lags else float("nan"), "runs_with_lag": len(lags)}
+
+
 def data_modes(table: str) -> int:
     """How many modes the table's data has (Ring: num_modes; Grid: side^2), from its resolved protocol."""
     data = resolve([EXPERIMENTS / table / PROTOCOL])["data"]
@@ -126,13 +156,21 @@ def report(table: str, runs: dict[str, list[tuple[int, list[dict]]]], collapsed_
         rows = [("monitor default", default, detection_quality(curves, signal, default, direction, collapsed_below))]
         best = best_threshold(curves, signal, direction, collapsed_below)
         if best is not None:
-            rows.append(("best F1 (in-sample)", best[0], best[1]))
+            rows.append(("best F1 (in-sample)", f"{best[0]:.3g}", best[1]))
+        held_out = held_out_quality(curves, signal, direction, collapsed_below)
+        if held_out is not None:
+            low, high = min(held_out[0]), max(held_out[0])
+            shown = f"{low:.3g}" if f"{low:.3g}" == f"{high:.3g}" else f"{low:.3g}–{high:.3g}"
+            rows.append(("held out: best F1 of the other runs", shown, held_out[1]))
         for label, threshold, q in rows:
-            lines.append(f"| {signal} | {direction} | {threshold:.3g} ({label}) | {_fmt(q['precision'])} | "
+            threshold = threshold if isinstance(threshold, str) else f"{threshold:.3g}"
+            lines.append(f"| {signal} | {direction} | {threshold} ({label}) | {_fmt(q['precision'])} | "
                          f"{_fmt(q['recall'])} | {_fmt(q['f1'])} | {q['tp']} / {q['fp']} | {q['fn']} | "
                          f"{_fmt(q['median_lag'], 0)} ({q['runs_with_lag']}) |")
     lines += ["", "Lag: generator steps from a run's first collapsed evaluation to its first detection (negative: "
-              "the signal fired first), median over the runs that have both."]
+              "the signal fired first), median over the runs that have both. Held out: each run judged at the "
+              "threshold of best F1 on the other runs (the range of those thresholds shown), counts summed over "
+              "the runs; the in-sample row is the optimistic one."]
     return "\n".join(lines) + "\n"
 
 

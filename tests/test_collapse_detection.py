@@ -36,6 +36,25 @@ def test_best_threshold_is_the_midpoint_with_the_best_f1():
     assert q["f1"] == pytest.approx(2 / 3) and threshold == pytest.approx(0.3)
 
 
+def test_held_out_thresholds_come_from_the_other_runs_worked_by_hand():
+    # recall below the threshold detects; collapsed below 4 modes. (recall, modes) per run:
+    # run 1: (0.1, 1) (0.9, 8); run 2: (0.3, 1) (0.5, 8); run 3: (0.6, 1) (0.95, 8)
+    def run(*pairs):
+        return [{"g_step": i + 1, "recall": r, "modes": m} for i, (r, m) in enumerate(pairs)]
+    runs = [run((0.1, 1), (0.9, 8)), run((0.3, 1), (0.5, 8)), run((0.6, 1), (0.95, 8))]
+    # without run 1: 0.3 c, 0.5 h, 0.6 c, 0.95 h -> best 0.775 (TP 2, FP 1: F1 0.8); run 1 at 0.775: TP, TN
+    # without run 2: 0.1 c, 0.6 c, 0.9 h, 0.95 h -> best 0.75 (F1 1); run 2 at 0.75: TP (0.3), FP (0.5)
+    # without run 3: 0.1 c, 0.3 c, 0.5 h, 0.9 h -> best 0.4 (F1 1); run 3 at 0.4: FN (0.6), TN
+    thresholds, q = cd.held_out_quality(runs, "recall", "below", collapsed_below=4)
+    assert thresholds == pytest.approx([0.775, 0.75, 0.4])
+    assert (q["tp"], q["fp"], q["fn"], q["tn"]) == (2, 1, 1, 2)
+    assert q["precision"] == pytest.approx(2 / 3) and q["recall"] == pytest.approx(2 / 3)
+    assert q["f1"] == pytest.approx(2 / 3) and q["median_lag"] == 0 and q["runs_with_lag"] == 2
+    # in-sample, the same data look better than held out: 0.75 on all three runs catches 0.1, 0.3, 0.6 and 0.5 (F1 0.857)
+    assert cd.best_threshold(runs, "recall", "below", 4)[1]["f1"] > q["f1"]
+    assert cd.held_out_quality(runs[:1], "recall", "below", 4) is None  # one run: nothing to hold out against
+
+
 def test_report_from_result_files(tmp_path):
     for model, seed, curve in (("gan", 0, RUN_A), ("veegan", 0, RUN_B)):
         folder = tmp_path / "runs" / model / f"seed{seed}-abc"
