@@ -100,3 +100,12 @@ class PoisonRankOne(L.Callback):
             with torch.no_grad():
                 for p in pl_module.discriminator.parameters():
                     p.fill_(float("nan"))
+
+
+class RankSignal(L.Callback):
+    """Logs val/rank = this process's rank, unsynced, at each validation: a signal past 0.5 on rank 1 only, for a
+    CollapseMonitor listed after it (every rank must act when one detects)."""
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            pl_module.log("val/rank", float(trainer.global_rank), sync_dist=False)

@@ -264,6 +264,11 @@ BATCHNORM_GENERATOR = ["--model.init_args.generator", "tests.ddp_helpers.BatchNo
     ("experiments/grid25_veegan/gan.yaml", ['--trainer.callbacks+={"class_path": "callbacks.CollapseMonitor", '
                                             '"init_args": {"signal": "val/ndb_fraction", "threshold": -1, "mode": "above", '
                                             '"action": "n_critic", "action_value": 2, "restore": true}}']),
+    # ... and when only rank 1 sees the signal past its threshold, rank 0 acts too
+    ("experiments/ring8/gan.yaml", ["--trainer.callbacks+=tests.ddp_helpers.RankSignal",
+                                    '--trainer.callbacks+={"class_path": "callbacks.CollapseMonitor", '
+                                    '"init_args": {"signal": "val/rank", "threshold": 0.5, "mode": "above", '
+                                    '"watch_losses": false, "action": "n_critic", "action_value": 2}}']),
 ])
 def test_two_process_ddp_on_cpu_trains_in_sync(tmp_path, config, extra):
     dump = tmp_path / "dump"
@@ -295,7 +300,8 @@ def test_two_process_ddp_on_cpu_trains_in_sync(tmp_path, config, extra):
         assert torch.equal(value, ranks[1]["state_dict"][name]), f"{name} differs across ranks"
     assert 0 <= ranks[0]["metrics"]["val/modes"] <= 25  # ring 8, grid 25
     if acted:  # on both ranks: fewer G steps than D steps after
-        key = "collapse/detected/ndb_fraction"  # the protocol's monitor and this one watch it alike
+        # the grid25_veegan protocol's monitor and the added one watch ndb_fraction alike; val/rank: rank 1's alone
+        key = "collapse/detected/rank" if any("RankSignal" in arg for arg in extra) else "collapse/detected/ndb_fraction"
         assert ranks[0]["metrics"][key] == ranks[1]["metrics"][key] == 1.0
         assert ranks[0]["g_steps"] < ranks[0]["d_steps"]
 
