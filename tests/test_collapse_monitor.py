@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from functools import partial
 
 import lightning as L
@@ -60,6 +61,33 @@ def test_the_generators_gradient_norm_is_watched_and_a_jump_reported(tmp_path):
     # any change of the median norm beyond 0.01 % between windows is a "jump" at this setting: each window after the
     # first reports one, and nothing else fires (the signal never passes 10)
     assert len(monitor.events) == 3 and all("gradient norm" in e["reason"] for e in monitor.events)
+
+
+def test_the_gradient_watched_is_the_generators_at_its_steps(tmp_path):
+    """The window median the monitor keeps equals the median of G's total gradient norm taken here from G's own
+    parameters at each G step (not D's, whose norm differs), over the last window (the generator steps 21-40)."""
+    class Record(L.Callback):
+        def __init__(self):
+            self.windows, self.current = [], []
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            params = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            if params == {id(p) for p in pl_module.generator.parameters()}:
+                norms = [p.grad.detach().norm() for p in pl_module.generator.parameters() if p.grad is not None]
+                self.current.append(math.sqrt(sum(float(n) ** 2 for n in norms)))
+
+        def on_validation_epoch_end(self, trainer, pl_module):
+            self.windows.append(self.current)
+            self.current = []
+
+    record = Record()
+    monitor = CollapseMonitor(mode="above", signal="val/signal", threshold=10.0, watch_losses=False, grad_jump=100.0)
+    torch.manual_seed(0)
+    trainer = quiet_trainer(max_steps=80, callbacks=[ScriptedSignal([0.0]), record, monitor], default_root_dir=tmp_path,
+                            log_every_n_steps=1, val_check_interval=None, check_val_every_n_epoch=4)
+    trainer.fit(tiny_model("GAN"), tiny_ring())  # validations every 4 epochs of 5 batches: at G steps 20 and 40
+    assert [len(w) for w in record.windows] == [20, 20]
+    assert monitor._previous_grad_norm == pytest.approx(statistics.median(record.windows[-1]), rel=1e-5)
 
 
 def _fit(tmp_path, monitor, values, max_steps=40, **trainer_kwargs):
