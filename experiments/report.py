@@ -212,9 +212,54 @@ def code_cell(code: list[dict], current: str, notes: Optional[list[str]] = None)
                                  for label, seeds in parts.items())
 
 
+LATE_FRACTION = 0.1  # the last tenth of a run's evaluations
+LATE_MIN_EVALUATIONS = 50  # shown for runs evaluated at least this often (the per-epoch protocols)
+
+
+def late_training(results: list[dict], metrics: list[str], fraction: float = LATE_FRACTION,
+                  min_evaluations: int = LATE_MIN_EVALUATIONS) -> list[str]:
+    """Lines for the table on the end of training rather than its last evaluation alone, for the models whose
+    finished runs all kept a curve of at least `min_evaluations` evaluations: per run the mean of each metric over
+    its last `fraction` of evaluations, then mean ± sample std over seeds; and the fewest modes any evaluation saw
+    with the share of evaluations below the most modes any run captured. A generator that wanders between
+    collapsed and not shows it here, where one final snapshot per seed can land anywhere."""
+    order = {m: i for i, m in enumerate(MODELS)}
+    top = max((e["modes"] for r in results if r["status"] == "ok" for e in r.get("curve") or []
+               if e.get("modes") is not None), default=None)
+    rows = []
+    for model in sorted({r["model"] for r in results}, key=lambda m: order.get(m, len(order))):
+        runs = [r for r in results if r["model"] == model and r["status"] == "ok"]
+        if not runs or any(len(r.get("curve") or []) < min_evaluations for r in runs):
+            continue
+        late = [r["curve"][-max(1, round(fraction * len(r["curve"]))):] for r in runs]
+        cells = []
+        for metric in metrics:
+            means = [mean_std([e.get(metric, float("nan")) for e in tail])[0] for tail in late]
+            cells.append(_fmt(*mean_std(means), len(runs), metric))
+        modes = [e["modes"] for r in runs for e in r["curve"] if e.get("modes") is not None]
+        if modes and top is not None:
+            below = sum(m < top for m in modes)
+            cells += [f"{min(modes):g}", f"{below} of {len(modes)} ({100 * below / len(modes):.0f} %)"]
+        else:
+            cells += ["–", "–"]
+        evaluations = sorted({len(r["curve"]) for r in runs})
+        rows.append(f"| {LABELS.get(model, model)} (ours) | {len(runs)} | "
+                    f"{'/'.join(map(str, evaluations))} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    below_text = f"below {top:g} modes, the most any run captured" if top is not None else "below the most modes"
+    return ["", f"End of training: per run the mean over its last {fraction:.0%} of evaluations, then mean ± sample "
+                f"std over seeds (the table above reads the last evaluation alone, as the papers do); the fewest modes "
+                f"at any evaluation, and the evaluations {below_text}.", "",
+            "| model | seeds | evaluations / run | " + " | ".join(METRIC_LABELS.get(m, m) for m in metrics)
+            + (f" | fewest modes | evaluations below {top:g} |" if top is not None else " | fewest modes | – |"),
+            "|" + " --- |" * (len(metrics) + 5), *rows]
+
+
 def render_markdown(table: str, rows: list[dict], metrics: list[str], published: list[dict], header: str = "",
                     current_code: Optional[str] = None, figures: Optional[list[Path]] = None,
-                    figure_notes: Optional[list[str]] = None, standard_errors: Optional[dict[str, int]] = None) -> str:
+                    figure_notes: Optional[list[str]] = None, standard_errors: Optional[dict[str, int]] = None,
+                    late: Optional[list[str]] = None) -> str:
     """The table; with `current_code` (the tree's code hash) a "code" column marks the runs trained by other code;
     with `standard_errors` (published.yaml's) the comparison with the published figures that are means ± standard
     errors follows (published_comparison); `figures` (files beside the table) are linked under it, followed by
@@ -242,6 +287,7 @@ def render_markdown(table: str, rows: list[dict], metrics: list[str], published:
     lines += ["", "Ours: mean ± sample standard deviation over seeds of the final evaluation. Published rows as "
                   "their sources report them (see experiments/published.yaml)."]
     lines += published_comparison(rows, metrics, published, standard_errors or {})
+    lines += late or []
     if current_code:
         lines += ["", f"Code: \"current\" = trained (or re-stamped) with the code of the tree that wrote this table, hash "
                       f"{current_code} (the *.py files of {', '.join(d + '/' for d in CODE_DIRS)} and "
@@ -345,7 +391,8 @@ def write_table(table: str, out: Path, results: list[dict], pub: dict, header_te
     figures, figure_notes = write_figures(out, table, results, rows, metrics, pub["rows"], current)
     (out / f"{table}.md").write_text(render_markdown(table, rows, metrics, pub["rows"], header_text, current_code=current,
                                                      figures=figures, figure_notes=figure_notes,
-                                                     standard_errors=pub.get("standard_errors")))
+                                                     standard_errors=pub.get("standard_errors"),
+                                                     late=late_training(results, metrics)))
     write_csv(out / f"{table}.csv", rows, metrics, pub["rows"], current_code=current)
     if use_wandb:
         log_table_to_wandb(table, rows, metrics, out)

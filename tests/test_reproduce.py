@@ -237,6 +237,21 @@ def test_report_only_trains_nothing_and_lists_the_missing_runs(tmp_path, fake_ex
     assert "Not run yet (2): gan/seed1, mgan/seed1." in text and "| GAN (ours) | 1 | 8.0 | 90.0 |" in text
 
 
+def test_end_of_training_lines_average_each_runs_last_tenth_worked_by_hand():
+    def run(model, seed, modes, kl=None):
+        curve = [{"g_step": 1000 * (i + 1), "modes": m, "kl": 0.1 if kl is None else kl[i]} for i, m in enumerate(modes)]
+        return {"model": model, "seed": seed, "status": "ok", "curve": curve}
+    # GAN seed 0 ends 2, 4, 6, 8, 8 (mean 5.6); seed 1 dips to 3 once, mid-run, and ends at 8: 6.8 ± 1.7 over seeds
+    seed0 = run("gan", 0, [8.0] * 45 + [2.0, 4.0, 6.0, 8.0, 8.0], kl=[0.0] * 45 + [1.0] * 5)
+    seed1 = run("gan", 1, [8.0] * 9 + [3.0] + [8.0] * 40)
+    short = run("wgan_gp", 0, [8.0] * 10)  # 10 evaluations: too few for an end-of-training window, left out
+    lines = report.late_training([seed0, seed1, short], ["modes", "kl"])
+    assert "evaluations below 8 modes, the most any run captured" in lines[1]
+    assert lines[-1] == "| GAN (ours) | 2 | 50 | 6.8 ± 1.7 | 0.550 ± 0.636 | 2 | 4 of 100 (4 %) |"
+    assert not any("WGAN" in line for line in lines)
+    assert report.late_training([short], ["modes"]) == []  # no model qualifies: nothing added to the table
+
+
 def test_time_left_is_estimated_per_model_and_shrinks_as_runs_progress():
     left = runner.seconds_left
     assert math.isnan(left([("gan", 5.0, None)], ["gan"], [], slots=2))  # nothing to go on yet
