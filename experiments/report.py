@@ -85,13 +85,13 @@ Z_WITHIN = 2.0  # |difference| / combined standard error at or under which ours 
 
 
 def published_comparison(rows: list[dict], metrics: list[str], published: list[dict],
-                         standard_errors: dict[str, int]) -> list[str]:
+                         standard_errors: dict[str, int], suffix: str = "") -> list[str]:
     """Markdown lines comparing each of our rows with the published figures of its method whose "±" is a standard
     error over runs (their source is in `standard_errors`, {source name: runs}): per metric our mean and standard
     error (sample std / sqrt(seeds); with one seed, or a std of 0, the published runs' std, their s.e. x
     sqrt(runs), over sqrt(seeds)), the published value and standard error, the difference and z = difference /
     sqrt(ours² + published²), and whether |z| <= Z_WITHIN. Empty when no row has such a figure. z is a rough guide,
-    not a test: a standard error from a few seeds is itself uncertain."""
+    not a test: a standard error from a few seeds is itself uncertain. `suffix` follows our rows' labels."""
     lines = []
     for row in rows:
         for pub in published:
@@ -112,7 +112,7 @@ def published_comparison(rows: list[dict], metrics: list[str], published: list[d
                 z = (mean - value) / combined if combined > 0 else (0.0 if mean == value else math.inf)
                 digits = 3 if metric == "kl" else 1
                 lines.append("| " + " | ".join([
-                    row["label"], f"{pub['method']} ({source_name(pub['source'])}, {runs} runs)",
+                    row["label"] + suffix, f"{pub['method']} ({source_name(pub['source'])}, {runs} runs)",
                     METRIC_LABELS.get(metric, metric),
                     f"{mean:.{digits}f} ± {ours:.{digits}f} ({n} seeds)" if own else
                     f"{mean:.{digits}f} ± {ours:.{digits}f} ({n} seed{'s' if n > 1 else ''}; s.e. from the published "
@@ -210,6 +210,42 @@ def code_cell(code: list[dict], current: str, notes: Optional[list[str]] = None)
         return next(iter(parts))
     return "mixed: " + "; ".join(f"{label} seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}"
                                  for label, seeds in parts.items())
+
+
+def refresh_block(results: list[dict], metrics: list[str], pub: dict) -> list[str]:
+    """Lines for the tables whose published.yaml entry has `batchnorm_refresh` (the authors evaluated after
+    refreshing the generator's BatchNorm statistics): our final figures after the same refresh, from the runs that
+    recorded it (experiments/batchnorm_refresh.record), with the comparison against the published figures."""
+    settings = pub.get("batchnorm_refresh")
+    if not settings:
+        return []
+    key = "batchnorm_refresh"
+    ok = [r for r in results if r["status"] == "ok"]
+    done = [{**r, "metrics": r[key]["metrics"]} for r in ok if r.get(key)]
+    head = (f"Final evaluation after the authors' BatchNorm refresh ({settings.get('updates', 50)} more running-statistics "
+            f"updates of G's BatchNorm, weights frozen, batches of {settings.get('batch', 100)}; then "
+            f"{settings.get('samples', 2500)} samples from latents of seed {settings.get('latent_seed', 2333)}), "
+            f"applied to each run's last checkpoint by experiments/batchnorm_refresh.py: {len(done)} of {len(ok)} "
+            "finished runs (a run whose checkpoint was gone when its table was written has none). The table above "
+            "evaluates with the statistics training left; training is the same either way.")
+    if not done:
+        return ["", head]
+    rows = aggregate(done, metrics)
+    left = {r["model"]: [] for r in done}
+    for r in done:
+        left[r["model"]].append(r[key]["metrics_left"])
+    lines = ["", head, "", "| model | seeds | " + " | ".join(METRIC_LABELS.get(m, m) for m in metrics)
+             + " | same latents, statistics left by training (modes / HQ % / KL) |", "|" + " --- |" * (len(metrics) + 3)]
+    for row in rows:
+        same = left[row["model"]]
+        lefts = " / ".join(_fmt(*mean_std([f.get(m, float("nan")) for f in same]), len(same), m)
+                           for m in ("modes", "hq", "kl"))
+        lines.append(f"| {row['label']} (ours, refreshed) | {row['seeds']} | "
+                     + " | ".join(_fmt(*row[m], row["seeds"], m, row.get(f"{m}_seeds")) for m in metrics)
+                     + f" | {lefts} |")
+    comparison = published_comparison(rows, metrics, pub.get("rows", []), pub.get("standard_errors") or {},
+                                      suffix=" (refreshed)")
+    return lines + comparison
 
 
 LATE_FRACTION = 0.1  # the last tenth of a run's evaluations
@@ -392,7 +428,8 @@ def write_table(table: str, out: Path, results: list[dict], pub: dict, header_te
     (out / f"{table}.md").write_text(render_markdown(table, rows, metrics, pub["rows"], header_text, current_code=current,
                                                      figures=figures, figure_notes=figure_notes,
                                                      standard_errors=pub.get("standard_errors"),
-                                                     late=late_training(results, metrics)))
+                                                     late=refresh_block(results, metrics, pub)
+                                                     + late_training(results, metrics)))
     write_csv(out / f"{table}.csv", rows, metrics, pub["rows"], current_code=current)
     if use_wandb:
         log_table_to_wandb(table, rows, metrics, out)

@@ -171,6 +171,13 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
                  if restamp is not None else [])
 
     ordered = [results[r.name] for r in runs if r.name in results]
+    refresh = report.published(table, runner.EXPERIMENTS).get("batchnorm_refresh")
+    if refresh:  # the authors evaluated after a BatchNorm refresh: the same on each finished run's last checkpoint
+        from experiments import batchnorm_refresh
+
+        for run in runs:
+            if run.name in results and batchnorm_refresh.record(run, run.folder(out), results[run.name], refresh):
+                echo(f"{run.name}: BatchNorm refresh recorded in its result.json (experiments/batchnorm_refresh.py)")
     in_progress = {run.name: summary for run in runs if run.name in missing
                    for summary in [runner.interrupted_summary(run.folder(out))] if summary}
     header = report.table_header(table, seeds, models, out, overrides, report_only, ordered, current, missing,

@@ -121,6 +121,32 @@ def fake_experiments(tmp_path, monkeypatch):
     return folder, calls
 
 
+def test_a_table_with_the_refresh_setting_records_it_from_each_finished_runs_checkpoint(tmp_path, fake_experiments):
+    import torch
+    import yaml
+
+    from experiments import batchnorm_refresh
+
+    path = tmp_path / "experiments" / "published.yaml"
+    published = yaml.safe_load(path.read_text())
+    published["ring8"]["batchnorm_refresh"] = {"updates": 2, "batch": 10, "latent_seed": 1, "samples": 100}
+    path.write_text(yaml.safe_dump(published))
+    kwargs = dict(table="ring8", seeds=[0], models=["gan"], out=tmp_path / "out", overrides=[], jobs=1,
+                  progress_every=1000, echo=lambda *a: None)
+    reproduce.reproduce(**kwargs)  # the fake run leaves no checkpoint: nothing to refresh
+    assert "0 of 1 finished runs" in (tmp_path / "out" / "ring8.md").read_text()
+    run = runner.plan("ring8", ["gan"], [0], [])[0]
+    ckpt = run.folder(tmp_path / "out") / "runs" / "ring8-gan" / "version_0" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    model = batchnorm_refresh.build(batchnorm_refresh.resolve(run.configs)["model"])
+    torch.save({"epoch": 0, "global_step": 2, "state_dict": model.state_dict()}, ckpt)
+    reproduce.reproduce(**kwargs, report_only=True)
+    saved = json.loads((run.folder(tmp_path / "out") / "result.json").read_text())
+    assert saved["batchnorm_refresh"]["samples"] == 100 and saved["batchnorm_refresh"]["global_step"] == 2
+    text = (tmp_path / "out" / "ring8.md").read_text()
+    assert "1 of 1 finished runs" in text and "| GAN (ours, refreshed) | 1 |" in text
+
+
 def test_finished_runs_are_cached_and_a_config_change_reruns(tmp_path, fake_experiments):
     folder, calls = fake_experiments
     kwargs = dict(table="ring8", seeds=[0, 1], models=["gan", "mgan"], out=tmp_path / "out", overrides=[],
@@ -235,6 +261,24 @@ def test_report_only_trains_nothing_and_lists_the_missing_runs(tmp_path, fake_ex
     text = (tmp_path / "out" / "ring8.md").read_text()
     assert f"--seeds 2 --models gan,mgan --out {(tmp_path / 'out').resolve()} --report-only`" in text
     assert "Not run yet (2): gan/seed1, mgan/seed1." in text and "| GAN (ours) | 1 | 8.0 | 90.0 |" in text
+
+
+def test_refreshed_final_figures_are_tabled_and_compared_with_the_published_ones():
+    pub = {"rows": [{"method": "GAN", "modes": "6.3 ± 0.5", "source": "PacGAN Table 1 (10 runs, ± s.e.)"}],
+           "standard_errors": {"PacGAN Table 1": 10}, "batchnorm_refresh": {"updates": 50, "latent_seed": 2333}}
+
+    def run(seed, refreshed, left):
+        return {"model": "gan", "seed": seed, "status": "ok", "wall_s": 1.0, "metrics": {"modes": left},
+                "batchnorm_refresh": {"metrics": {"modes": refreshed}, "metrics_left": {"modes": left, "hq": 90.0,
+                                                                                        "kl": 0.3}}}
+    results = [run(0, 7.0, 6.0), run(1, 8.0, 6.0), {"model": "gan", "seed": 2, "status": "ok", "metrics": {}}]
+    lines = report.refresh_block(results, ["modes"], pub)
+    assert "2 of 3 finished runs" in lines[1] and "50 more running-statistics updates" in lines[1]
+    assert "| GAN (ours, refreshed) | 2 | 7.5 ± 0.7 | 6.0 ± 0.0 / 90.0 ± 0.0 / 0.300 ± 0.000 |" in lines
+    # 7.5 against 6.3: s.e. 0.707 / sqrt(2) = 0.5, combined sqrt(0.5² + 0.5²) = 0.707, z = 1.2 / 0.707 = +1.7
+    row = next(line for line in lines if line.startswith("| GAN (refreshed) | GAN (PacGAN Table 1, 10 runs)"))
+    assert "| +1.2 | +1.7 | yes |" in row
+    assert report.refresh_block(results, ["modes"], {"rows": []}) == []  # a table without the setting: nothing
 
 
 def test_end_of_training_lines_average_each_runs_last_tenth_worked_by_hand():
