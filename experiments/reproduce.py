@@ -176,8 +176,12 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
         from experiments import batchnorm_refresh
 
         for run in runs:
-            if run.name in results and batchnorm_refresh.record(run, run.folder(out), results[run.name], refresh):
-                echo(f"{run.name}: BatchNorm refresh recorded in its result.json (experiments/batchnorm_refresh.py)")
+            try:
+                if run.name in results and batchnorm_refresh.record(run, run.folder(out), results[run.name], refresh):
+                    echo(f"{run.name}: BatchNorm refresh recorded in its result.json (experiments/batchnorm_refresh.py)")
+            except Exception as err:  # noqa: BLE001 - e.g. a checkpoint of older code: the table is written without it
+                echo(f"{run.name}: BatchNorm refresh not recorded ({type(err).__name__}: {err}); the table goes on "
+                     "without it")
     in_progress = {run.name: summary for run in runs if run.name in missing
                    for summary in [runner.interrupted_summary(run.folder(out))] if summary}
     header = report.table_header(table, seeds, models, out, overrides, report_only, ordered, current, missing,
