@@ -138,6 +138,11 @@ def test_a_table_with_the_refresh_setting_records_it_from_each_finished_runs_che
     run = runner.plan("ring8", ["gan"], [0], [])[0]
     ckpt = run.folder(tmp_path / "out") / "runs" / "ring8-gan" / "version_0" / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"not a checkpoint")  # one the refresh cannot load: named, skipped, the table still written
+    lines = []
+    reproduce.reproduce(**{**kwargs, "echo": lines.append}, report_only=True)
+    assert any(line.startswith("gan/seed0: BatchNorm refresh not recorded (") for line in lines), lines
+    assert "0 of 1 finished runs" in (tmp_path / "out" / "ring8.md").read_text()
     model = batchnorm_refresh.build(batchnorm_refresh.resolve(run.configs)["model"])
     torch.save({"epoch": 0, "global_step": 2, "state_dict": model.state_dict()}, ckpt)
     reproduce.reproduce(**kwargs, report_only=True)
