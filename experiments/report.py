@@ -295,7 +295,7 @@ def late_training(results: list[dict], metrics: list[str], fraction: float = LAT
 def render_markdown(table: str, rows: list[dict], metrics: list[str], published: list[dict], header: str = "",
                     current_code: Optional[str] = None, figures: Optional[list[Path]] = None,
                     figure_notes: Optional[list[str]] = None, standard_errors: Optional[dict[str, int]] = None,
-                    late: Optional[list[str]] = None) -> str:
+                    extra: Optional[list[str]] = None) -> str:
     """The table; with `current_code` (the tree's code hash) a "code" column marks the runs trained by other code;
     with `standard_errors` (published.yaml's) the comparison with the published figures that are means ± standard
     errors follows (published_comparison); `figures` (files beside the table) are linked under it, followed by
@@ -323,7 +323,7 @@ def render_markdown(table: str, rows: list[dict], metrics: list[str], published:
     lines += ["", "Ours: mean ± sample standard deviation over seeds of the final evaluation. Published rows as "
                   "their sources report them (see experiments/published.yaml)."]
     lines += published_comparison(rows, metrics, published, standard_errors or {})
-    lines += late or []
+    lines += extra or []  # blocks after the comparison: refresh_block, late_training
     if current_code:
         lines += ["", f"Code: \"current\" = trained (or re-stamped) with the code of the tree that wrote this table, hash "
                       f"{current_code} (the *.py files of {', '.join(d + '/' for d in CODE_DIRS)} and "
@@ -428,7 +428,7 @@ def write_table(table: str, out: Path, results: list[dict], pub: dict, header_te
     (out / f"{table}.md").write_text(render_markdown(table, rows, metrics, pub["rows"], header_text, current_code=current,
                                                      figures=figures, figure_notes=figure_notes,
                                                      standard_errors=pub.get("standard_errors"),
-                                                     late=refresh_block(results, metrics, pub)
+                                                     extra=refresh_block(results, metrics, pub)
                                                      + late_training(results, metrics)))
     write_csv(out / f"{table}.csv", rows, metrics, pub["rows"], current_code=current)
     if use_wandb:
