@@ -224,7 +224,7 @@ def refresh_block(results: list[dict], metrics: list[str], pub: dict) -> list[st
     done = [{**r, "metrics": r[key]["metrics"]} for r in ok if r.get(key)]
     head = (f"Final evaluation after the authors' BatchNorm refresh ({settings.get('updates', 50)} more running-statistics "
             f"updates of G's BatchNorm, weights frozen, batches of {settings.get('batch', 100)}; then "
-            f"{settings.get('samples', 2500)} samples from latents of seed {settings.get('latent_seed', 2333)}), "
+            f"{int(settings.get('samples', 2500)):,} samples from latents of seed {settings.get('latent_seed', 2333)}), "
             f"applied to each run's last checkpoint by experiments/batchnorm_refresh.py: {len(done)} of {len(ok)} "
             "finished runs (a run whose checkpoint was gone when its table was written has none). The table above "
             "evaluates with the statistics training left; training is the same either way.")
