@@ -56,13 +56,15 @@ def load(configs: Sequence[Path], checkpoint: Path, overrides: Sequence[str] = (
 
 def refreshed_copy(model, updates: int, batch: int, seed: int = 0):
     """A copy of `model` whose generator's running statistics took `updates` more updates (training mode, no
-    gradients, batches of `batch` latents from the model's own latent distribution); in inference mode."""
+    gradients, `batch` latents from the model's own latent distribution per block: a PacGAN of packing m takes
+    m x `batch`, its BatchNorm normalising each block on its own, as the authors' code calls G m times on `batch`);
+    in inference mode."""
     refreshed = copy.deepcopy(model)
     refreshed.generator.train()
     rng = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for _ in range(updates):
-            refreshed.generate(refreshed.sample_latent(batch, rng=rng))
+            refreshed.generate(refreshed.sample_latent(batch * getattr(model, "packing", 1), rng=rng))
     return refreshed.eval()
 
 
