@@ -92,9 +92,9 @@ class CollapseMonitor(L.Callback):
         once: act on the first detection only (later ones are still logged). A detection of the signal uses up
             its streak: with patience p, the next one needs p more evaluations past the threshold in a row.
         restore: before acting, roll the weights, buffers and optimiser states back to the last evaluation inside
-            the threshold without a warning sign, on every rank (a copy kept in memory at each such evaluation, not in checkpoints: a resumed run takes
-            it again at its next healthy evaluation; the step counters go on). For actions other than "none" and
-            "stop".
+            the threshold without a warning sign, on every rank (a copy kept in memory at each such evaluation, not
+            in checkpoints: a resumed run takes it again at its next healthy evaluation; the step counters go on).
+            For actions other than "none" and "stop".
         start_step: the first generator step whose evaluation is judged (0: every one). Early in training every
             diversity signal is low whether or not the generator collapses (on grid25_veegan recall is 0.08 at
             step 1,000 in every run), so a monitor that acts may wait until the samples have had time to form.

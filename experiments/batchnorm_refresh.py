@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib
 import json
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments.configs import EXPERIMENTS, PROTOCOL, resolve  # noqa: E402
+from models.checkpoints import import_class  # noqa: E402
 
 RECORD_KEY = "batchnorm_refresh"
 
@@ -40,9 +40,8 @@ def build(node):
         return [build(v) for v in node]
     if not (isinstance(node, dict) and "class_path" in node):
         return node
-    module, name = node["class_path"].rsplit(".", 1)
     args = {k: build(v) for k, v in (node.get("init_args") or {}).items()}
-    return getattr(importlib.import_module(module), name)(**args)
+    return import_class(node["class_path"])(**args)
 
 
 def load(configs: Sequence[Path], checkpoint: Path, overrides: Sequence[str] = ()):
@@ -111,7 +110,8 @@ def record(run, folder: Path, result: dict, settings: dict) -> bool:
     found = compare(run.configs, checkpoint, run.overrides, updates, batch, [seed], samples)
     result[RECORD_KEY] = {"updates": updates, "batch": batch, "latent_seed": seed, "samples": samples,
                           "checkpoint": str(checkpoint.relative_to(folder)), "epoch": found["epoch"],
-                          "global_step": found["global_step"], "metrics": found["refreshed"], "metrics_left": found["left"]}
+                          "global_step": found["global_step"], "metrics": found["refreshed"],
+                          "metrics_left": found["left"]}
     path = Path(folder) / "result.json"
     if path.is_file():
         path.write_text(json.dumps(result, indent=1))

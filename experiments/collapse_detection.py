@@ -66,6 +66,11 @@ def detection_quality(runs: Sequence[Sequence[dict]], signal: str, threshold: fl
                 first_alarm = entry["g_step"]
         if first_truth is not None and first_alarm is not None:
             lags.append(first_alarm - first_truth)
+    return _quality(tp, fp, fn, tn, lags)
+
+
+def _quality(tp: int, fp: int, fn: int, tn: int, lags: Sequence[float]) -> dict[str, float]:
+    """Precision, recall and F1 from the counts, the counts, and the median of the runs' lags."""
     precision = tp / (tp + fp) if tp + fp else float("nan")
     recall = tp / (tp + fn) if tp + fn else float("nan")
     f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
@@ -106,12 +111,7 @@ def held_out_quality(runs: Sequence[Sequence[dict]], signal: str, direction: str
             lags.append(q["median_lag"])
     if not thresholds:
         return None
-    tp, fp, fn = counts["tp"], counts["fp"], counts["fn"]
-    precision = tp / (tp + fp) if tp + fp else float("nan")
-    recall = tp / (tp + fn) if tp + fn else float("nan")
-    f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
-    return thresholds, {"precision": precision, "recall": recall, "f1": f1, **counts,
-                        "median_lag": statistics.median(lags) if lags else float("nan"), "runs_with_lag": len(lags)}
+    return thresholds, _quality(counts["tp"], counts["fp"], counts["fn"], counts["tn"], lags)
 
 
 def data_modes(table: str) -> int:

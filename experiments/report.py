@@ -222,8 +222,9 @@ def refresh_block(results: list[dict], metrics: list[str], pub: dict) -> list[st
     key = "batchnorm_refresh"
     ok = [r for r in results if r["status"] == "ok"]
     done = [{**r, "metrics": r[key]["metrics"]} for r in ok if r.get(key)]
-    head = (f"Final evaluation after the authors' BatchNorm refresh ({settings.get('updates', 50)} more running-statistics "
-            f"updates of G's BatchNorm, weights frozen, {settings.get('batch', 100)} latents a block, m blocks for PacGANm; then "
+    head = (f"Final evaluation after the authors' BatchNorm refresh ({settings.get('updates', 50)} more "
+            f"running-statistics updates of G's BatchNorm, weights frozen, {settings.get('batch', 100)} latents a "
+            f"block, m blocks for PacGANm; then "
             f"{int(settings.get('samples', 2500)):,} samples from latents of seed {settings.get('latent_seed', 2333)}), "
             f"applied to each run's last checkpoint by experiments/batchnorm_refresh.py: {len(done)} of {len(ok)} "
             "finished runs (a run whose checkpoint was gone when its table was written has none). The table above "

@@ -80,7 +80,7 @@ def test_a_finished_run_records_the_comparison_once(tmp_path):
 def test_a_pacgans_refresh_takes_the_batch_size_per_block():
     # PacGAN2's generator normalises each of its 2 blocks on its own; the authors' refresh calls G twice on 100
     # latents, so each update here passes 2 x 100 latents (a hook on the model is copied with it)
-    config = bnr.resolve([bnr.EXPERIMENTS / "ring8_pacgan" / bnr.PROTOCOL, bnr.EXPERIMENTS / "ring8_pacgan" / "pacgan2.yaml"])
+    config = bnr.resolve([CONFIGS[0], bnr.EXPERIMENTS / "ring8_pacgan" / "pacgan2.yaml"])
     torch.manual_seed(0)
     model = bnr.build(config["model"]).eval()
     norm = next(m for m in model.generator.modules() if type(m).__name__ == "BlocksBatchNorm1d")
