@@ -16,6 +16,15 @@ run judged at the best-F1 threshold of the other runs, the counts summed over ru
 earlier runs does on a new one).
 
 Writes `<table>_collapse_detection.md` beside the table (in `--out`, default results/<table>).
+
+`--from-samples` judges runs whose protocol did not log the signals (the PacGAN-protocol tables, where the baseline
+loses modes): it reads the points `callbacks.SampleScatter` kept at each evaluation (`samples/scatter_g*.npz`, of
+every run folder under `--out`/runs, finished or not) and computes there, on those points against the run's own
+validation split, both the ground truth (modes captured, KL: `callbacks.ModeCoverage`'s rules) and the signals
+(`callbacks.DiversityMetrics`' computation on data features, its defaults). Where the scatter draws the same points
+as DiversityMetrics (one batch of the same size from the same evaluation stream) the figures are the ones the
+callback logs. Writes `<table>_collapse_detection_from_samples.md`, and the computed curves (one row per
+evaluation) as `.csv` beside it.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from typing import Optional, Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments.configs import EXPERIMENTS, PROTOCOL, resolve  # noqa: E402
+from models.checkpoints import import_class  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # signal: (direction, the threshold a monitor config would use)
@@ -44,20 +54,35 @@ def past(value: float, threshold: float, direction: str) -> bool:
     return value > threshold if direction == "above" else value < threshold
 
 
+def collapsed(entry: dict, collapsed_below: float, kl_above: Optional[float] = None) -> Optional[bool]:
+    """The ground truth of one evaluation: fewer than `collapsed_below` modes captured, or (with `kl_above`) a KL of
+    the high-quality samples' mode histogram to the data's above it; None where the entry lacks what it needs."""
+    modes = entry.get("modes")
+    if modes is None:
+        return None
+    if kl_above is None:
+        return modes < collapsed_below
+    kl = entry.get("kl")
+    if kl is None:
+        return None
+    return modes < collapsed_below or not kl <= kl_above  # a NaN KL (no high-quality sample) is collapsed
+
+
 def detection_quality(runs: Sequence[Sequence[dict]], signal: str, threshold: float, direction: str,
-                      collapsed_below: float) -> dict[str, float]:
-    """Precision, recall and F1 of `signal` past `threshold` against `modes` < collapsed_below, over every evaluation
-    of `runs` (each a list of {"g_step", "modes", signal, ...}) that has both; and the median over runs (that collapse
-    and are detected) of first detection step - first collapsed step. Counts too."""
+                      collapsed_below: float, kl_above: Optional[float] = None) -> dict[str, float]:
+    """Precision, recall and F1 of `signal` past `threshold` against the ground truth (`collapsed`: `modes` <
+    collapsed_below, or KL > kl_above), over every evaluation of `runs` (each a list of {"g_step", "modes", signal,
+    ...}) that has both; and the median over runs (that collapse and are detected) of first detection step - first
+    collapsed step. Counts too."""
     tp = fp = fn = tn = 0
     lags = []
     for curve in runs:
         first_truth = first_alarm = None
         for entry in curve:
-            value, modes = entry.get(signal), entry.get("modes")
-            if value is None or modes is None or not math.isfinite(value):
+            value, truth = entry.get(signal), collapsed(entry, collapsed_below, kl_above)
+            if value is None or truth is None or not math.isfinite(value):
                 continue
-            truth, alarm = modes < collapsed_below, past(value, threshold, direction)
+            alarm = past(value, threshold, direction)
             tp, fp, fn, tn = tp + (truth and alarm), fp + (alarm and not truth), fn + (truth and not alarm), \
                 tn + (not truth and not alarm)
             if truth and first_truth is None:
@@ -79,20 +104,20 @@ def _quality(tp: int, fp: int, fn: int, tn: int, lags: Sequence[float]) -> dict[
             "median_lag": median, "runs_with_lag": len(lags)}
 
 
-def best_threshold(runs: Sequence[Sequence[dict]], signal: str, direction: str, collapsed_below: float
-                   ) -> Optional[tuple[float, dict[str, float]]]:
+def best_threshold(runs: Sequence[Sequence[dict]], signal: str, direction: str, collapsed_below: float,
+                   kl_above: Optional[float] = None) -> Optional[tuple[float, dict[str, float]]]:
     """The threshold among the signal's observed values (midpoints) with the best F1, and its quality."""
     values = sorted({e[signal] for curve in runs for e in curve if e.get(signal) is not None and math.isfinite(e[signal])})
     if len(values) < 2:
         return None
     candidates = [(a + b) / 2 for a, b in zip(values, values[1:])]
-    scored = [(detection_quality(runs, signal, t, direction, collapsed_below), t) for t in candidates]
+    scored = [(detection_quality(runs, signal, t, direction, collapsed_below, kl_above), t) for t in candidates]
     quality, threshold = max(scored, key=lambda qt: (qt[0]["f1"], -abs(qt[1])))
     return threshold, quality
 
 
-def held_out_quality(runs: Sequence[Sequence[dict]], signal: str, direction: str, collapsed_below: float
-                     ) -> Optional[tuple[list[float], dict[str, float]]]:
+def held_out_quality(runs: Sequence[Sequence[dict]], signal: str, direction: str, collapsed_below: float,
+                     kl_above: Optional[float] = None) -> Optional[tuple[list[float], dict[str, float]]]:
     """Leave one run out: each run judged at the best-F1 threshold of the others (runs without a threshold of the
     others are skipped); the thresholds used and the quality from the counts summed over the judged runs (the
     median lag over them). None with fewer than 2 runs or nothing judged."""
@@ -100,11 +125,11 @@ def held_out_quality(runs: Sequence[Sequence[dict]], signal: str, direction: str
         return None
     thresholds, counts, lags = [], {"tp": 0, "fp": 0, "fn": 0, "tn": 0}, []
     for i, curve in enumerate(runs):
-        best = best_threshold([c for j, c in enumerate(runs) if j != i], signal, direction, collapsed_below)
+        best = best_threshold([c for j, c in enumerate(runs) if j != i], signal, direction, collapsed_below, kl_above)
         if best is None:
             continue
         thresholds.append(best[0])
-        q = detection_quality([curve], signal, best[0], direction, collapsed_below)
+        q = detection_quality([curve], signal, best[0], direction, collapsed_below, kl_above)
         for key in counts:
             counts[key] += q[key]
         if q["runs_with_lag"]:
@@ -135,29 +160,138 @@ def read_runs(folder: Path) -> dict[str, list[tuple[int, list[dict]]]]:
     return runs
 
 
+def diversity_values(real, fake, num_bins: int = 50, significance: float = 0.05, duplicate_quantile: float = 0.01,
+                     seed: int = 0, reference: Optional[tuple] = None) -> tuple[dict[str, float], tuple]:
+    """The signals `callbacks.DiversityMetrics` logs for generated `fake` against the reference `real` (data
+    features: the rows themselves), computed as the callback does; and the reference's statistics (NDB's bins,
+    the duplicate threshold, the k-NN radii), to pass back as `reference` for the next evaluation of the same
+    reference."""
+    from callbacks.metrics import (bin_proportions, duplicate_rate, duplicate_threshold, kmeans_bins, ndb_jsd,
+                                   precision_recall_density_coverage, real_knn_radii)
+
+    real, fake = real.flatten(1).float(), fake.flatten(1).float()
+    n = min(real.shape[0], fake.shape[0])
+    if reference is None:
+        centres, proportions = kmeans_bins(real, num_bins, seed=seed)
+        reference = (centres, proportions, duplicate_threshold(real[:n], duplicate_quantile), real_knn_radii(real[:n]))
+    centres, proportions, threshold, radii = reference
+    values = ndb_jsd(proportions, real.shape[0], bin_proportions(fake, centres), fake.shape[0], significance)
+    duplicates = duplicate_rate(real[:n], fake[:n], duplicate_quantile, threshold=threshold)
+    pr = precision_recall_density_coverage(real[:n], fake[:n], real_radii=radii)
+    values |= {"duplicate_rate": duplicates["duplicate_rate"], "support_size": duplicates["support_size"],
+               "recall": pr["recall"], "coverage": pr["coverage"]}
+    return {name: float(value) for name, value in values.items()}, reference
+
+
+def _run_reference(version: Path):
+    """The validation split a run evaluated against, rebuilt from its config.yaml (data class and arguments, and
+    seed_everything where the data has no seed of its own)."""
+    import torch
+    import yaml
+
+    config = yaml.safe_load((version / "config.yaml").read_text())
+    data = config["data"]
+    args = dict(data.get("init_args") or {})
+    if args.get("seed") is None:
+        args["seed"] = config.get("seed_everything")
+    if args["seed"] is None:
+        raise SystemExit(f"{version / 'config.yaml'}: neither data.init_args.seed nor seed_everything is set, so its "
+                         f"validation split cannot be rebuilt")
+    datamodule = import_class(data["class_path"])(**args)
+    if not hasattr(datamodule, "centers"):
+        raise SystemExit(f"{version}: --from-samples needs a 2D mixture datamodule; {data['class_path']} is not one")
+    (points,) = next(iter(datamodule.val_dataloader()))  # the whole split: one batch
+    return points, torch.as_tensor(datamodule.weights)
+
+
+def curve_from_samples(run_folder: Path, **diversity) -> list[dict]:
+    """One entry per kept scatter (every attempt's version folder) of the run in `run_folder`: the generator step,
+    modes / hq / kl from the points by ModeCoverage's rules, and the DiversityMetrics signals of the points."""
+    import numpy as np
+    import torch
+
+    from callbacks.mode_coverage import ModeCoverageMetric
+
+    entries: dict[int, dict] = {}
+    reference = real = weights = None
+    for version in sorted(p.parent for p in run_folder.glob("**/version_*/config.yaml")):
+        scatters = sorted(version.glob("samples/scatter_g*.npz"))
+        if not scatters:
+            continue
+        if real is None:
+            real, weights = _run_reference(version)
+        for path in scatters:
+            step = int(path.stem.removeprefix("scatter_g"))
+            with np.load(path) as kept:
+                points, centres, std = (torch.from_numpy(kept[k]) for k in ("samples", "centers", "std"))
+            truth = ModeCoverageMetric(centres, float(std), weights=weights)
+            truth.update(points)
+            entry = {"g_step": step, **{k: float(v) for k, v in truth.compute().items()}}
+            values, reference = diversity_values(real, points, reference=reference, **diversity)
+            entries[step] = entry | values  # a step evaluated by two attempts: the later one's points
+    return [entries[step] for step in sorted(entries)]
+
+
+def read_sample_runs(folder: Path, **diversity) -> dict[str, list[tuple[int, list[dict]]]]:
+    """{model: [(seed, curve), ...]} of every run folder under `folder`/runs that kept scatter points."""
+    runs: dict[str, list[tuple[int, list[dict]]]] = {}
+    for run_folder in sorted(p for p in folder.glob("runs/*/seed*") if p.is_dir()):
+        curve = curve_from_samples(run_folder, **diversity)
+        if curve:
+            seed = int(run_folder.name.removeprefix("seed").split("-")[0])
+            runs.setdefault(run_folder.parent.name, []).append((seed, curve))
+    return runs
+
+
+def write_curves(path: Path, runs: dict[str, list[tuple[int, list[dict]]]]) -> None:
+    """Every evaluation of every run as one CSV row: model, seed, then the entry's values."""
+    import csv
+
+    names = list(dict.fromkeys(k for model_runs in runs.values() for _, curve in model_runs for e in curve for k in e))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["model", "seed", *names])
+        writer.writeheader()
+        for model, model_runs in runs.items():
+            for seed, curve in model_runs:
+                for entry in curve:
+                    writer.writerow({"model": model, "seed": seed, **entry})
+
+
 def _fmt(x: float, digits: int = 2) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-def report(table: str, runs: dict[str, list[tuple[int, list[dict]]]], collapsed_below: float) -> str:
+def report(table: str, runs: dict[str, list[tuple[int, list[dict]]]], collapsed_below: float,
+           from_samples: bool = False, kl_above: Optional[float] = None) -> str:
     curves = [curve for model_runs in runs.values() for _, curve in model_runs]
     evaluations = sum(1 for curve in curves for e in curve if e.get("modes") is not None)
-    collapsed = sum(1 for curve in curves for e in curve if e.get("modes") is not None and e["modes"] < collapsed_below)
+    collapsed_count = sum(1 for curve in curves for e in curve if collapsed(e, collapsed_below, kl_above))
+    truth = f"fewer than {collapsed_below:g} modes captured" + (f", or KL above {kl_above:g}" if kl_above is not None
+                                                                 else "")
     lines = [f"# {table}: how well the label-free signals see collapse", "",
              "Runs: " + "; ".join(f"{m} seeds {','.join(str(s) for s, _ in r)}" for m, r in runs.items())
-             + f". Evaluations: {evaluations}, of which {collapsed} collapsed (fewer than {collapsed_below:g} modes "
-             f"captured). Command: `python experiments/collapse_detection.py {table} --collapsed-below {collapsed_below:g}"
-             f" --models {','.join(runs)}`.",
-             "", "| signal | detects when | threshold | precision | recall | F1 | detections (TP / FP) | missed (FN) | "
-             "median lag, G steps (runs) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             + f". Evaluations: {evaluations}, of which {collapsed_count} collapsed ({truth}). Command: "
+             f"`python experiments/collapse_detection.py {table} --collapsed-below {collapsed_below:g}"
+             + (f" --kl-above {kl_above:g}" if kl_above is not None else "")
+             + f" --models {','.join(runs)}{' --from-samples' if from_samples else ''}`."]
+    if from_samples:
+        lines += ["", "Computed after training from the 2,500 points each run kept at each evaluation "
+                  "(`samples/scatter_g*.npz`), against the run's validation split: the ground truth by ModeCoverage's "
+                  "rules and the signals by DiversityMetrics' (data features, 50 bins, level 0.05, duplicate "
+                  "quantile 0.01). Evaluations kept per run (generator steps): "
+                  + "; ".join(f"{m} seed {s_}: {len(c)} ({c[0]['g_step']:,}–{c[-1]['g_step']:,})"
+                              for m, r in runs.items() for s_, c in r) + "."]
+    lines += ["", "| signal | detects when | threshold | precision | recall | F1 | detections (TP / FP) | "
+              "missed (FN) | median lag, G steps (runs) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for signal, (direction, default) in SIGNALS.items():
         if not any(e.get(signal) is not None for curve in curves for e in curve):
             continue
-        rows = [("monitor default", default, detection_quality(curves, signal, default, direction, collapsed_below))]
-        best = best_threshold(curves, signal, direction, collapsed_below)
+        rows = [("monitor default", default, detection_quality(curves, signal, default, direction, collapsed_below,
+                                                                    kl_above))]
+        best = best_threshold(curves, signal, direction, collapsed_below, kl_above)
         if best is not None:
             rows.append(("best F1 (in-sample)", f"{best[0]:.3g}", best[1]))
-        held_out = held_out_quality(curves, signal, direction, collapsed_below)
+        held_out = held_out_quality(curves, signal, direction, collapsed_below, kl_above)
         if held_out is not None:
             low, high = min(held_out[0]), max(held_out[0])
             shown = f"{low:.3g}" if f"{low:.3g}" == f"{high:.3g}" else f"{low:.3g}–{high:.3g}"
@@ -180,24 +314,36 @@ def main(argv: Optional[list[str]] = None) -> str:
     parser.add_argument("--out", type=Path, default=None, help="the table's results folder (default results/<table>)")
     parser.add_argument("--collapsed-below", type=float, default=None,
                         help="an evaluation with fewer modes captured counts as collapsed (default: half the modes)")
+    parser.add_argument("--kl-above", type=float, default=None,
+                        help="an evaluation whose KL (high-quality samples' mode histogram to the data's) is above "
+                             "this counts as collapsed too (default: modes alone)")
     parser.add_argument("--models", default=None,
                         help="comma-separated models whose runs to judge (default: every model with runs)")
+    parser.add_argument("--from-samples", action="store_true",
+                        help="compute the truth and the signals from the points the runs kept at each evaluation "
+                             "(samples/scatter_g*.npz), for runs that did not log the signals; any run, finished or "
+                             "not")
     args = parser.parse_args(argv)
     out = args.out or ROOT / "results" / args.table
-    runs = read_runs(out)
+    runs = read_sample_runs(out) if args.from_samples else read_runs(out)
+    what = ("runs with kept scatter points (samples/scatter_g*.npz)" if args.from_samples
+            else "finished runs with curves")
     if args.models:
         wanted = args.models.split(",")
         unknown = sorted(set(wanted) - set(runs))
         if unknown:
-            raise SystemExit(f"--models {args.models}: no finished runs with curves of {unknown} under {out}/runs; "
+            raise SystemExit(f"--models {args.models}: no {what} of {unknown} under {out}/runs; "
                              f"there are runs of {sorted(runs)}")
         runs = {m: runs[m] for m in wanted}
     if not runs:
-        raise SystemExit(f"no finished runs with curves under {out}/runs: train the table first "
+        raise SystemExit(f"no {what} under {out}/runs: train the table first "
                          f"(python experiments/reproduce.py {args.table})")
     collapsed_below = args.collapsed_below if args.collapsed_below is not None else data_modes(args.table) / 2
-    text = report(args.table, runs, collapsed_below)
-    (out / f"{args.table}_collapse_detection.md").write_text(text)
+    text = report(args.table, runs, collapsed_below, from_samples=args.from_samples, kl_above=args.kl_above)
+    name = f"{args.table}_collapse_detection{'_from_samples' if args.from_samples else ''}"
+    (out / f"{name}.md").write_text(text)
+    if args.from_samples:  # the computed curves, so the figures can be checked without the runs' folders
+        write_curves(out / f"{name}.csv", runs)
     print(text)
     return text
 

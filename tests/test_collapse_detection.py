@@ -3,10 +3,14 @@ threshold, and the report from result.json files."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 
 from experiments import collapse_detection as cd
 
@@ -72,3 +76,101 @@ def test_report_from_result_files(tmp_path):
     assert "| ndb_fraction | above | 0.5 (monitor default) | 0.50 | 0.50 | 0.50 | 1 / 1 | 1 | -1 (1) |" in only_gan
     with pytest.raises(SystemExit, match=r"--models gan,mgan: no finished runs with curves of \['mgan'\]"):
         cd.main(["grid25_veegan", "--out", str(tmp_path), "--models", "gan,mgan"])
+
+
+def test_the_truth_with_a_kl_bound_by_hand():
+    assert cd.collapsed({"modes": 7, "kl": 0.01}, 8) is True and cd.collapsed({"modes": 8, "kl": 0.5}, 8) is False
+    assert cd.collapsed({"modes": 8, "kl": 0.5}, 8, kl_above=0.2) is True
+    assert cd.collapsed({"modes": 8, "kl": 0.1}, 8, kl_above=0.2) is False
+    assert cd.collapsed({"modes": 8, "kl": float("nan")}, 8, kl_above=0.2) is True  # no high-quality sample at all
+    assert cd.collapsed({"modes": 8}, 8, kl_above=0.2) is None and cd.collapsed({"kl": 0.1}, 8) is None
+    # RUN_B's evaluations all have 24-25 modes; with a KL bound the one with KL 0.3 becomes collapsed
+    curve = [dict(e, kl=k) for e, k in zip(RUN_B, (0.0, 0.3, 0.0))]
+    q = cd.detection_quality([curve], "ndb_fraction", 0.5, "above", collapsed_below=10, kl_above=0.2)
+    assert (q["tp"], q["fp"], q["fn"], q["tn"]) == (1, 0, 0, 1)  # 0.7 at the KL-0.3 evaluation; the NaN left out
+
+
+def _scatter(folder, step, points, centres, std):
+    (folder / "samples").mkdir(parents=True, exist_ok=True)
+    np.savez(folder / "samples" / f"scatter_g{step:07d}.npz", samples=np.asarray(points, np.float32),
+             centers=np.asarray(centres, np.float32), std=np.float32(std))
+
+
+def test_curves_from_kept_points_of_known_answers(tmp_path):
+    """Points on 4 of the ring's 8 modes, in equal shares: 4 modes, KL log 2, every point high quality, and about
+    half the validation split's neighbourhoods covered; points drawn from the data itself: 8 modes, recall and
+    coverage near 1, NDB near its false-positive rate."""
+    from datamodules import Ring
+
+    data = Ring(num_modes=8, radius=1.0, std=0.01, val_size=1000, seed=3)
+    (real,) = next(iter(data.val_dataloader()))
+    version = tmp_path / "runs" / "gan" / "seed3-abc" / "runs" / "x" / "version_0"
+    version.mkdir(parents=True)
+    (version / "config.yaml").write_text(yaml.safe_dump({"seed_everything": 3, "data": {
+        "class_path": "datamodules.Ring", "init_args": {"num_modes": 8, "radius": 1.0, "std": 0.01, "val_size": 1000,
+                                                        "seed": None}}}))
+    rng = np.random.default_rng(0)
+    centres = data.centers.numpy()
+    half = centres[np.arange(1000) % 4] + 0.01 * rng.standard_normal((1000, 2))
+    same, _ = data.sample(1000, np.random.default_rng(7))
+    _scatter(version, 2000, half, centres, 0.01)
+    _scatter(version, 1000, same.numpy(), centres, 0.01)
+    runs = cd.read_sample_runs(tmp_path, num_bins=20)
+    assert list(runs) == ["gan"] and runs["gan"][0][0] == 3
+    first, second = runs["gan"][0][1]
+    assert (first["g_step"], second["g_step"]) == (1000, 2000)
+    assert first["modes"] == 8 and first["kl"] < 0.01 and first["hq"] > 98
+    # KL of the high-quality points' mode shares to uniform over 8, counted here with numpy: near log 2
+    own = np.linalg.norm(half - centres[np.arange(1000) % 4], axis=1) <= 0.03
+    q = np.bincount((np.arange(1000) % 4)[own], minlength=4) / own.sum()
+    assert second["modes"] == 4 and second["hq"] == pytest.approx(100 * own.mean())
+    assert second["kl"] == pytest.approx(float((q * np.log(q * 8)).sum()), rel=1e-6)
+    assert second["kl"] == pytest.approx(math.log(2), abs=1e-3)
+    assert first["recall"] > 0.9 and first["coverage"] > 0.85 and first["ndb_fraction"] <= 0.15
+    assert second["coverage"] == pytest.approx(0.5, abs=0.06)  # half the real points' neighbourhoods are empty
+    assert second["ndb_fraction"] >= 0.5  # every bin of the 4 missing modes, at least, differs
+    assert real.shape == (1000, 2)
+    text = cd.main(["ring8", "--out", str(tmp_path), "--from-samples", "--collapsed-below", "8"])
+    assert "Evaluations: 2, of which 1 collapsed (fewer than 8 modes captured)" in text
+    assert "gan seed 3: 2 (1,000–2,000)" in text
+    rows = list(csv.DictReader(open(tmp_path / "ring8_collapse_detection_from_samples.csv")))
+    assert [(r["model"], r["seed"], r["g_step"], r["modes"]) for r in rows] == [("gan", "3", "1000", "8.0"),
+                                                                                ("gan", "3", "2000", "4.0")]
+
+
+def test_from_samples_gives_what_the_callbacks_logged_during_training(tmp_path, monkeypatch):
+    """A short ring run with ModeCoverage, DiversityMetrics (one batch, so it draws the scatter's points) and
+    SampleScatter: the curve rebuilt after training from the kept points and the run's config.yaml equals the
+    values the callbacks logged at every evaluation."""
+    import sys
+
+    import train
+    from experiments.configs import compose_args
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    root = Path(__file__).resolve().parents[1]
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(yaml.safe_dump({
+        # wide modes, so that the young generator's points near the origin already count for some of them
+        "data": {"init_args": {"batches_per_epoch": 5, "val_size": 400, "batch_size": 64, "std": 0.7}},
+        "trainer": {"max_steps": 30, "logger": [{"class_path": "lightning.pytorch.loggers.CSVLogger",
+                                                 "init_args": {"save_dir": "runs", "name": "r"}}],
+                    "callbacks": [{"class_path": "callbacks.ModeCoverage", "init_args": {"num_samples": 400}},
+                                  {"class_path": "callbacks.DiversityMetrics",
+                                   "init_args": {"num_samples": 400, "batch_size": 400, "num_bins": 10}},
+                                  {"class_path": "callbacks.SampleScatter", "init_args": {"num_samples": 400}}]}}))
+    train.main(args=["fit", *compose_args(root / "experiments" / "ring8" / "gan.yaml"), "--config", str(extra),
+                     "--seed_everything", "5", "--trainer.accelerator", "cpu",
+                     "--trainer.enable_progress_bar", "false"])
+    run = tmp_path / "runs" / "gan" / "seed5-k"
+    run.parent.mkdir()
+    (tmp_path / "runs" / "r").rename(run)
+    (curve,) = [c for _, c in cd.read_sample_runs(tmp_path, num_bins=10)["gan"]]
+    logged = [row for row in csv.DictReader(open(next(run.glob("version_*/metrics.csv")))) if row.get("val/modes")]
+    assert len(curve) == len(logged) == 3  # evaluations at generator steps 5, 10, 15
+    assert [e["g_step"] for e in curve] == [5, 10, 15] and all(e["modes"] > 0 and e["recall"] > 0 for e in curve)
+    for entry, row in zip(curve, logged):
+        for name in ("modes", "hq", "kl", "ndb_fraction", "jsd", "duplicate_rate", "recall", "coverage"):
+            assert entry[name] == pytest.approx(float(row[f"val/{name}"]), rel=1e-5, abs=1e-6, nan_ok=True), \
+                (entry["g_step"], name)
