@@ -7,6 +7,7 @@ import csv
 import math
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Optional
@@ -401,7 +402,7 @@ def table_header(table: str, seeds: list[int], models: list[str], out: Path, ove
     return (f"Command: `python experiments/reproduce.py {table} {seed_args}"
             + (f" --models {','.join(models)}" if models != (table_models or MODELS) else "")
             + (f" --out {shown_path(out)}" if out != (ROOT / "results" / table).resolve() else "")
-            + "".join(f" --set {a[2:]}={b}" for a, b in zip(overrides[::2], overrides[1::2]))
+            + "".join(f" --set {shlex.quote(f'{a[2:]}={b}')}" for a, b in zip(overrides[::2], overrides[1::2]))
             + (" --report-only" if report_only else "") + "`. "
             + (f"Runs trained at commit {', '.join(sorted({r.get('commit') or 'unknown' for r in results}))}; "
                if results else "No run finished yet; ")

@@ -181,7 +181,7 @@ def test_the_protocol_configs_hold_the_authors_settings(table):
         args, data = config["model"]["init_args"], config["data"]["init_args"]
         assert config["model"]["class_path"] == ("models.GAN" if m == 1 else "models.PacGAN")
         assert args.get("packing", 1) == m and args["simultaneous"] is True and args["loss"] == "nonsaturating"
-        assert args["g_lr"] == args["d_lr"] == 1e-4 and args["betas"] == [0.8, 0.999] and args["n_critic"] == 1
+        assert args["g_lr"] == args["d_lr"] == 1e-4 and args["betas"] == [0.2, 0.999] and args["n_critic"] == 1
         g, d = args["generator"]["init_args"], args["discriminator"]["init_args"]
         assert (g["latent_dim"], g["hidden_dim"], g["n_hidden"], g["bn_momentum"], g["init_std"]) == (2, 400, 4, 0.05, 0.02)
         assert (d["in_dim"], d["hidden_dim"], d["n_hidden"], d["pieces"], d["init_std"]) == (2 * m, 200, 3, 5, 0.02)

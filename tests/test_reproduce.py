@@ -236,8 +236,13 @@ def test_an_argument_added_later_to_a_network_leaves_the_keys_of_runs_from_befor
     networks[1]["simultaneous"] = False  # "*" entries are the model's own arguments, not its networks'
     assert configs.run_key(resolved) != configs.run_key(before)
     # the PacGAN-protocol runs trained before the protocol networks' MGAN and minibatch options keep their folders
+    # (those ran with PyTorch's beta1 0.8, now results/ring8_pacgan_beta1_0.8/: the protocol's later beta1 0.2 is a
+    # different run, and the old one is the protocol with that override)
     for model, key in (("gan", "2e23b2886c3a"), ("pacgan2", "5282d2176180")):
-        assert runner.Run("ring8_pacgan", model, 0, ROOT / "experiments" / "ring8_pacgan" / f"{model}.yaml").key == key
+        config = ROOT / "experiments" / "ring8_pacgan" / f"{model}.yaml"
+        assert runner.Run("ring8_pacgan", model, 0, config,
+                          runner.cli_overrides(["model.init_args.betas=[0.8, 0.999]"])).key == key
+        assert runner.Run("ring8_pacgan", model, 0, config).key != key
 
 
 def test_an_argument_added_later_to_a_callback_leaves_the_keys_of_runs_from_before_it():
