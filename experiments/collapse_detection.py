@@ -13,7 +13,9 @@ evaluations, the share detected), and per run the generator steps from the first
 first detection (negative: the signal fired first). Each signal is shown at the threshold CollapseMonitor's
 configs use, at the threshold of best F1 on these same runs (in-sample: an optimistic figure), and held out: each
 run judged at the best-F1 threshold of the other runs, the counts summed over runs (what a threshold chosen on
-earlier runs does on a new one).
+earlier runs does on a new one). Each signal is judged a second way too, by a rule that needs no healthy level of
+it (none is known on a user's data): its *worsening*, how many times worse it is than its best value at the run's
+earlier evaluations, past a factor (2, the best in-sample factor of at least 1, and held out).
 
 Writes `<table>_collapse_detection.md` beside the table (in `--out`, default results/<table>).
 
@@ -48,6 +50,48 @@ SIGNALS: dict[str, tuple[str, float]] = {
     "ndb_fraction": ("above", 0.5), "jsd": ("above", 0.1), "duplicate_rate": ("above", 0.5),
     "coverage": ("below", 0.3), "recall": ("below", 0.3),
 }
+
+
+# The relative rule, for data whose healthy level of a signal is unknown: a signal detects when it is worse than its
+# best value so far in the run by more than a factor (above-signals: value / lowest earlier value; below-signals:
+# highest earlier value / value), the factor a monitor would use shown beside the best and held-out ones.
+RELATIVE_FACTOR = 2.0
+WORSENING = " worsening"  # the suffix of a derived signal: its worsening ratio against its best so far
+
+
+def worsening_ratios(curve: Sequence[dict], signal: str, direction: str) -> list[Optional[float]]:
+    """Per evaluation of `curve`, how many times worse `signal` is than its best value at the run's earlier
+    evaluations (1 = as good; None at the first evaluation with a value and where the value is missing or not
+    finite). Above-signals (lower is healthier): value / min(earlier); below-signals: max(earlier) / value. A best of
+    0 (above) or a value of 0 (below) makes any worsening infinite."""
+    ratios: list[Optional[float]] = []
+    best: Optional[float] = None
+    for entry in curve:
+        value = entry.get(signal)
+        if value is None or not math.isfinite(value):
+            ratios.append(None)
+            continue
+        if best is None:
+            ratios.append(None)
+        else:
+            worse, better = (value, best) if direction == "above" else (best, value)
+            ratios.append(worse / better if better > 0 else (math.inf if worse > better else 1.0))
+        best = value if best is None else (min(best, value) if direction == "above" else max(best, value))
+    return ratios
+
+
+def with_worsening(curves: Sequence[Sequence[dict]]) -> list[list[dict]]:
+    """The curves with each signal's worsening ratio added as `<signal> worsening` (see worsening_ratios)."""
+    out = []
+    for curve in curves:
+        entries = [dict(e) for e in curve]
+        for signal, (direction, _) in SIGNALS.items():
+            if any(e.get(signal) is not None for e in curve):
+                for entry, ratio in zip(entries, worsening_ratios(curve, signal, direction)):
+                    if ratio is not None:
+                        entry[signal + WORSENING] = ratio
+        out.append(entries)
+    return out
 
 
 def past(value: float, threshold: float, direction: str) -> bool:
@@ -105,9 +149,15 @@ def _quality(tp: int, fp: int, fn: int, tn: int, lags: Sequence[float]) -> dict[
 
 
 def best_threshold(runs: Sequence[Sequence[dict]], signal: str, direction: str, collapsed_below: float,
-                   kl_above: Optional[float] = None) -> Optional[tuple[float, dict[str, float]]]:
-    """The threshold among the signal's observed values (midpoints) with the best F1, and its quality."""
-    values = sorted({e[signal] for curve in runs for e in curve if e.get(signal) is not None and math.isfinite(e[signal])})
+                   kl_above: Optional[float] = None, floor: Optional[float] = None
+                   ) -> Optional[tuple[float, dict[str, float]]]:
+    """The threshold among the signal's observed values (midpoints) with the best F1, and its quality; with `floor`,
+    among the thresholds at or above it only (a worsening factor below 1 would fire at evaluations better than the
+    run's best)."""
+    values = sorted({e[signal] for curve in runs for e in curve if e.get(signal) is not None and math.isfinite(e[signal])
+                     and (floor is None or e[signal] >= floor)})
+    if floor is not None:
+        values = sorted({floor, *values})
     if len(values) < 2:
         return None
     candidates = [(a + b) / 2 for a, b in zip(values, values[1:])]
@@ -117,7 +167,8 @@ def best_threshold(runs: Sequence[Sequence[dict]], signal: str, direction: str, 
 
 
 def held_out_quality(runs: Sequence[Sequence[dict]], signal: str, direction: str, collapsed_below: float,
-                     kl_above: Optional[float] = None) -> Optional[tuple[list[float], dict[str, float]]]:
+                     kl_above: Optional[float] = None, floor: Optional[float] = None
+                     ) -> Optional[tuple[list[float], dict[str, float]]]:
     """Leave one run out: each run judged at the best-F1 threshold of the others (runs without a threshold of the
     others are skipped); the thresholds used and the quality from the counts summed over the judged runs (the
     median lag over them). None with fewer than 2 runs or nothing judged."""
@@ -125,7 +176,8 @@ def held_out_quality(runs: Sequence[Sequence[dict]], signal: str, direction: str
         return None
     thresholds, counts, lags = [], {"tp": 0, "fp": 0, "fn": 0, "tn": 0}, []
     for i, curve in enumerate(runs):
-        best = best_threshold([c for j, c in enumerate(runs) if j != i], signal, direction, collapsed_below, kl_above)
+        best = best_threshold([c for j, c in enumerate(runs) if j != i], signal, direction, collapsed_below, kl_above,
+                              floor)
         if best is None:
             continue
         thresholds.append(best[0])
@@ -283,28 +335,37 @@ def report(table: str, runs: dict[str, list[tuple[int, list[dict]]]], collapsed_
                               for m, r in runs.items() for s_, c in r) + "."]
     lines += ["", "| signal | detects when | threshold | precision | recall | F1 | detections (TP / FP) | "
               "missed (FN) | median lag, G steps (runs) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for signal, (direction, default) in SIGNALS.items():
+    curves = with_worsening(curves)
+    rules = [(signal, direction, direction, default, "monitor default") for signal, (direction, default) in SIGNALS.items()]
+    rules += [(signal + WORSENING, "above", f"{'above' if direction == 'above' else 'below'} its best so far, by more "
+               f"than", RELATIVE_FACTOR, "a factor of 2") for signal, (direction, _) in SIGNALS.items()]
+    for signal, direction, shown_direction, default, default_label in rules:
         if not any(e.get(signal) is not None for curve in curves for e in curve):
             continue
-        rows = [("monitor default", default, detection_quality(curves, signal, default, direction, collapsed_below,
-                                                                    kl_above))]
-        best = best_threshold(curves, signal, direction, collapsed_below, kl_above)
+        rows = [(default_label, default, detection_quality(curves, signal, default, direction, collapsed_below,
+                                                           kl_above))]
+        floor = 1.0 if signal.endswith(WORSENING) else None
+        best = best_threshold(curves, signal, direction, collapsed_below, kl_above, floor)
         if best is not None:
             rows.append(("best F1 (in-sample)", f"{best[0]:.3g}", best[1]))
-        held_out = held_out_quality(curves, signal, direction, collapsed_below, kl_above)
+        held_out = held_out_quality(curves, signal, direction, collapsed_below, kl_above, floor)
         if held_out is not None:
             low, high = min(held_out[0]), max(held_out[0])
             shown = f"{low:.3g}" if f"{low:.3g}" == f"{high:.3g}" else f"{low:.3g}–{high:.3g}"
             rows.append(("held out: best F1 of the other runs", shown, held_out[1]))
         for label, threshold, q in rows:
             threshold = threshold if isinstance(threshold, str) else f"{threshold:.3g}"
-            lines.append(f"| {signal} | {direction} | {threshold} ({label}) | {_fmt(q['precision'])} | "
+            lines.append(f"| {signal} | {shown_direction} | {threshold} ({label}) | {_fmt(q['precision'])} | "
                          f"{_fmt(q['recall'])} | {_fmt(q['f1'])} | {q['tp']} / {q['fp']} | {q['fn']} | "
                          f"{_fmt(q['median_lag'], 0)} ({q['runs_with_lag']}) |")
     lines += ["", "Lag: generator steps from a run's first collapsed evaluation to its first detection (negative: "
               "the signal fired first), median over the runs that have both. Held out: each run judged at the "
               "threshold of best F1 on the other runs (the range of those thresholds shown), counts summed over "
-              "the runs; the in-sample row is the optimistic one."]
+              "the runs; the in-sample row is the optimistic one. Worsening rows (a rule that needs no healthy level "
+              "of the signal, so no calibration on data with known modes): the signal detects when it is worse than "
+              "its best value at the run's earlier evaluations by more than the factor shown (jsd 0.02 at best, "
+              "then 0.05: a factor of 2.5; recall 0.9 at best, then 0.3: a factor of 3); a run's first evaluation "
+              "has no earlier one and is not judged by these rows."]
     return "\n".join(lines) + "\n"
 
 

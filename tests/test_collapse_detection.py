@@ -174,3 +174,41 @@ def test_from_samples_gives_what_the_callbacks_logged_during_training(tmp_path, 
         for name in ("modes", "hq", "kl", "ndb_fraction", "jsd", "duplicate_rate", "recall", "coverage"):
             assert entry[name] == pytest.approx(float(row[f"val/{name}"]), rel=1e-5, abs=1e-6, nan_ok=True), \
                 (entry["g_step"], name)
+
+
+def test_worsening_ratios_against_the_best_earlier_value_by_hand():
+    jsd = [{"jsd": v} for v in (0.04, 0.02, 0.05, float("nan"), 0.01, 0.03)]
+    # first: no earlier value; 0.02/0.04; 0.05/0.02; NaN skipped; 0.01/0.02; 0.03/0.01 (the best is now 0.01)
+    assert cd.worsening_ratios(jsd, "jsd", "above") == pytest.approx([None, 0.5, 2.5, None, 0.5, 3.0], nan_ok=False)
+    recall = [{"recall": v} for v in (0.5, 0.9, 0.3, 0.0)]
+    # below-signal: best (highest) earlier / value: 0.5/0.9, 0.9/0.3, and a value of 0 is infinitely worse
+    assert cd.worsening_ratios(recall, "recall", "below") == pytest.approx([None, 0.5 / 0.9, 3.0, math.inf])
+    duplicates = [{"duplicate_rate": v} for v in (0.0, 0.0, 0.001)]  # a best of 0: equal is 1, any rise infinite
+    assert cd.worsening_ratios(duplicates, "duplicate_rate", "above") == [None, 1.0, math.inf]
+
+
+def test_worsening_rule_detects_a_rise_from_the_run_s_own_level():
+    # run a's jsd doubles from its best as it loses modes; run b's stays flat at a level an absolute threshold of
+    # 0.1 would call collapsed: the worsening rule calls b healthy and a collapsed, where the absolute rule cannot
+    a = [{"g_step": s, "modes": m, "jsd": j} for s, m, j in ((1, 25, 0.03), (2, 24, 0.035), (3, 8, 0.08), (4, 5, 0.2))]
+    b = [{"g_step": s, "modes": 25, "jsd": 0.15} for s in (1, 2, 3, 4)]
+    curves = cd.with_worsening([a, b])
+    assert [e.get("jsd worsening") for e in curves[0]] == pytest.approx([None, 35 / 30, 8 / 3, 20 / 3])
+    q = cd.detection_quality(curves, "jsd worsening", 2.0, "above", collapsed_below=10)
+    assert (q["tp"], q["fp"], q["fn"], q["tn"]) == (2, 0, 0, 4)  # a3, a4 detected; a2, b2-b4 not; a1, b1 unjudged
+    assert q["median_lag"] == 0 and q["runs_with_lag"] == 1
+    absolute = cd.detection_quality([a, b], "jsd", 0.1, "above", collapsed_below=10)
+    assert (absolute["tp"], absolute["fp"], absolute["fn"]) == (1, 4, 1)
+    text = cd.report("grid25", {"gan": [(0, a), (1, b)]}, collapsed_below=10)
+    assert ("| jsd worsening | above its best so far, by more than | 2 (a factor of 2) | 1.00 | 1.00 | 1.00 | 2 / 0 "
+            "| 0 | 0 (1) |") in text
+
+
+def test_best_worsening_factor_is_searched_from_one_up():
+    # ratios 0.5 (healthy), 1.5 (collapsed), 3 (collapsed): without a floor the best midpoint would be 1.0 or below
+    # only by ties; with the floor the candidates are the midpoints of 1, 1.5, 3: 1.25 catches both collapsed ones
+    curve = [{"g_step": i, "modes": m, "x": r} for i, (m, r) in enumerate(((25, 0.5), (5, 1.5), (4, 3.0)))]
+    threshold, q = cd.best_threshold([curve], "x", "above", collapsed_below=10, floor=1.0)
+    assert threshold == pytest.approx(1.25) and q["f1"] == 1.0
+    only_low = [{"g_step": 0, "modes": 5, "x": 0.5}, {"g_step": 1, "modes": 5, "x": 0.8}]
+    assert cd.best_threshold([only_low], "x", "above", collapsed_below=10, floor=1.0) is None  # nothing at or above 1
