@@ -208,10 +208,11 @@ def stale_runs(runs: list[Run], results: dict[str, dict], current: str) -> list[
     return [run for run in runs if run.name in results and code_state(results[run.name], current) != "current"]
 
 
-def check_folder(run: Run, out: Path, current: str) -> Path:
-    """Where --restamp reruns a cached run to compare figures (beside it, so its folder stays as it was)."""
+def check_folder(run: Run, out: Path, current: str, steps: Optional[int] = None) -> Path:
+    """Where --restamp reruns a cached run to compare figures (beside it, so its folder stays as it was); with
+    `steps` (--restamp-steps), the shortened check's own folder."""
     folder = run.folder(out)
-    return folder.with_name(f"{folder.name}-check-{current}")
+    return folder.with_name(f"{folder.name}-check-{current}" + (f"-steps{steps}" if steps else ""))
 
 
 def old_code_group(result: dict) -> tuple[str, str]:
@@ -235,6 +236,31 @@ def _recorded_omp(result: dict) -> Optional[str]:
     return match.group(1) if match else None
 
 
+def _same(x, y) -> bool:
+    both_nan = isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y)
+    return x == y or both_nan
+
+
+def curve_differences(cached: dict, fresh: dict) -> tuple[list[str], int]:
+    """Where a shortened check run's curve differs from the cached run's at the generator steps both evaluated
+    (exact equality of every value either records there; NaN equals NaN), and how many evaluations were compared.
+    A check with no evaluation at a step the cached run evaluated compares nothing: that is a difference too."""
+    cached_curve = {e["g_step"]: e for e in cached.get("curve") or []}
+    if not cached_curve:
+        return ["the cached run kept no curve of its evaluations to compare a shortened check with: re-stamp it "
+                "with full check runs (no --restamp-steps)"], 0
+    common = [e for e in fresh.get("curve") or [] if e["g_step"] in cached_curve]
+    if not common:
+        return ["the check run has no evaluation at a generator step the cached run evaluated: give --restamp-steps "
+                "enough steps to reach its first evaluation"], 0
+    differences = []
+    for entry in common:
+        old = cached_curve[entry["g_step"]]
+        differences += [f"generator step {entry['g_step']:,}, {k}: cached {old.get(k)!r}, rerun {entry.get(k)!r}"
+                        for k in sorted(set(old) | set(entry)) if not _same(old.get(k), entry.get(k))]
+    return differences, len(common)
+
+
 def metric_differences(cached: dict, fresh: dict) -> list[str]:
     """Where two results' recorded figures differ (exact equality; NaN equals NaN): every metric either records,
     and the generator steps when both record them."""
@@ -243,11 +269,7 @@ def metric_differences(cached: dict, fresh: dict) -> list[str]:
     if cached.get("g_steps") is not None and fresh.get("g_steps") is not None:
         pairs.append(("g_steps", cached["g_steps"], fresh["g_steps"]))
 
-    def same(x, y) -> bool:
-        both_nan = isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y)
-        return x == y or both_nan
-
-    return [f"{k}: cached {x!r}, rerun {y!r}" for k, x, y in pairs if not same(x, y)]
+    return [f"{k}: cached {x!r}, rerun {y!r}" for k, x, y in pairs if not _same(x, y)]
 
 
 
@@ -281,14 +303,16 @@ def plan_restamp(stale: list[Run], results: dict[str, dict], seeds: list[int], t
     return restamp
 
 
-def _restamp_failures(restamp: RestampPlan, results: dict[str, dict], check_results: dict[str, dict]) -> list[str]:
+def _restamp_failures(restamp: RestampPlan, results: dict[str, dict], check_results: dict[str, dict],
+                      steps: Optional[int] = None) -> list[str]:
     failures = []
     for run in restamp.checks:
         fresh, cached = check_results[run.name], results[run.name]
         if fresh["status"] != "ok":
             failures.append(f"{run.name}: the check run failed ({fresh['error']}; log {fresh['log']})")
         else:
-            failures += [f"{run.name}: {d}" for d in metric_differences(cached, fresh)]
+            differences = curve_differences(cached, fresh)[0] if steps else metric_differences(cached, fresh)
+            failures += [f"{run.name}: {d}" for d in differences]
     return failures
 
 
@@ -297,29 +321,36 @@ _RESTAMP_BASIS = {"code": "the code hash the runs record", "commit": "the commit
 
 
 def restamp_runs(restamp: RestampPlan, seeds: list[int], results: dict[str, dict], check_results: dict[str, dict],
-                 out: Path, current: str, echo=print) -> list[str]:
+                 out: Path, current: str, echo=print, steps: Optional[int] = None) -> list[str]:
     """Stamps `current` on every run of each checked group, recording how in its result.json, if every check run
-    recorded exactly its cached run's figures; SystemExit naming each difference (nothing re-stamped) otherwise.
-    Returns the names of the re-stamped runs."""
-    failures = _restamp_failures(restamp, results, check_results)
+    recorded exactly its cached run's figures (with `steps`, the check runs trained to that trainer step: their
+    evaluations equal the cached runs' at the same generator steps); SystemExit naming each difference (nothing
+    re-stamped) otherwise. Returns the names of the re-stamped runs."""
+    failures = _restamp_failures(restamp, results, check_results, steps)
     if failures:
         raise SystemExit(
             f"--restamp: nothing re-stamped. The current code (hash {current}) does not reproduce the cached "
             "figures exactly:\n  " + "\n  ".join(failures) + "\nThe check runs' results are in "
-            + ", ".join(shown_path(check_folder(run, out, current)) for run in restamp.checks)
+            + ", ".join(shown_path(check_folder(run, out, current, steps)) for run in restamp.checks)
             + "; --rerun-stale retrains the stale runs.")
     at_commit, when = commit(), time.strftime("%Y-%m-%d %H:%M:%S")
     restamped: list[str] = []
     for (model, kind, value), group in restamp.groups.items():
-        record_checks = [{"seed": run.seed, "folder": check_folder(run, out, current).relative_to(out).as_posix(),
+        record_checks = [{"seed": run.seed, "folder": check_folder(run, out, current, steps).relative_to(out).as_posix(),
                           "metrics": check_results[run.name].get("metrics"),
                           "g_steps": check_results[run.name].get("g_steps")}
+                         | ({"evaluations_compared": curve_differences(results[run.name], check_results[run.name])[1],
+                             "trainer_max_steps": steps} if steps else {})
                          for run in restamp.checks if run in group]
+        rule = ("every recorded metric and g_steps of each check run equal to the cached run's" if not steps else
+                f"each check run, trained to trainer step {steps:,} (a prefix of the cached run), equal to the cached "
+                "run at every evaluation both made (every value of the curve); what the cached run did after the "
+                "check's last evaluation is not compared")
         for run in group:
             result = results[run.name]
             record = {"from_code_hash": result.get("code_hash"), "from_commit": result.get("commit"),
                       "to_code_hash": current, "at_commit": at_commit, "time": when, "grouped_by": _RESTAMP_BASIS[kind],
-                      "rule": "every recorded metric and g_steps of each check run equal to the cached run's",
+                      "rule": rule,
                       "checks": record_checks}
             if result.get("restamped"):
                 record["previous"] = result["restamped"]

@@ -147,6 +147,13 @@ def restamp_note(record: dict) -> str:
     old = f"code {record['from_code_hash']}" if record.get("from_code_hash") else \
         f"unknown code (commit {record.get('from_commit') or 'not recorded'})"
     checks = ", ".join(f"seed {c['seed']} ({c['folder']})" for c in record.get("checks", []))
+    shortened = [c for c in record.get("checks", []) if c.get("trainer_max_steps")]
+    if shortened:
+        compared = ", ".join(str(c.get("evaluations_compared")) for c in shortened)
+        return (f"re-stamped from {old} to {record['to_code_hash']} at commit {record.get('at_commit')}: rerun with "
+                f"that code to trainer step {shortened[0]['trainer_max_steps']:,} only, {checks} recorded at each "
+                f"evaluation both made ({compared}) the cached figures exactly; the rest of the cached run is not "
+                f"compared")
     return (f"re-stamped from {old} to {record['to_code_hash']} at commit {record.get('at_commit')}: rerun with that code, "
             f"{checks} recorded metrics identical to the cached ones")
 

@@ -46,7 +46,11 @@ seeds in each group (into `<run folder>-check-<hash>`, leaving the cached run as
 if every rerun records exactly the cached metrics and generator steps, stamps the current hash on
 every run of each group that had a check, recording how in its result.json (`restamped`: old hash
 and commit, the check runs and their figures). Groups without a run of those seeds stay stale and
-are listed. If any figure differs, nothing is re-stamped and the command names the metric.
+are listed. If any figure differs, nothing is re-stamped and the command names the metric. For long runs,
+`--restamp 0 --restamp-steps N` trains each check to trainer step N only (into `...-check-<hash>-steps<N>`)
+and compares its evaluations with the cached run's curve at the same generator steps, every value exactly: a
+weaker check (what the cached run did after step N is not compared, e.g. a schedule's late milestone or a
+monitor's late action), recorded as such in the re-stamp record and the table's footnote.
 
 Threads: results on CPU depend on the thread count. Each run gets OMP_NUM_THREADS=`--threads`
 (default 1); result.json records it and torch.get_num_threads() of a Python process started with
@@ -67,6 +71,7 @@ rendering the table and its figures).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Optional
@@ -127,14 +132,19 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
               threads: int = 1, gpus_per_run: int = 1, force: bool = False, progress_every: float = 60.0,
               use_wandb: bool = False, report_only: bool = False, rerun_stale: bool = False,
               restamp: Optional[list[int]] = None, launcher: str = "local",
-              slurm_options: Optional[slurm.SlurmOptions] = None, echo=print) -> dict:
+              slurm_options: Optional[slurm.SlurmOptions] = None, echo=print,
+              restamp_steps: Optional[int] = None) -> dict:
     """Trains what the table needs and writes it. `rerun_stale`: also retrain the cached runs trained by other code
     than the current tree's. `restamp` (seeds): train nothing but, for the stale runs, rerun those seeds as a check
     and re-stamp the stale runs the check covers if every figure is identical; SystemExit (nothing re-stamped)
-    naming the differing metric otherwise. `launcher` "local": the runs go in parallel slots of this machine;
+    naming the differing metric otherwise; with `restamp_steps`, the check runs train to that trainer step only and
+    their evaluations are compared with the cached runs' at the same generator steps. `launcher` "local": the runs go in parallel slots of this machine;
     "slurm": one job array through submitit (`slurm_options`; see experiments/slurm.py), the table written when
     it has finished."""
     check_options(force, rerun_stale, restamp, report_only, launcher, slurm_options, threads, jobs, gpus_per_run)
+    if restamp_steps is not None and (restamp is None or restamp_steps < 1):
+        raise SystemExit(f"--restamp-steps {restamp_steps}: it shortens the check runs of --restamp SEEDS; give both, "
+                         "with at least 1 step")
     runs = runner.plan(table, models, seeds, overrides)
     out = Path(out).resolve()  # each run trains inside its own folder, so relative paths would break
     out.mkdir(parents=True, exist_ok=True)
@@ -150,8 +160,16 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
         queued = slurm.queued_runs(todo, out)  # an earlier invocation's jobs still on them
         todo, missing = [run for run in todo if run.name not in queued], missing + list(queued)
     plan = cache.plan_restamp(stale, results, restamp, threads) if restamp is not None else cache.RestampPlan()
-    jobs_list = [(run, run.folder(out)) for run in todo] + [(run, cache.check_folder(run, out, current))
-                                                            for run in plan.checks]
+    if restamp_steps is not None:
+        too_long = [f"{run.name} ({run.max_steps()})" for run in plan.checks
+                    if run.max_steps() is not None and int(run.max_steps()) <= restamp_steps]
+        if too_long:
+            raise SystemExit(f"--restamp-steps {restamp_steps} is not shorter than these runs' max_steps: "
+                             f"{', '.join(too_long)}; leave it out to rerun them whole")
+    check_runs = [dataclasses.replace(run, overrides=[*run.overrides, "--trainer.max_steps", str(restamp_steps)])
+                  if restamp_steps else run for run in plan.checks]
+    jobs_list = [(run, run.folder(out)) for run in todo] + [(check, cache.check_folder(run, out, current, restamp_steps))
+                                                            for run, check in zip(plan.checks, check_runs)]
     if launcher == "slurm":
         execution = slurm.SubmititExecution(jobs_list, out, slurm_options, threads, cache.known_walls(results), echo)
         slots = (f"as one {slurm_options.cluster} job array" + (f", at most {slurm_options.parallelism} at a time"
@@ -167,7 +185,7 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
     done = execution.run(progress_every)
     results.update((run.name, result) for run, result in zip(todo, done))
     check_results = {run.name: result for run, result in zip(plan.checks, done[len(todo):])}
-    restamped = (cache.restamp_runs(plan, restamp, results, check_results, out, current, echo)
+    restamped = (cache.restamp_runs(plan, restamp, results, check_results, out, current, echo, restamp_steps)
                  if restamp is not None else [])
 
     ordered = [results[r.name] for r in runs if r.name in results]
@@ -230,6 +248,10 @@ def main(argv: Optional[list[str]] = None) -> dict:
                         help="train nothing else: rerun the stale runs of these seeds (e.g. 0) and, only if every "
                              "recorded metric equals the cached one exactly, stamp the current code hash on the stale "
                              "runs of the same model and old code, recording how in their result.json")
+    parser.add_argument("--restamp-steps", type=int, metavar="N",
+                        help="with --restamp: train each check run to trainer step N only (a prefix of the cached "
+                             "run) and compare its evaluations with the cached run's at the same generator steps; "
+                             "for long runs, and for a change whose effect would show from the start")
     parser.add_argument("--progress-every", type=float, default=60.0, help="seconds between progress lines")
     parser.add_argument("--wandb", action="store_true", help="also log the final table to W&B")
     parser.add_argument("--report-only", action="store_true",
@@ -299,7 +321,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     return reproduce(args.table, seeds, models, out, cli_overrides(args.set), jobs=args.jobs, threads=args.threads,
                      gpus_per_run=args.gpus_per_run, force=args.force, progress_every=args.progress_every,
                      use_wandb=args.wandb, report_only=args.report_only, rerun_stale=args.rerun_stale,
-                     restamp=restamp, launcher=args.launcher, slurm_options=slurm_options)
+                     restamp=restamp, launcher=args.launcher, slurm_options=slurm_options,
+                     restamp_steps=args.restamp_steps)
 
 
 if __name__ == "__main__":

@@ -508,7 +508,11 @@ def stamped(tmp_path, fake_experiments, monkeypatch):
         folder = folder or run.folder(out)
         calls.append((run.name, folder.name))
         metrics = figures.get((run.model, run.seed), {"modes": 8.0, "hq": 90.0 + run.seed, "kl": 0.01})
-        result = {**fake_result(run.model, run.seed, **metrics), "key": run.key, "g_steps": 10,
+        # 10 generator steps, or the trainer steps a shortened check asks for; an evaluation every 2
+        g_steps = int(run.overrides[run.overrides.index("--trainer.max_steps") + 1]) \
+            if "--trainer.max_steps" in run.overrides else 10
+        curve = [{"g_step": step, **metrics} for step in range(2, g_steps + 1, 2)]
+        result = {**fake_result(run.model, run.seed, **metrics), "key": run.key, "g_steps": g_steps, "curve": curve,
                   "code_hash": cache.code_hash(), "commit": "abc1234",
                   "threads": {"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS"), "torch_num_threads": 1}}
         folder.mkdir(parents=True, exist_ok=True)
@@ -677,6 +681,45 @@ def test_restamp_refuses_on_a_differing_figure_and_restamps_on_identical_ones(tm
     assert stamped.calls == [("mgan/seed2", files[("mgan", 2)].parent.name)]
     assert cache.metric_differences({"metrics": {"kl": float("nan")}}, {"metrics": {"kl": float("nan")}}) == []
     assert cache.metric_differences({"metrics": {"kl": 0.1}}, {"metrics": {"kl": 0.1, "x": 1}}) == ["x: cached None, rerun 1"]
+
+
+def test_restamp_with_shortened_checks_compares_the_curve_prefix(tmp_path, stamped):
+    out = tmp_path / "out"
+    kwargs = dict(table="ring8", seeds=[0, 1], models=["gan"], out=out, overrides=[], jobs=1, progress_every=1000,
+                  echo=lambda *a: None)
+    old = reproduce.reproduce(**kwargs)["code_hash"]
+    stamped.edit_models()
+    new = cache.code_hash()
+    with pytest.raises(SystemExit, match="--restamp-steps 4: it shortens the check runs of --restamp SEEDS"):
+        reproduce.reproduce(**kwargs, restamp_steps=4)
+    with pytest.raises(SystemExit, match=r"--restamp-steps 1000000000 is not shorter than these runs' max_steps: "
+                                         r"gan/seed0 \(\d+\)"):
+        reproduce.reproduce(**kwargs, restamp=[0], restamp_steps=10**9)
+    stamped.figures[("gan", 0)] = {"modes": 8.0, "hq": 90.25, "kl": 0.01}  # differs from the first evaluation on
+    stamped.calls.clear()
+    with pytest.raises(SystemExit, match=r"nothing re-stamped[\s\S]*gan/seed0: generator step 2, hq: cached 90\.0, "
+                                         r"rerun 90\.25"):
+        reproduce.reproduce(**kwargs, restamp=[0], restamp_steps=4)
+    assert stamped.calls == [("gan/seed0", f"{stamped.result_file('gan', 0, out).parent.name}-check-{new}-steps4")]
+    stamped.figures.clear()
+    summary = reproduce.reproduce(**kwargs, restamp=[0], restamp_steps=4)
+    assert sorted(summary["restamped"]) == ["gan/seed0", "gan/seed1"]
+    record = json.loads(stamped.result_file("gan", 1, out).read_text())["restamped"]
+    assert record["from_code_hash"] == old and record["to_code_hash"] == new
+    assert record["checks"][0]["evaluations_compared"] == 2 and record["checks"][0]["trainer_max_steps"] == 4
+    assert record["checks"][0]["g_steps"] == 4 and "a prefix of the cached run" in record["rule"]
+    text = (out / "ring8.md").read_text()
+    assert "| current, re-stamped [1] | this repository" in _row(text, "GAN")
+    assert ("rerun with that code to trainer step 4 only, seed 0 (runs/gan/" in text
+            and "recorded at each evaluation both made (2) the cached figures exactly" in text)
+    # the difference rules, by hand: steps both evaluated only, NaN equal to NaN, no curve or no common step refused
+    cached = {"curve": [{"g_step": 2, "kl": float("nan")}, {"g_step": 4, "kl": 0.5}]}
+    assert cache.curve_differences(cached, {"curve": [{"g_step": 2, "kl": float("nan")}, {"g_step": 3, "kl": 9}]}) \
+        == ([], 1)
+    assert cache.curve_differences(cached, {"curve": [{"g_step": 4, "kl": 0.4}]}) == \
+        (["generator step 4, kl: cached 0.5, rerun 0.4"], 1)
+    assert "kept no curve" in cache.curve_differences({}, cached)[0][0]
+    assert "no evaluation at a generator step" in cache.curve_differences(cached, {"curve": [{"g_step": 1}]})[0][0]
 
 
 def test_max_steps_of_a_run_bounded_by_epochs_is_unknown(tmp_path):
