@@ -3,7 +3,9 @@
 The loop the codebase exists to support: evaluate the diversity of the samples periodically (any validation
 metric: `callbacks.DiversityMetrics`' label-free ones on any data, or modes / KL where the modes are known); when
 it crosses a threshold for `patience` evaluations in a row, or the training curves show a warning sign, log an
-event and apply a preventive action.
+event and apply a preventive action. The threshold is a level of the signal (`rule="level"`), or, where no healthy
+level is known (a user's own data), a factor: the signal detects when it is that many times worse than its best
+value at the run's earlier judged evaluations (`rule="worsening"`; e.g. JSD twice its lowest so far).
 
 Warning signs in the curves (Arjovsky & Bottou 2017 and common practice; `loss_warning`), judged at each
 validation over the generator steps since the previous one:
@@ -17,7 +19,8 @@ validation over the generator steps since the previous one:
 Actions (`action`): "none" (report only), "stop" (end training; keep the best weights by the monitored signal with
 a ModelCheckpoint(monitor=<signal>) beside it), "entropy" / "mode_seeking" (switch on that generator regulariser
 at weight `action_value`; see `models.regularizers`), "lr" (multiply both learning rates by `action_value`),
-"n_critic" (set the discriminator steps per generator step to `action_value`); with `restore`, the weights and
+"d_lr" / "g_lr" (multiply the discriminator's, or the generator's, learning rate by `action_value`: rebalance the
+players), "n_critic" (set the discriminator steps per generator step to `action_value`); with `restore`, the weights and
 optimiser states first go back to the last evaluation without a detection. Under DDP every rank acts when any
 rank detects (the loss curves are each rank's own). Each detection is logged as
 `collapse/detected/<signal>` (e.g. collapse/detected/recall: 1 at the evaluation that fires; one key per signal,
@@ -41,7 +44,20 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-ACTIONS = ("none", "stop", "entropy", "mode_seeking", "lr", "n_critic")
+ACTIONS = ("none", "stop", "entropy", "mode_seeking", "lr", "d_lr", "g_lr", "n_critic")
+RULES = ("level", "worsening")
+
+
+def worsening(value: float, best: Optional[float], mode: str) -> Optional[float]:
+    """How many times worse `value` is than `best` (None without a best): for an "above" signal (lower is
+    healthier) value / best, for a "below" one best / value; a best of 0 (above) or a value of 0 (below) makes any
+    worsening infinite, no change 1."""
+    if best is None:
+        return None
+    worse, better = (value, best) if mode == "above" else (best, value)
+    if better > 0:
+        return worse / better
+    return math.inf if worse > better else 1.0
 
 
 def loss_warning(d_losses: Sequence[float], g_losses: Sequence[float], d_loss_floor: Optional[float] = 0.05,
@@ -81,8 +97,14 @@ class CollapseMonitor(L.Callback):
         signal: the logged validation metric to watch (e.g. "val/recall", "val/coverage", "val/jsd",
             "val/ndb_fraction", "val/duplicate_rate", "val/modes"). The default, recall below 0.3, saw collapse best
             on grid25_veegan (results/grid25_veegan/grid25_veegan_collapse_detection.md).
-        threshold: the value past which the signal says "collapsing".
+        threshold: the value past which the signal says "collapsing" (rule "level"), or the factor (above 1) by
+            which it must be worse than its best so far (rule "worsening").
         mode: "above" (collapse when signal > threshold: duplicate rate, NDB, JSD) or "below" (coverage, modes).
+        rule: "level" (the threshold is a value of the signal) or "worsening" (the signal against its best value at
+            the earlier evaluations judged, from start_step on: above-signals value / lowest, below-signals
+            highest / value; the first judged evaluation has no best and is not past). No level to calibrate on
+            data with known modes; it sees a collapse that happens during training, not one present from the first
+            evaluation (experiments/collapse_detection.py measures both rules).
         patience: evaluations in a row past the threshold before a detection.
         watch_losses: also detect the loss-curve warning signs (`loss_warning`).
         grad_jump: also watch the generator's gradient norm (taken every log_every_n_steps generator steps): a
@@ -104,13 +126,20 @@ class CollapseMonitor(L.Callback):
                  patience: int = 1, watch_losses: bool = True, d_loss_floor: float = 0.05, g_drop: float = 0.5,
                  grad_jump: Optional[float] = None,
                  action: str = "none", action_value: Optional[float] = None, once: bool = True,
-                 restore: bool = False, start_step: int = 0):
+                 restore: bool = False, start_step: int = 0, rule: str = "level"):
         if mode not in ("above", "below"):
             raise ValueError(f"mode must be 'above' or 'below'; got {mode!r}")
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {list(RULES)}; got {rule!r}")
+        if rule == "worsening" and not (math.isfinite(threshold) and threshold > 1):
+            raise ValueError(f"rule 'worsening' takes the threshold as a factor above 1 (e.g. 2: twice as bad as "
+                             f"the best so far); got threshold {threshold!r}")
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {list(ACTIONS)}; got {action!r}")
         needs_value = {"entropy": "the regulariser's weight", "mode_seeking": "the regulariser's weight",
-                       "lr": "the learning-rate factor", "n_critic": "the new discriminator steps per generator step"}
+                       "lr": "the learning-rate factor", "d_lr": "the discriminator's learning-rate factor",
+                       "g_lr": "the generator's learning-rate factor",
+                       "n_critic": "the new discriminator steps per generator step"}
         if action in needs_value and (action_value is None or not math.isfinite(action_value) or action_value <= 0):
             raise ValueError(f"action {action!r} needs action_value > 0 ({needs_value[action]}); got {action_value!r}")
         if action == "n_critic" and not float(action_value).is_integer():
@@ -125,6 +154,7 @@ class CollapseMonitor(L.Callback):
         self.restore, self.start_step = restore, start_step
         self._healthy: Optional[dict[str, Any]] = None
         self.signal, self.threshold, self.mode, self.patience = signal, float(threshold), mode, patience
+        self.rule, self._best = rule, None
         self.watch_losses, self.d_loss_floor, self.g_drop = watch_losses, d_loss_floor, g_drop
         self.action, self.action_value, self.once = action, action_value, once
         self.events: list[dict[str, Any]] = []
@@ -144,16 +174,21 @@ class CollapseMonitor(L.Callback):
     # ------------------------------------------------------------------ state (checkpoints)
     @property
     def state_key(self) -> str:  # several monitors (other signals or actions) can watch one run
-        return self._generate_state_key(signal=self.signal, threshold=self.threshold, mode=self.mode,
-                                        patience=self.patience, action=self.action, action_value=self.action_value)
+        keys = dict(signal=self.signal, threshold=self.threshold, mode=self.mode, patience=self.patience,
+                    action=self.action, action_value=self.action_value)
+        if self.rule != "level":  # the key of the monitors saved before rules existed stays as it was
+            keys["rule"] = self.rule
+        return self._generate_state_key(**keys)
 
     def state_dict(self) -> dict[str, Any]:
         # `restore`'s in-memory copy is not saved: after a resume it is taken again at the next healthy evaluation
-        return {"events": self.events, "streak": self._streak, "previous_grad_norm": self._previous_grad_norm}
+        return {"events": self.events, "streak": self._streak, "previous_grad_norm": self._previous_grad_norm,
+                "best": self._best}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.events, self._streak = list(state_dict.get("events", [])), int(state_dict.get("streak", 0))
         self._previous_grad_norm = state_dict.get("previous_grad_norm")
+        self._best = state_dict.get("best")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for event in self.events:  # a resumed run: the actions its checkpoint had taken hold again
@@ -199,12 +234,21 @@ class CollapseMonitor(L.Callback):
                                f"that logs it (e.g. callbacks.DiversityMetrics) or choose another signal")
         else:
             value = float(value)
-            # not finite counts as past: val/kl is NaN exactly when no sample is of high quality
-            past = not math.isfinite(value) or (value > self.threshold if self.mode == "above"
-                                                else value < self.threshold)
+            ratio = None
+            if self.rule == "worsening":
+                ratio = worsening(value, self._best, self.mode) if math.isfinite(value) else None
+                past = not math.isfinite(value) or (ratio is not None and ratio > self.threshold)
+                if math.isfinite(value):  # the best so far includes this evaluation from the next one on
+                    self._best = value if self._best is None else (min(self._best, value) if self.mode == "above"
+                                                                   else max(self._best, value))
+            else:
+                # not finite counts as past: val/kl is NaN exactly when no sample is of high quality
+                past = not math.isfinite(value) or (value > self.threshold if self.mode == "above"
+                                                    else value < self.threshold)
             self._streak = self._streak + 1 if past else 0
             if self._streak >= self.patience:
-                where = "not finite" if not math.isfinite(value) else f"{self.mode} {self.threshold:g}"
+                where = ("not finite" if not math.isfinite(value) else f"{self.mode} {self.threshold:g}"
+                         if ratio is None else f"{ratio:.3g} times worse than its best so far, past {self.threshold:g}")
                 reasons.append(f"{self.signal} = {value:.4g} {where} for {self._streak} "
                                f"evaluation{'s' if self._streak > 1 else ''}")
                 self._streak = 0  # a detection uses up its streak: the next needs `patience` more in a row
@@ -276,6 +320,17 @@ class CollapseMonitor(L.Callback):
                     if hasattr(scheduler, "base_lrs"):
                         scheduler.base_lrs = [lr * float(value) for lr in scheduler.base_lrs]
             return f"learning rates x {value:g}"
+        if action in ("d_lr", "g_lr"):
+            player = "discriminator" if action == "d_lr" else "generator"
+            if not replay:  # as for "lr": the checkpoint keeps the changed rates
+                optimizer = getattr(pl_module, f"{player}_optimizer")()
+                for group in optimizer.param_groups:
+                    group["lr"] *= float(value)
+                for config in trainer.lr_scheduler_configs:
+                    scheduler = config.scheduler
+                    if getattr(scheduler, "optimizer", None) is optimizer and hasattr(scheduler, "base_lrs"):
+                        scheduler.base_lrs = [lr * float(value) for lr in scheduler.base_lrs]
+            return f"the {player}'s learning rate x {value:g}"
         if action == "n_critic":
             pl_module.n_critic = int(value)
             return f"n_critic set to {int(value)}"

@@ -113,7 +113,8 @@ def test_detection_after_patience_switches_the_regulariser_on_once_and_writes_th
     assert float(trainer.callback_metrics["collapse/detected/signal"]) == 1.0
 
 
-@pytest.mark.parametrize("action, value", [("stop", None), ("lr", 0.5), ("n_critic", 3), ("mode_seeking", 1.0)])
+@pytest.mark.parametrize("action, value", [("stop", None), ("lr", 0.5), ("n_critic", 3), ("mode_seeking", 1.0),
+                                           ("d_lr", 0.25), ("g_lr", 0.5)])
 def test_each_action_is_applied(tmp_path, action, value):
     monitor = CollapseMonitor(signal="val/signal", threshold=0.5, mode="below", watch_losses=False, action=action,
                               action_value=value)
@@ -124,6 +125,10 @@ def test_each_action_is_applied(tmp_path, action, value):
     elif action == "lr":
         assert [g["lr"] for opt in trainer.optimizers for g in opt.param_groups] == pytest.approx(
             [0.5 * model.hparams.g_lr, 0.5 * model.hparams.d_lr])
+    elif action in ("d_lr", "g_lr"):  # one player's rate only: the generator's optimiser is the first
+        factors = [1.0, value] if action == "d_lr" else [value, 1.0]
+        assert [g["lr"] for opt in trainer.optimizers for g in opt.param_groups] == pytest.approx(
+            [factors[0] * model.hparams.g_lr, factors[1] * model.hparams.d_lr])
     elif action == "n_critic":
         assert model.n_critic == 3 and model.g_steps < model.d_steps  # one G step per 3 D steps after it
     else:
@@ -290,3 +295,54 @@ def test_evaluations_before_start_step_are_not_judged(tmp_path):
     assert monitor.events[0]["action_applied"] == "entropy" and model.entropy_weight == 0.2
     with pytest.raises(ValueError, match="start_step must be an integer >= 0"):
         CollapseMonitor(start_step=-1)
+
+
+def test_worsening_by_hand():
+    from callbacks.collapse_monitor import worsening
+
+    assert worsening(0.05, 0.02, "above") == pytest.approx(2.5) and worsening(0.01, 0.02, "above") == 0.5
+    assert worsening(0.3, 0.9, "below") == pytest.approx(3.0) and worsening(0.9, 0.3, "below") == pytest.approx(1 / 3)
+    assert worsening(0.1, None, "above") is None  # no best yet
+    assert worsening(0.001, 0.0, "above") == math.inf and worsening(0.0, 0.0, "above") == 1.0
+    assert worsening(0.0, 0.5, "below") == math.inf
+
+
+@pytest.mark.parametrize("mode, values, detected_at", [
+    # above, factor 2: best 0.04, then 0.02 (0.5x), 0.03 (1.5x the best 0.02), 0.05 (2.5x): detected at step 20
+    ("above", [0.04, 0.02, 0.03, 0.05, 0.01], 20),
+    # below, factor 2: 0.5, 0.9 (best), 0.5 (1.8x worse), 0.3 (3x): detected at step 20
+    ("below", [0.5, 0.9, 0.5, 0.3, 0.9], 20),
+])
+def test_the_worsening_rule_judges_the_signal_against_its_best_so_far(tmp_path, mode, values, detected_at):
+    monitor = CollapseMonitor(mode=mode, signal="val/signal", threshold=2.0, rule="worsening", watch_losses=False,
+                              action="d_lr", action_value=0.5)
+    model, trainer = _fit(tmp_path, monitor, values, max_steps=50)
+    assert [e["g_step"] for e in monitor.events] == [detected_at]
+    worse = 2.5 if mode == "above" else 3.0
+    assert f"val/signal = {values[3]:g} {worse:g} times worse than its best so far, past 2" in monitor.events[0]["reason"]
+    assert monitor.state_dict()["best"] == pytest.approx(min(values) if mode == "above" else max(values))
+    assert [g["lr"] for opt in trainer.optimizers for g in opt.param_groups] == pytest.approx(
+        [model.hparams.g_lr, 0.5 * model.hparams.d_lr])
+    # the checkpoint key of a level-rule monitor is the one saved before rules existed, so old checkpoints resume
+    assert "rule" in monitor.state_key and "rule" not in CollapseMonitor(signal="val/signal").state_key
+
+
+def test_the_worsening_rule_starts_its_best_at_start_step_and_keeps_it_through_a_resume(tmp_path):
+    # step 5: 0.01, not judged (before start_step 10), so not the best; step 10: 0.04 (first judged: the best);
+    # step 15: 0.06 (1.5x); step 20: 0.09 (2.25x: detected). With 0.01 as the best, step 10 would have fired.
+    monitor = CollapseMonitor(mode="above", signal="val/signal", threshold=2.0, rule="worsening", watch_losses=False,
+                              start_step=10)
+    _fit(tmp_path, monitor, [0.01, 0.04, 0.06, 0.09], max_steps=40)
+    assert [e["g_step"] for e in monitor.events] == [20]
+    restored = CollapseMonitor(mode="above", signal="val/signal", threshold=2.0, rule="worsening")
+    restored.load_state_dict(monitor.state_dict())
+    assert restored._best == pytest.approx(0.04)
+
+
+def test_bad_rule_arguments_are_refused():
+    with pytest.raises(ValueError, match="rule must be one of"):
+        CollapseMonitor(rule="relative")
+    with pytest.raises(ValueError, match="takes the threshold as a factor above 1"):
+        CollapseMonitor(rule="worsening", threshold=0.3)
+    with pytest.raises(ValueError, match="action 'd_lr' needs action_value > 0"):
+        CollapseMonitor(action="d_lr")
