@@ -41,7 +41,8 @@ from typing import Optional, Sequence
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments.configs import EXPERIMENTS, PROTOCOL, resolve  # noqa: E402
+from callbacks.collapse_monitor import worsening  # noqa: E402
+from experiments.configs import EXPERIMENTS, PROTOCOL, data_mode_count, resolve  # noqa: E402
 from models.checkpoints import import_class  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,11 +72,7 @@ def worsening_ratios(curve: Sequence[dict], signal: str, direction: str) -> list
         if value is None or not math.isfinite(value):
             ratios.append(None)
             continue
-        if best is None:
-            ratios.append(None)
-        else:
-            worse, better = (value, best) if direction == "above" else (best, value)
-            ratios.append(worse / better if better > 0 else (math.inf if worse > better else 1.0))
+        ratios.append(worsening(value, best, direction))  # the monitor's own ratio (None without a best)
         best = value if best is None else (min(best, value) if direction == "above" else max(best, value))
     return ratios
 
@@ -194,11 +191,9 @@ def held_out_quality(runs: Sequence[Sequence[dict]], signal: str, direction: str
 def data_modes(table: str) -> int:
     """How many modes the table's data has (Ring: num_modes; Grid: side^2), from its resolved protocol."""
     data = resolve([EXPERIMENTS / table / PROTOCOL])["data"]
-    args = data.get("init_args", {})
-    if "num_modes" in args:
-        return int(args["num_modes"])
-    if "side" in args:
-        return int(args["side"]) ** 2
+    count = data_mode_count(data.get("init_args") or {})
+    if count is not None:
+        return count
     raise SystemExit(f"{table}'s data ({data.get('class_path')}) has no known mode count: pass --collapsed-below")
 
 

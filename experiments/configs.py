@@ -77,6 +77,16 @@ REMOVED_OPTIONS: dict[str, object] = {"optimizer": None, "lr_scheduler": None}
 _RESOLVED: dict[tuple, dict] = {}
 
 
+def data_mode_count(init_args: dict) -> Optional[int]:
+    """How many modes a 2D mixture datamodule of these init_args has (a Ring's num_modes, a Grid's side squared);
+    None for other data."""
+    if "num_modes" in init_args:
+        return int(init_args["num_modes"])
+    if "side" in init_args:
+        return int(init_args["side"]) ** 2
+    return None
+
+
 def with_protocol(config: Path) -> list[Path]:
     """A model's config files in the order train.py composes them: its table's protocol (the PROTOCOL file
     beside it, if there is one), then the model's own file. A protocol alone is itself."""

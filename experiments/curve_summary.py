@@ -18,10 +18,15 @@ import argparse
 import json
 import math
 import statistics
+import sys
 from pathlib import Path
 from typing import Optional
 
 import yaml
+
+if __package__ in (None, ""):  # run as a script: the project root holds the experiments package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from experiments.configs import data_mode_count  # noqa: E402
 
 
 def run_curve(folder: Path) -> tuple[list[dict], str]:
@@ -45,12 +50,7 @@ def data_modes(folder: Path) -> Optional[int]:
     configs = sorted(folder.glob("runs/*/version_*/config.yaml"))
     if not configs:
         return None
-    args = (yaml.safe_load(configs[-1].read_text()).get("data") or {}).get("init_args") or {}
-    if "num_modes" in args:
-        return int(args["num_modes"])
-    if "side" in args:
-        return int(args["side"]) ** 2
-    return None
+    return data_mode_count((yaml.safe_load(configs[-1].read_text()).get("data") or {}).get("init_args") or {})
 
 
 def summarise(curve: list[dict], modes: Optional[int], first: int = 0, last: Optional[int] = None) -> dict:
