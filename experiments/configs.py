@@ -32,16 +32,18 @@ PROTOCOL = "protocol.yaml"
 # The models of every table, baseline first: the order of a table's rows and runs. The runner, the tests and
 # the sweeps take the list from here (W&B sweep files cannot import it: tests/test_cluster.py checks them).
 MODELS = ["gan", "gan_entropy", "gan_mode_seeking", "gan_d_skip", "gan_ttur", "gan_monitor", "gan_ttur_monitor",
-          "wgan_gp", "unrolled_gan", "minibatch_gan", "mgan", "mdgan", "infogan", "d2gan", "pacgan2", "pacgan3",
+          "gan_ttur_rebalance", "wgan_gp", "unrolled_gan", "minibatch_gan", "mgan", "mdgan", "infogan", "d2gan", "pacgan2", "pacgan3",
           "pacgan4", "veegan"]
 # The baseline with one of the shared base's remedies switched on (a regulariser, the adaptive update ratio, two
 # timescales, the collapse monitor acting): rows of the tables that have them, beside the remedies that are models
 # of their own.
-REMEDIES = ["gan_entropy", "gan_mode_seeking", "gan_d_skip", "gan_ttur", "gan_monitor", "gan_ttur_monitor"]
+REMEDIES = ["gan_entropy", "gan_mode_seeking", "gan_d_skip", "gan_ttur", "gan_monitor", "gan_ttur_monitor",
+            "gan_ttur_rebalance"]
 LABELS = {
     "gan": "GAN", "gan_entropy": "GAN + entropy (0.1)", "gan_mode_seeking": "GAN + mode seeking (1)",
     "gan_d_skip": "GAN + D skips above 0.8 accuracy", "gan_ttur": "GAN + TTUR (D 4e-4, G 1e-4)", "gan_monitor": "GAN + monitor (recall < 0.3: entropy 0.1)",
     "gan_ttur_monitor": "GAN + TTUR + monitor (JSD 2x its best: restore, D lr x 0.1)",
+    "gan_ttur_rebalance": "GAN + TTUR + monitor (JSD 2x its best: restore, D 1e-4 and G 1e-3)",
     "wgan_gp": "WGAN-GP", "unrolled_gan": "Unrolled GAN", "minibatch_gan": "Minibatch discrimination",
     "mgan": "MGAN", "mdgan": "MD-GAN", "infogan": "InfoGAN", "d2gan": "D2GAN", "pacgan2": "PacGAN2", "pacgan3": "PacGAN3",
     "pacgan4": "PacGAN4", "veegan": "VEEGAN",

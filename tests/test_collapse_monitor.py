@@ -223,6 +223,46 @@ def test_restore_then_scale_the_learning_rates(tmp_path):
         [0.5 * model.hparams.g_lr, 0.5 * model.hparams.d_lr])
 
 
+def test_two_monitors_of_one_signal_restore_then_set_both_players_rates(tmp_path):
+    """grid25's gan_ttur_rebalance: two monitors of one signal fire at the same evaluation, in list order; the first
+    restores the healthy states (the learning rates they held included) and scales D's rate, the second G's, so
+    the pair ends at D 4e-4 x 0.25 = 1e-4 and G 1e-4 x 10 = 1e-3 whatever the rates were when it fired; the weights
+    are the healthy evaluation's; a resume from a later checkpoint keeps that pair and both monitors' events."""
+    class Record(L.Callback):  # the generator's weights at each evaluation, before the monitors act
+        def __init__(self):
+            self.weights = []
+
+        def on_validation_epoch_end(self, trainer, pl_module):
+            self.weights.append(pl_module.generator.net[0].weight.detach().clone())
+
+    def monitors():
+        common = dict(mode="above", signal="val/signal", threshold=2.0, rule="worsening", watch_losses=False)
+        return [CollapseMonitor(action="d_lr", action_value=0.25, restore=True, **common),
+                CollapseMonitor(action="g_lr", action_value=10.0, **common)]
+
+    record, (first, second) = Record(), monitors()
+    torch.manual_seed(0)
+    model = tiny_model("GAN", g_lr=1e-4, d_lr=4e-4)
+    trainer = quiet_trainer(max_steps=30, callbacks=[ScriptedSignal([0.02, 0.01, 0.05]), record, first, second],
+                            default_root_dir=tmp_path)
+    trainer.fit(model, tiny_ring())  # evaluations at generator steps 5, 10, 15: 0.05 is 5x the best 0.01 at 15
+    assert [e["g_step"] for e in first.events] == [e["g_step"] for e in second.events] == [15]
+    assert first.events[0]["restored_to_g_step"] == 10 and "restored_to_g_step" not in second.events[0]
+    assert torch.equal(model.generator.net[0].weight, record.weights[1])  # step 10's weights
+    generator, discriminator = model.generator_optimizer(), model.discriminator_optimizer()
+    assert [g["lr"] for g in generator.param_groups] == pytest.approx([1e-3])
+    assert [g["lr"] for g in discriminator.param_groups] == pytest.approx([1e-4])
+    trainer.save_checkpoint(tmp_path / "after.ckpt")
+    fresh = monitors()
+    torch.manual_seed(1)
+    resumed = tiny_model("GAN", g_lr=1e-4, d_lr=4e-4)
+    later = quiet_trainer(max_steps=40, callbacks=[ScriptedSignal([0.01]), *fresh], default_root_dir=tmp_path)
+    later.fit(resumed, tiny_ring(), ckpt_path=tmp_path / "after.ckpt")
+    assert fresh[0].events == first.events and fresh[1].events == second.events  # no new detection at 0.01
+    assert [g["lr"] for g in resumed.generator_optimizer().param_groups] == pytest.approx([1e-3])
+    assert [g["lr"] for g in resumed.discriminator_optimizer().param_groups] == pytest.approx([1e-4])
+
+
 def test_no_floor_warning_for_a_wasserstein_critic():
     assert loss_warning([-3.0] * 6, [1.0, 1.1, 1.2, 1.5, 1.8, 2.0], d_loss_floor=None) is None
     assert not tiny_model("WGANGP").discriminator_loss_nonnegative()
