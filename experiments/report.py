@@ -399,10 +399,12 @@ def _thread_counts(results: list[dict]) -> dict[str, int]:
 
 def table_header(table: str, seeds: list[int], models: list[str], out: Path, overrides: list[str], report_only: bool,
                  results: list[dict], current: str, missing: list[str], table_models: Optional[list[str]] = None,
-                 in_progress: Optional[dict[str, str]] = None) -> str:
+                 in_progress: Optional[dict[str, str]] = None, others: int = 0) -> str:
     """The paragraph under the table's title: the command that writes it, the commits, machine and thread counts
     of its runs, whether they were trained by the current code (hash `current`), the runs not trained yet and, of
-    those, the interrupted ones with how far they got (`in_progress`: {run: runner.interrupted_summary})."""
+    those, the interrupted ones with how far they got (`in_progress`: {run: runner.interrupted_summary}); `others`:
+    how many of the runs were finished by other invocations in the folder (their models and seeds are in the
+    command)."""
     n_stale = sum(code_state(r, current) != "current" for r in results if r["status"] == "ok")
     thread_counts = _thread_counts(results)
     seed_args = f"--seeds {len(seeds)}" if seeds == list(range(len(seeds))) else f"--seed-list {','.join(map(str, seeds))}"
@@ -410,7 +412,9 @@ def table_header(table: str, seeds: list[int], models: list[str], out: Path, ove
             + (f" --models {','.join(models)}" if models != (table_models or MODELS) else "")
             + (f" --out {shown_path(out)}" if out != (ROOT / "results" / table).resolve() else "")
             + "".join(f" --set {shlex.quote(f'{a[2:]}={b}')}" for a, b in zip(overrides[::2], overrides[1::2]))
-            + (" --report-only" if report_only else "") + "`. "
+            + (" --report-only" if report_only else "") + "`"
+            + (f" (with {others} run{'s' if others > 1 else ''} finished in the folder by other invocations)" if others
+               else "") + ". "
             + (f"Runs trained at commit {', '.join(sorted({r.get('commit') or 'unknown' for r in results}))}; "
                if results else "No run finished yet; ")
             + f"table written at commit {commit()}; {_machine()}. "

@@ -188,7 +188,10 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
     restamped = (cache.restamp_runs(plan, restamp, results, check_results, out, current, echo, restamp_steps)
                  if restamp is not None else [])
 
-    ordered = [results[r.name] for r in runs if r.name in results]
+    other_runs, others = other_finished_runs(table, out, runs, overrides, current)
+    results.update(others)
+    everything = sorted(runs + other_runs, key=lambda run: (MODELS.index(run.model), run.seed))
+    ordered = [results[r.name] for r in everything if r.name in results]
     refresh = report.published(table, runner.EXPERIMENTS).get("batchnorm_refresh")
     if refresh:  # the authors evaluated after a BatchNorm refresh: the same on each finished run's last checkpoint
         from experiments import batchnorm_refresh
@@ -202,13 +205,34 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
                      "without it")
     in_progress = {run.name: summary for run in runs if run.name in missing
                    for summary in [runner.interrupted_summary(run.folder(out))] if summary}
-    header = report.table_header(table, seeds, models, out, overrides, report_only, ordered, current, missing,
-                                 table_models(table, runner.EXPERIMENTS), in_progress)
+    shown_models = [m for m in table_models(table, runner.EXPERIMENTS) if any(r.model == m for r in everything)]
+    shown_seeds = sorted({r.seed for r in everything})
+    header = report.table_header(table, shown_seeds, shown_models, out, overrides, report_only, ordered, current,
+                                 missing, table_models(table, runner.EXPERIMENTS), in_progress, others=len(others))
     rows, written = report.write_table(table, out, ordered, report.published(table, runner.EXPERIMENTS), header,
                                        current, use_wandb)
     echo("wrote " + ", ".join(map(str, written)))
     return {"rows": rows, "results": ordered, "trained": len(todo), "code_hash": current, "stale": [r.name for r in stale],
             "checked": [run.name for run in plan.checks], "restamped": restamped}
+
+
+def other_finished_runs(table: str, out: Path, runs: list[Run], overrides: list[str],
+                        current: str) -> tuple[list[Run], dict[str, dict]]:
+    """The results of the runs finished in `out` by other invocations (other models or seeds of the table, the same
+    overrides) that `runs` do not include, by run name: a table written after some of its rows were run still shows
+    every run finished in its folder. A run counts when its folder is the one the current configs give that model
+    and seed (a config changed since makes another key: that run is not this table's) and it holds a result.
+    Returns those runs and their results by run name."""
+    asked = {run.name for run in runs}
+    found: dict[str, set[int]] = {}
+    for folder in (out / "runs").glob("*/seed*-*"):
+        seed, _, key = folder.name.removeprefix("seed").partition("-")
+        if seed.isdigit() and len(key) == 12 and (folder / "result.json").is_file():
+            found.setdefault(folder.parent.name, set()).add(int(seed))
+    candidates = [run for model in table_models(table, runner.EXPERIMENTS) if model in found
+                  for run in runner.plan(table, [model], sorted(found[model]), overrides) if run.name not in asked]
+    results, _ = cache.read_cache(candidates, out, False, False, current)
+    return [run for run in candidates if run.name in results], results
 
 
 def interrupted_files(table: str, seeds: list[int], models: list[str], out: Path, overrides: list[str],

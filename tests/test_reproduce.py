@@ -177,8 +177,18 @@ def test_finished_runs_are_cached_and_a_config_change_reruns(tmp_path, fake_expe
     assert len(calls) == 4  # so do changed overrides
     out = tmp_path / "out"  # not the default folder, so the header's command names it
     assert f"reproduce.py ring8 --seeds 2 --models gan,mgan --out {out.resolve()} --set trainer.max_steps=10`" in (out / "ring8.md").read_text()
-    reproduce.reproduce(**{**kwargs, "seeds": [3, 5]})
-    assert f"reproduce.py ring8 --seed-list 3,5 --models gan,mgan --out {out.resolve()}`" in (out / "ring8.md").read_text()
+    calls.clear()
+    later = reproduce.reproduce(**{**kwargs, "seeds": [3, 5]})
+    assert sorted(calls) == ["gan/seed3", "gan/seed5", "mgan/seed3", "mgan/seed5"]
+    # the table shows every run finished in the folder under these configs and overrides: seeds 0 and 1 of the calls
+    # before too, but not their max_steps=10 runs (another key, so another table); its command is the union's
+    assert [row["seeds"] for row in later["rows"]] == [4, 4]
+    assert (f"reproduce.py ring8 --seed-list 0,1,3,5 --models gan,mgan --out {out.resolve()}` (with 4 runs finished in "
+            "the folder by other invocations).") in (out / "ring8.md").read_text()
+    calls.clear()
+    one = reproduce.reproduce(**{**kwargs, "seeds": [5], "models": ["gan"], "report_only": True})
+    assert calls == [] and [row["seeds"] for row in one["rows"]] == [4, 4]  # a subset's table keeps the other rows
+    assert "--seed-list 0,1,3,5 --models gan,mgan" in (out / "ring8.md").read_text()
 
 
 def test_the_cache_key_is_the_resolved_config_so_a_comment_edit_reruns_nothing(tmp_path, fake_experiments):
