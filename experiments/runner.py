@@ -35,6 +35,10 @@ EXPERIMENTS = ROOT / "experiments"
 # under the same versions (see resumable), and result.json records them.
 LIBRARIES = ("torch", "lightning", "numpy")
 ATTEMPT_FILE = "attempt.json"  # in a run's folder while it trains: the code, commit and threads it started with
+# A rerun from the start (a stale run retrained, --force) moves the result it replaces here and puts it back if
+# the rerun fails, with the failure in FAILED_RERUN_FILE: a failed rerun never loses the figures it was to replace.
+REPLACED_FILE = "replaced_result.json"
+FAILED_RERUN_FILE = "failed_rerun.json"
 
 
 # ---------------------------------------------------------------------------------- runs
@@ -239,7 +243,7 @@ def carried_files(folder: Path) -> list[Path]:
     interrupted, or is still training (see live: its checkpoint may be half written)."""
     if not interrupted(folder) or live(folder):
         return []
-    files = [folder / ATTEMPT_FILE, *[f for f in [folder / "train.log"] if f.is_file()]]
+    files = [folder / ATTEMPT_FILE, *[f for f in [folder / "train.log", folder / REPLACED_FILE] if f.is_file()]]
     for version in sorted(folder.glob("runs/*/version_*")):
         files += [version / name for name in CARRIED if (version / name).is_file()]
         files += [ckpt for ckpt in [version / "checkpoints" / "last.ckpt"] if ckpt.is_file()]
@@ -282,11 +286,13 @@ def prepare_attempt(folder: Path, stamp: dict) -> Optional[list[dict]]:
     """Readies `folder` for an attempt with `stamp` (code hash, commit, threads). Returns the attempts it
     continues (earlier interrupted ones first; see resumable) with the commit, start, wall seconds and step
     reached of each, or None for a fresh start, for which whatever an earlier attempt left is removed first, so a
-    rerun never continues a finished, failed or stale run's weights."""
+    rerun never continues a finished, failed or stale run's weights; the result it replaces is kept aside in
+    REPLACED_FILE until the rerun has finished (see execute)."""
     earlier = resumable(folder, stamp)
     if earlier is None:
         shutil.rmtree(folder / "runs", ignore_errors=True)
-        (folder / "result.json").unlink(missing_ok=True)
+        if (folder / "result.json").is_file():
+            (folder / "result.json").replace(folder / REPLACED_FILE)
         return None
     records = _records(folder)
     seen = (read_record(records[-1].parent) or {}).get("updated") if records else None  # its last sign of life
@@ -358,11 +364,27 @@ def execute(run: Run, out: Path, env: dict[str, str], folder: Optional[Path] = N
               **({"resumed": attempts} if attempts else {}), **(extra or {}), **outcome(folder, rc, log_path)}
     if result["status"] == "interrupted":  # no result.json: the attempt stays, to be continued
         return result
+    replaced = folder / REPLACED_FILE
     if result["status"] == "ok":
         keep_sample_plot(result, folder)
+    elif replaced.is_file() and _status(replaced) == "ok":  # the figures it was to replace stay the run's result
+        (folder / FAILED_RERUN_FILE).write_text(json.dumps(result, indent=1))
+        replaced.replace(folder / "result.json")
+        (folder / ATTEMPT_FILE).unlink(missing_ok=True)
+        return result
     (folder / "result.json").write_text(json.dumps(result, indent=1))
+    replaced.unlink(missing_ok=True)
+    (folder / FAILED_RERUN_FILE).unlink(missing_ok=True)
     (folder / ATTEMPT_FILE).unlink(missing_ok=True)
     return result
+
+
+def _status(path: Path) -> Optional[str]:
+    """The status a result file records, or None where it cannot be read."""
+    try:
+        return json.loads(path.read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _ignoring(signals: Sequence[int]):

@@ -922,3 +922,35 @@ def test_a_seed_without_a_finite_figure_is_said_in_the_cell_and_the_curve_legend
     curve = figures.mean_curves(results, "hq", current="current-hash")["gan"]
     assert curve.steps == [1, 2] and curve.means == [10.0, 60.0] and curve.seeds == 3
     assert curve.note == "1 stale; NaN at some steps: seed 1"
+
+
+def test_a_failed_rerun_keeps_the_result_it_was_to_replace(tmp_path, monkeypatch):
+    """Retraining a finished run from the start (a stale run, --force) moves its result aside; a rerun that fails
+    puts it back as the run's result, with the failure beside it, a rerun that finishes replaces it, and an
+    interrupted rerun carries the old result with its checkpoint to the next invocation."""
+    import sys
+
+    run = runner.plan("ring8", ["gan"], [0], [])[0]
+    folder = tmp_path / "seed0-old"
+    folder.mkdir()
+    old = fake_result("gan", 0, "ok", modes=7, hq=80.0, kl=0.2)
+    (folder / "result.json").write_text(json.dumps(old))
+    monkeypatch.setattr(runner.Run, "command", lambda self: [sys.executable, "-c", "raise SystemExit(3)"])
+    failed = runner.execute(run, tmp_path, {"OMP_NUM_THREADS": "1"}, folder=folder)
+    assert failed["status"] == "failed" and failed["returncode"] == 3  # what this invocation reports
+    assert json.loads((folder / "result.json").read_text()) == old  # what the folder keeps
+    assert json.loads((folder / runner.FAILED_RERUN_FILE).read_text())["returncode"] == 3
+    assert not (folder / runner.REPLACED_FILE).exists() and not (folder / runner.ATTEMPT_FILE).exists()
+    # interrupted while it retrains: no result.json, so it is continued; the old result travels with it
+    runner.prepare_attempt(folder, {"code_hash": "aaaaaaaaaaaa", "threads": {}})
+    ckpt = folder / "runs" / "ring8-gan" / "version_0" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"")
+    (folder / runner.ATTEMPT_FILE).write_text(json.dumps({"code_hash": "aaaaaaaaaaaa", "threads": {}, "start": 0.0}))
+    assert runner.interrupted(folder) and folder / runner.REPLACED_FILE in runner.carried_files(folder)
+    new = {"status": "ok", "metrics": {"modes": 8.0, "hq": 90.0, "kl": 0.01}, "g_steps": 10, "plots": [], "curve": []}
+    monkeypatch.setattr(runner, "outcome", lambda *a: new)
+    monkeypatch.setattr(runner, "resumable", lambda *a: None)  # a fresh start again
+    done = runner.execute(run, tmp_path, {"OMP_NUM_THREADS": "1"}, folder=folder)
+    assert done["status"] == "ok" and json.loads((folder / "result.json").read_text())["metrics"]["modes"] == 8.0
+    assert not (folder / runner.REPLACED_FILE).exists() and not (folder / runner.FAILED_RERUN_FILE).exists()
