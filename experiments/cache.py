@@ -208,6 +208,12 @@ def stale_runs(runs: list[Run], results: dict[str, dict], current: str) -> list[
     return [run for run in runs if run.name in results and code_state(results[run.name], current) != "current"]
 
 
+def is_check_folder(folder: Path) -> bool:
+    """Whether `folder` is a --restamp check run's (see check_folder): a rerun of a cached run's seed, not a run of
+    its own, so studies over a table's runs leave it out."""
+    return "-check-" in folder.name
+
+
 def check_folder(run: Run, out: Path, current: str, steps: Optional[int] = None) -> Path:
     """Where --restamp reruns a cached run to compare figures (beside it, so its folder stays as it was); with
     `steps` (--restamp-steps), the shortened check's own folder."""

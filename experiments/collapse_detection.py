@@ -42,6 +42,7 @@ from typing import Optional, Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from callbacks.collapse_monitor import worsening  # noqa: E402
+from experiments import cache  # noqa: E402
 from experiments.configs import EXPERIMENTS, PROTOCOL, data_mode_count, resolve  # noqa: E402
 from models.checkpoints import import_class  # noqa: E402
 
@@ -198,9 +199,10 @@ def data_modes(table: str) -> int:
 
 
 def read_runs(folder: Path) -> dict[str, list[tuple[int, list[dict]]]]:
-    """{model: [(seed, curve), ...]} from the finished runs' result.json under `folder`/runs."""
+    """{model: [(seed, curve), ...]} from the finished runs' result.json under `folder`/runs (not --restamp's check
+    runs, reruns of a seed already there)."""
     runs: dict[str, list[tuple[int, list[dict]]]] = {}
-    for path in sorted(folder.glob("runs/*/*/result.json")):
+    for path in sorted(p for p in folder.glob("runs/*/*/result.json") if not cache.is_check_folder(p.parent)):
         result = json.loads(path.read_text())
         if result.get("status") == "ok" and result.get("curve"):
             runs.setdefault(result["model"], []).append((result["seed"], result["curve"]))
@@ -280,9 +282,10 @@ def curve_from_samples(run_folder: Path, **diversity) -> list[dict]:
 
 
 def read_sample_runs(folder: Path, **diversity) -> dict[str, list[tuple[int, list[dict]]]]:
-    """{model: [(seed, curve), ...]} of every run folder under `folder`/runs that kept scatter points."""
+    """{model: [(seed, curve), ...]} of every run folder under `folder`/runs that kept scatter points (not --restamp's
+    check runs, reruns of a seed already there)."""
     runs: dict[str, list[tuple[int, list[dict]]]] = {}
-    for run_folder in sorted(p for p in folder.glob("runs/*/seed*") if p.is_dir()):
+    for run_folder in sorted(p for p in folder.glob("runs/*/seed*") if p.is_dir() and not cache.is_check_folder(p)):
         curve = curve_from_samples(run_folder, **diversity)
         if curve:
             seed = int(run_folder.name.removeprefix("seed").split("-")[0])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +61,10 @@ def test_held_out_thresholds_come_from_the_other_runs_worked_by_hand():
 
 
 def test_report_from_result_files(tmp_path):
-    for model, seed, curve in (("gan", 0, RUN_A), ("veegan", 0, RUN_B)):
-        folder = tmp_path / "runs" / model / f"seed{seed}-abc"
+    # the last is --restamp's check run of gan seed 0 (a rerun beside it): not a run of its own, so not counted
+    for model, seed, curve, name in (("gan", 0, RUN_A, "seed0-abc"), ("veegan", 0, RUN_B, "seed0-abc"),
+                                     ("gan", 0, RUN_A, "seed0-abc-check-0123456789ab")):
+        folder = tmp_path / "runs" / model / name
         folder.mkdir(parents=True)
         (folder / "result.json").write_text(json.dumps({"status": "ok", "model": model, "seed": seed, "curve": curve}))
     text = cd.main(["grid25_veegan", "--out", str(tmp_path), "--collapsed-below", "10"])
@@ -115,8 +118,10 @@ def test_curves_from_kept_points_of_known_answers(tmp_path):
     same, _ = data.sample(1000, np.random.default_rng(7))
     _scatter(version, 2000, half, centres, 0.01)
     _scatter(version, 1000, same.numpy(), centres, 0.01)
+    check = tmp_path / "runs" / "gan" / "seed3-abc-check-0123456789ab" / "runs" / "x" / "version_0"
+    shutil.copytree(version, check)  # --restamp's rerun of the same seed: left out
     runs = cd.read_sample_runs(tmp_path, num_bins=20)
-    assert list(runs) == ["gan"] and runs["gan"][0][0] == 3
+    assert list(runs) == ["gan"] and len(runs["gan"]) == 1 and runs["gan"][0][0] == 3
     first, second = runs["gan"][0][1]
     assert (first["g_step"], second["g_step"]) == (1000, 2000)
     assert first["modes"] == 8 and first["kl"] < 0.01 and first["hq"] > 98
