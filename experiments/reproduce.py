@@ -225,9 +225,9 @@ def other_finished_runs(table: str, out: Path, runs: list[Run], overrides: list[
     Returns those runs and their results by run name."""
     asked = {run.name for run in runs}
     found: dict[str, set[int]] = {}
-    for folder in (out / "runs").glob("*/seed*-*"):
-        seed, _, key = folder.name.removeprefix("seed").partition("-")
-        if seed.isdigit() and len(key) == 12 and (folder / "result.json").is_file():
+    for folder in (out / "runs").glob("*/seed*-*"):  # <model>/seed<s>-<key> (runner.Run.folder)
+        seed = folder.name.removeprefix("seed").partition("-")[0]
+        if seed.isdigit() and not cache.is_check_folder(folder) and (folder / "result.json").is_file():
             found.setdefault(folder.parent.name, set()).add(int(seed))
     candidates = [run for model in table_models(table, runner.EXPERIMENTS) if model in found
                   for run in runner.plan(table, [model], sorted(found[model]), overrides) if run.name not in asked]
