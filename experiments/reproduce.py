@@ -20,8 +20,13 @@ Runs are cached: a run whose resolved config (the config file with the overrides
 `train.py fit --print_config` prints it; see experiments/configs.py) and seed did not change since it last
 finished is read back, not rerun (`--force` reruns everything), so an interrupted table resumes
 where it stopped; a run interrupted while it trained (the runner or its machine stopped) continues from its
-last checkpoint if the code and thread count are still those it started with, else starts again (see
-`resumable` in experiments/runner.py; result.json lists the attempts it continued). To continue one on another
+last checkpoint if the code, thread count and library versions are still those it started with (see
+`resumable` in experiments/runner.py; result.json lists the attempts it continued). One interrupted under other
+code, threads or libraries is held back: neither continued nor started over, and the command says what differs
+and how to continue it (from a checkout of the commit it started with, with the same `--threads`);
+`--rerun-stale` or `--force` start it over with this tree's code. A run that another invocation is training
+now (its runner process alive, or its record written in the last minutes) is left to it, whatever the options.
+To continue one on another
 machine or in a fresh clone, copy the files `--interrupted-files` lists to the same places there. A failed run is retried on the next invocation and reported in the table
 (with its log) until then. Independent runs go in parallel: `--jobs` of them (default: the CPU
 cores divided by `--threads`, or the GPUs divided by `--gpus-per-run` when GPUs are present,
@@ -108,15 +113,19 @@ def check_options(force: bool, rerun_stale: bool, restamp: Optional[list[int]], 
 def summary(table: str, runs: list[Run], models: list[str], seeds: list[int], results: dict[str, dict],
             stale: list[Run], todo: list[Run], checks: list[Run], slots: str, out: Path, current: str,
             rerun_stale: bool, restamp: Optional[list[int]], report_only: bool, missing: list[str],
-            queued: Optional[dict[str, str]] = None) -> list[str]:
-    """The lines printed before anything trains: what is cached, stale, to train or to check, and where."""
+            queued: Optional[dict[str, str]] = None, held: Optional[dict[str, str]] = None,
+            elsewhere: Optional[list[str]] = None) -> list[str]:
+    """The lines printed before anything trains: what is cached, stale, to train or to check, and where; then a
+    line for each run held back (see held_back_runs) or training in another invocation."""
     interrupted = [run.name for run in todo if runner.interrupted(run.folder(out))]
     lines = [f"{table}: {len(runs)} runs ({len(models)} models x {len(seeds)} seeds), {len(results)} cached"
              + (f" ({len(stale)} stale: trained by other code than this tree's, hash {current}, or code not recorded)"
                 if stale else "")
              + f", {len(todo)} to train" + (f" ({sum(run.name in results for run in todo)} of them stale)" if rerun_stale else "")
-             + (f" ({len(interrupted)} interrupted, continued from their last checkpoint unless the code or "
-                f"threads changed: {', '.join(interrupted)})" if interrupted else "")
+             + (f" ({len(interrupted)} interrupted, continued from their last checkpoint: {', '.join(interrupted)})"
+                if interrupted else "")
+             + (f", {len(held)} interrupted under other code, threads or libraries and held back" if held else "")
+             + (f", {len(elsewhere)} training in another invocation, left to it" if elsewhere else "")
              + (f", {len(checks)} to rerun as the re-stamp check" if restamp is not None else "")
              + (f", {len(queued)} still queued or running as SLURM jobs of an earlier invocation, not submitted again "
                 f"({', '.join(f'{name} job {job}' for name, job in queued.items())})" if queued else "")
@@ -125,7 +134,28 @@ def summary(table: str, runs: list[Run], models: list[str], seeds: list[int], re
     if stale and not rerun_stale and restamp is None:
         lines.append(f"the table marks the {len(stale)} stale runs (code column); --rerun-stale retrains them; "
                      "--restamp SEEDS re-stamps them if rerunning those seeds reproduces the cached figures exactly")
+    by_name = {run.name: run for run in runs}
+    for name, why in (held or {}).items():
+        folder = by_name[name].folder(out)
+        started = (runner._attempt(folder) or {}).get("commit", "unknown")
+        lines.append(f"{name}: held back, {runner.interrupted_summary(folder)}; this invocation would not continue "
+                     f"it ({why}). Continue it with what it started with (e.g. `git worktree add ../at-{started} "
+                     f"{started}` and this command there with --out {out}), or start it over with this tree's code: "
+                     "--rerun-stale")
+    for name in elsewhere or []:
+        lines.append(f"{name}: being trained by another invocation ({runner.interrupted_summary(by_name[name].folder(out)) or 'before its first checkpoint'}); "
+                     "left to it")
     return lines
+
+
+def held_back_runs(todo: list[Run], out: Path, stamp: dict, start_over: bool) -> tuple[dict[str, str], list[str]]:
+    """Of the runs to train, those not to touch: {name: what differs} for the interrupted runs that `stamp` (what a
+    run started now is stamped with) would not continue (runner.held_back), unless `start_over` (--rerun-stale,
+    --force), and the names of those another invocation is training now (runner.training_elsewhere), always."""
+    elsewhere = [run.name for run in todo if runner.training_elsewhere(run.folder(out))]
+    held = {} if start_over else {run.name: why for run in todo if run.name not in elsewhere
+                                  for why in [runner.held_back(run.folder(out), stamp)] if why}
+    return held, elsewhere
 
 
 def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overrides: list[str], jobs: Optional[int] = None,
@@ -151,9 +181,12 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
     current = cache.code_hash()
     results, todo = cache.read_cache(runs, out, force, rerun_stale, current)
     stale = cache.stale_runs(runs, results, current)
-    missing: list[str] = []
+    stamp = runner.stamp_for({"OMP_NUM_THREADS": str(threads)})  # the slots' thread count (see slot_environments)
+    held, elsewhere = held_back_runs(todo, out, stamp, start_over=force or rerun_stale)
+    missing: list[str] = [run.name for run in todo if run.name in held or run.name in elsewhere]
+    todo = [run for run in todo if run.name not in missing]
     if report_only or restamp is not None:  # a table of what has finished, e.g. while the rest trains elsewhere
-        missing, todo = [run.name for run in todo], []
+        missing, todo = [run.name for run in runs if run.name in missing or run in todo], []
     queued: dict[str, str] = {}
     if launcher == "slurm":
         slurm_options = slurm_options or slurm.SlurmOptions(gpus_per_run=gpus_per_run)
@@ -179,7 +212,7 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
         execution = runner.Execution(jobs_list, out, slot_envs, cache.known_walls(results), echo)
         slots = f"{len(slot_envs)} at a time"
     for line in summary(table, runs, models, seeds, results, stale, todo, plan.checks, slots, out, current,
-                        rerun_stale, restamp, report_only, missing, queued):
+                        rerun_stale, restamp, report_only, missing, queued, held, elsewhere):
         echo(line)
 
     done = execution.run(progress_every)

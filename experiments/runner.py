@@ -263,23 +263,77 @@ def library_versions() -> dict[str, Optional[str]]:
     return versions
 
 
+def stamp_for(env: dict[str, str]) -> dict:
+    """What a run started now with environment `env` (added to this process's) is stamped with: the code hash and
+    commit of this tree, its thread counts and the versions of LIBRARIES."""
+    env = {**os.environ, **env}
+    return {"code_hash": code_hash(), "commit": commit(),
+            "threads": {"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS"), "torch_num_threads": torch_threads(env)},
+            "libraries": library_versions()}
+
+
+def _threads_text(threads: Optional[dict]) -> str:
+    threads = threads or {}
+    return f"OMP_NUM_THREADS={threads.get('OMP_NUM_THREADS')}, torch {threads.get('torch_num_threads')}"
+
+
+def stamp_differences(attempt: dict, stamp: dict) -> list[str]:
+    """What differs between the stamp an attempt started with and `stamp`, each as a phrase ("code 13d1b8ae83d0
+    of commit a08a474, this tree's 22e24c119f14"); empty where the attempt computes what a run with `stamp` would.
+    An attempt from before library versions were recorded is judged without them."""
+    differences = []
+    if attempt.get("code_hash") != stamp["code_hash"]:
+        differences.append(f"code {attempt.get('code_hash', 'not recorded')} of commit "
+                           f"{attempt.get('commit', 'unknown')}, this tree's {stamp['code_hash']}")
+    if attempt.get("threads") != stamp["threads"]:
+        differences.append(f"threads {_threads_text(attempt.get('threads'))}, here "
+                           f"{_threads_text(stamp['threads'])}")
+    then, now = attempt.get("libraries", stamp.get("libraries")) or {}, stamp.get("libraries") or {}
+    if then != now:
+        differences.append("libraries " + ", ".join(f"{name} {then.get(name)} (here {now.get(name)})"
+                                                    for name in sorted(set(then) | set(now))
+                                                    if then.get(name) != now.get(name)))
+    return differences
+
+
 def resumable(folder: Path, stamp: dict) -> Optional[dict]:
     """The interrupted attempt a run in `folder` continues, or None.
 
     An attempt is interrupted when its folder has no result.json (a finished or failed run writes one) but an
     attempt.json and a last.ckpt (the process was killed: a session or job ended, a machine went down). It is
     continued only when it started with the same code hash, thread count and library versions (LIBRARIES) as
-    `stamp`; a continued run then computes what one uninterrupted run computes (train.py resumes exactly, at an
-    epoch end)."""
+    `stamp` (see stamp_differences); a continued run then computes what one uninterrupted run computes (train.py
+    resumes exactly, at an epoch end)."""
     if not interrupted(folder):
         return None
     attempt = _attempt(folder)
     if attempt is None:
         return None
-    same = attempt.get("code_hash") == stamp["code_hash"] and attempt.get("threads") == stamp["threads"]
-    # the libraries that compute it too (an attempt from before they were recorded is judged without them)
-    same = same and attempt.get("libraries", stamp.get("libraries")) == stamp.get("libraries")
-    return attempt if same else None
+    return None if stamp_differences(attempt, stamp) else attempt
+
+
+def held_back(folder: Path, stamp: dict) -> Optional[str]:
+    """For an interrupted run (see interrupted) that a run stamped `stamp` would not continue (see resumable): what
+    differs ("; "-joined stamp_differences). Such a run is neither continued nor started over by default
+    (experiments/reproduce.py): starting it over would throw away its hours of training. None for any other run,
+    and for one still training (see live)."""
+    if not interrupted(folder) or live(folder):
+        return None
+    attempt = _attempt(folder)
+    if attempt is None:
+        return None
+    return "; ".join(stamp_differences(attempt, stamp)) or None
+
+
+def training_elsewhere(folder: Path) -> bool:
+    """Whether the run in `folder` is being trained now by another invocation (see live): it has an attempt and no
+    result yet. Such a run is left to it: a second process training in the same folder would corrupt both."""
+    if (folder / "result.json").exists() or not (folder / ATTEMPT_FILE).is_file():
+        return False
+    attempt = _attempt(folder) or {}
+    if attempt.get("host") == socket.gethostname() and attempt.get("pid") == os.getpid():
+        return False  # this process's own attempt, interrupted earlier in it (its training process stopped)
+    return live(folder)
 
 
 def prepare_attempt(folder: Path, stamp: dict) -> Optional[list[dict]]:
@@ -343,9 +397,7 @@ def execute(run: Run, out: Path, env: dict[str, str], folder: Optional[Path] = N
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / "train.log"
     env = {**os.environ, **env}
-    stamp = {"code_hash": code_hash(), "commit": commit(),
-             "threads": {"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS"), "torch_num_threads": torch_threads(env)},
-             "libraries": library_versions()}
+    stamp = stamp_for(env)
     attempts = prepare_attempt(folder, stamp)
     command = run.command() + (["--ckpt_path", "last"] if attempts else [])
     start = time.time()

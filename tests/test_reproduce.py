@@ -907,6 +907,99 @@ def test_an_interrupted_run_of_other_code_starts_again(tmp_path):
     assert not runner.interrupted(folder) and runner.resumable(folder, stamp) is None
 
 
+def test_stamp_differences_name_the_code_threads_and_libraries_that_differ():
+    """Worked by hand: each difference a phrase; an attempt that predates recorded library versions is judged
+    without them; identical stamps differ in nothing (the attempt is continued)."""
+    one = {"OMP_NUM_THREADS": "1", "torch_num_threads": 1}
+    stamp = {"code_hash": "bbbbbbbbbbbb", "commit": "def5678", "threads": one,
+             "libraries": {"lightning": "2.6.6", "numpy": "2.4.6", "torch": "2.14.1"}}
+    assert runner.stamp_differences(stamp, stamp) == []
+    attempt = {"code_hash": "aaaaaaaaaaaa", "commit": "abc1234", "threads": {"OMP_NUM_THREADS": "2", "torch_num_threads": 2},
+               "libraries": {**stamp["libraries"], "torch": "2.14.0"}}
+    assert runner.stamp_differences(attempt, stamp) == [
+        "code aaaaaaaaaaaa of commit abc1234, this tree's bbbbbbbbbbbb",
+        "threads OMP_NUM_THREADS=2, torch 2, here OMP_NUM_THREADS=1, torch 1",
+        "libraries torch 2.14.0 (here 2.14.1)"]
+    assert runner.stamp_differences({"code_hash": "bbbbbbbbbbbb", "threads": one}, stamp) == []
+
+
+def _interrupted_attempt(folder: Path, g_step: int, **attempt) -> Path:
+    """A run folder as a killed attempt leaves it: attempt.json, a record whose last evaluation is at `g_step`, a
+    last.ckpt (returned)."""
+    ckpt = folder / "runs" / "ring8-gan" / "version_0" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_text("weights")
+    (ckpt.parents[1] / "run.json").write_text(json.dumps({"status": "interrupted", "history": [{"g_step": g_step}]}))
+    (folder / runner.ATTEMPT_FILE).write_text(json.dumps({"start": 0.0, "attempts": [], **attempt}))
+    return ckpt
+
+
+def test_an_interrupted_run_of_other_code_is_held_back_not_started_over(tmp_path, stamped):
+    """A plain invocation neither continues nor wipes a run interrupted under other code: it trains the rest, says
+    what differs and how to continue the held run, and the table lists it with how far it got; --rerun-stale starts
+    it over with this tree's code."""
+    import os
+
+    out = tmp_path / "out"
+    (run,) = runner.plan("ring8", ["gan"], [0], [])
+    threads = {"OMP_NUM_THREADS": "1", "torch_num_threads": cache.torch_threads({**os.environ, "OMP_NUM_THREADS": "1"})}
+    ckpt = _interrupted_attempt(run.folder(out), 266000, code_hash="aaaaaaaaaaaa", commit="abc1234", threads=threads,
+                                libraries=runner.library_versions())
+    lines = []
+    kwargs = dict(table="ring8", seeds=[0, 1], models=["gan"], out=out, overrides=[], jobs=1, progress_every=1000,
+                  echo=lines.append)
+    first = reproduce.reproduce(**kwargs)
+    assert [name for name, _ in stamped.calls] == ["gan/seed1"] and ckpt.read_text() == "weights"
+    assert first["trained"] == 1 and "1 interrupted under other code, threads or libraries and held back" in lines[0]
+    (held,) = [line for line in lines if line.startswith("gan/seed0:")]
+    assert held.startswith("gan/seed0: held back, at generator step 266,000 (its last evaluation), code aaaaaaaaaaaa "
+                           "of commit abc1234; this invocation would not continue it (code aaaaaaaaaaaa of commit "
+                           f"abc1234, this tree's {first['code_hash']}).")
+    assert "`git worktree add ../at-abc1234 abc1234`" in held and held.endswith("--rerun-stale")
+    header = (out / "ring8.md").read_text().splitlines()[2]
+    assert ("Not run yet (1): gan/seed0. Of those, interrupted and to be continued with the code they started with "
+            "(1): gan/seed0 at generator step 266,000 (its last evaluation), code aaaaaaaaaaaa of commit abc1234.") in header
+    stamped.calls.clear()
+    lines.clear()
+    rerun = reproduce.reproduce(**kwargs, rerun_stale=True)
+    assert [name for name, _ in stamped.calls] == ["gan/seed0"] and rerun["trained"] == 1
+    assert not any("held back" in line for line in lines)
+
+
+def test_a_run_another_invocation_is_training_is_left_to_it(tmp_path, stamped):
+    """Whatever the options, a run whose attempt names a live runner process on this host is not trained a second
+    time in its folder (nor wiped); once that process is gone, the next invocation trains it. This process's own
+    attempt is not another invocation's."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    (run,) = runner.plan("ring8", ["gan"], [0], [])
+    folder = run.folder(out)
+    folder.mkdir(parents=True)
+    kwargs = dict(table="ring8", seeds=[0], models=["gan"], out=out, overrides=[], jobs=1, progress_every=1000)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        attempt = json.dumps({"code_hash": "aaaaaaaaaaaa", "commit": "abc1234", "host": socket.gethostname(),
+                              "pid": other.pid})
+        (folder / runner.ATTEMPT_FILE).write_text(attempt)
+        for options in ({}, {"force": True}, {"rerun_stale": True}):
+            lines = []
+            assert reproduce.reproduce(**kwargs, **options, echo=lines.append)["trained"] == 0
+            assert stamped.calls == [] and (folder / runner.ATTEMPT_FILE).read_text() == attempt
+            assert "1 training in another invocation, left to it" in lines[0]
+            assert ("gan/seed0: being trained by another invocation (before its first checkpoint); left to it"
+                    in lines)
+    finally:
+        other.kill()
+        other.wait()
+    (folder / runner.ATTEMPT_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    assert not runner.training_elsewhere(folder)
+    assert reproduce.reproduce(**kwargs, echo=lambda *a: None)["trained"] == 1 and len(stamped.calls) == 1
+
+
 def test_a_seed_without_a_finite_figure_is_said_in_the_cell_and_the_curve_legend():
     """A NaN figure (or a metric a run predates) is not averaged in, and the table and the curves say so."""
     def run(seed, hq, code="current-hash"):
