@@ -143,7 +143,8 @@ def summary(table: str, runs: list[Run], models: list[str], seeds: list[int], re
                      f"{started}` and this command there with --out {out}), or start it over with this tree's code: "
                      "--rerun-stale")
     for name in elsewhere or []:
-        lines.append(f"{name}: being trained by another invocation ({runner.interrupted_summary(by_name[name].folder(out)) or 'before its first checkpoint'}); "
+        where = (runner.interrupted_summary(by_name[name].folder(out)) or "before its first checkpoint")
+        lines.append(f"{name}: being trained by another invocation, {where.removeprefix('still training, ')}; "
                      "left to it")
     return lines
 

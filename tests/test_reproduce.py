@@ -990,8 +990,7 @@ def test_a_run_another_invocation_is_training_is_left_to_it(tmp_path, stamped):
             assert reproduce.reproduce(**kwargs, **options, echo=lines.append)["trained"] == 0
             assert stamped.calls == [] and (folder / runner.ATTEMPT_FILE).read_text() == attempt
             assert "1 training in another invocation, left to it" in lines[0]
-            assert ("gan/seed0: being trained by another invocation (before its first checkpoint); left to it"
-                    in lines)
+            assert "gan/seed0: being trained by another invocation, before its first checkpoint; left to it" in lines
     finally:
         other.kill()
         other.wait()
