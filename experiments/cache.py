@@ -4,6 +4,7 @@ What the cache and its options do for a user is told in experiments/reproduce.py
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import json
@@ -48,6 +49,128 @@ def code_hash(root: Optional[Path] = None) -> str:
     root = Path(root or CODE_ROOT)
     h = hashlib.sha256()
     for path in code_files(root):
+        data = path.read_bytes()
+        h.update(f"{path.relative_to(root).as_posix()}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------------- a run's own code
+# The code hash above covers every hashed file, so any edit (a new model, a callback's fix) makes every cached run
+# stale. A run's figures depend on fewer: train.py, the modules its config names (model, networks, datamodule,
+# callbacks) and what those import. run_code_files finds them by reading the import statements (module level and
+# inside functions) of the project's packages; a package's __init__.py only re-exports (a test keeps it so), so an
+# import through it counts as one of the module that defines the name. A module no path leads to is still imported
+# by train.py (through the packages' __init__) but executes only its definitions (a test checks that no hashed
+# module does more at import). A result records the hash of its run's files as `code_deps` (run_code_hash); a
+# cached run of other code whose files are all unchanged is current again (see current_again).
+_PROJECT_NAME = re.compile(r"^(?:%s)(?:\.[A-Za-z_][A-Za-z0-9_]*)+$" % "|".join(CODE_DIRS))
+
+
+def _module_path(root: Path, dotted: str) -> Optional[Path]:
+    """The file of module or package `dotted` under `root` (a package: its __init__.py), or None."""
+    base = root.joinpath(*dotted.split("."))
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    return base.with_suffix(".py") if base.with_suffix(".py").is_file() else None
+
+
+def _dotted(root: Path, path: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed(path: Path, stamp: tuple[int, int]) -> ast.Module:  # stamp: (mtime_ns, size), so an edit re-reads
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def _imports(root: Path, path: Path) -> list[tuple[str, tuple[str, ...]]]:
+    """The imports of project modules in `path`, anywhere in it: (module, names) for `from module import names`,
+    (module, ()) for `import module`; relative imports made absolute."""
+    tree = _parsed(path, (path.stat().st_mtime_ns, path.stat().st_size))
+    package = _dotted(root, path) if path.name == "__init__.py" else _dotted(root, path).rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, ()) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join([*anchor, *([module] if module else [])])
+            found.append((module, tuple(alias.name for alias in node.names)))
+    return [(module, names) for module, names in found if module.split(".")[0] in CODE_DIRS]
+
+
+def _reexports(root: Path, init: Path) -> dict[str, str]:
+    """{name: defining module} for the `from .module import name` lines of a package's __init__.py."""
+    exported = {}
+    for module, names in _imports(root, init):
+        for name in names:
+            exported[name] = module
+    return exported
+
+
+def _resolve(root: Path, module: str, name: Optional[str]) -> list[Path]:
+    """The files `from module import name` (or `import module`, name None) brings a run's code to depend on."""
+    path = _module_path(root, module)
+    if path is None:
+        return []
+    if name is None or path.name != "__init__.py":
+        return [path]
+    submodule = _module_path(root, f"{module}.{name}")
+    if submodule is not None:
+        return [submodule]
+    defined_in = _reexports(root, path).get(name)
+    if defined_in is not None and defined_in != module:
+        return _resolve(root, defined_in, name)
+    return [path]  # defined in the __init__ itself
+
+
+def module_closure(start: list[str], root: Optional[Path] = None) -> list[Path]:
+    """The hashed files that the dotted names in `start` (modules, or module.Name as a config's class_path) and
+    train.py lead to through imports, in path order."""
+    root = Path(root or CODE_ROOT)
+    todo: list[Path] = [root / name for name in CODE_FILES]
+    for dotted in start:
+        module, _, name = dotted.rpartition(".")
+        todo += _resolve(root, dotted, None) or _resolve(root, module, name)
+    seen: set[Path] = set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for module, names in _imports(root, path):
+            for name in names or (None,):
+                todo += _resolve(root, module, name)
+    return sorted(seen, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _project_names(node) -> list[str]:
+    """Every string in a resolved config that names a module or class of the project (class_path and the like)."""
+    if isinstance(node, dict):
+        return [name for value in node.values() for name in _project_names(value)]
+    if isinstance(node, list):
+        return [name for value in node for name in _project_names(value)]
+    return [node] if isinstance(node, str) and _PROJECT_NAME.match(node) else []
+
+
+def run_code_files(run: "Run", root: Optional[Path] = None) -> list[Path]:
+    """The hashed files a run's figures depend on: train.py and the modules its resolved config names, with what
+    they import (module_closure)."""
+    from experiments import configs
+
+    return module_closure(sorted(set(_project_names(configs.resolve(run.configs, run.train_args())))), root)
+
+
+def run_code_hash(run: "Run", root: Optional[Path] = None) -> str:
+    """12 hex digits of SHA-256 over (relative path, size, bytes) of each of run_code_files, as code_hash does for
+    every hashed file."""
+    root = Path(root or CODE_ROOT)
+    h = hashlib.sha256()
+    for path in run_code_files(run, root):
         data = path.read_bytes()
         h.update(f"{path.relative_to(root).as_posix()}\0{len(data)}\0".encode())
         h.update(data)
@@ -184,16 +307,48 @@ def read_result(run: Run, out: Path) -> Optional[dict]:
     return result if result.get("status") == "ok" else None
 
 
+OWN_CODE_BASIS = "the files its run depends on (experiments/cache.py, run_code_files)"
+
+
+def own_code(result: dict, run: Run, current: str) -> bool:
+    """Brings a cached result's code stamp up to date with the hash of its run's own files (run_code_hash), in
+    place; returns whether it changed. A result of the current code (hash `current`) that lacks `code_deps` gets
+    it (every file is the same, so are its own). A result of other code whose recorded `code_deps` equals the
+    run's now is re-stamped with `current`: none of the files it depends on changed, so the current code computes
+    what it recorded; `restamped` says so (grouped_by OWN_CODE_BASIS, with its files and any earlier re-stamp). A
+    result without either stays as it is: stale, for --restamp or --rerun-stale."""
+    recorded = result.get("code_hash")
+    if not recorded:
+        return False
+    if recorded == current:
+        if result.get("code_deps"):
+            return False
+        result["code_deps"] = run_code_hash(run)
+        return True
+    if not result.get("code_deps") or result["code_deps"] != run_code_hash(run):
+        return False
+    record = {"from_code_hash": recorded, "from_commit": result.get("commit"), "to_code_hash": current,
+              "at_commit": commit(), "time": time.strftime("%Y-%m-%d %H:%M:%S"), "grouped_by": OWN_CODE_BASIS,
+              "rule": "the hash of the run's own files equal to the one it recorded: no file it depends on changed",
+              "own_files": [p.relative_to(Path(CODE_ROOT)).as_posix() for p in run_code_files(run)]}
+    if result.get("restamped"):
+        record["previous"] = result["restamped"]
+    result |= {"code_hash": current, "restamped": record}
+    return True
+
+
 def read_cache(runs: list[Run], out: Path, force: bool, rerun_stale: bool, current: str) -> tuple[dict[str, dict], list[Run]]:
     """The finished runs' results by run name, and the runs to train: those not finished (or all, with `force`),
     and with `rerun_stale` those trained by other code than `current`. A cached result gets the copies of its
-    sample plot and points it lacks, where the run's folder still has them (see keep_sample_plot)."""
+    sample plot and points it lacks, where the run's folder still has them (see keep_sample_plot), and the hash of
+    its run's own files, or is current again where those did not change (see own_code)."""
     results: dict[str, dict] = {}
     todo = []
     for run in runs:
         cached = None if force else read_result(run, out)
         if cached:
-            if keep_sample_plot(cached, run.folder(out)):
+            kept = keep_sample_plot(cached, run.folder(out))
+            if own_code(cached, run, current) or kept:
                 (run.folder(out) / "result.json").write_text(json.dumps(cached, indent=1))
             results[run.name] = cached
             if rerun_stale and code_state(cached, current) != "current":

@@ -146,6 +146,9 @@ def restamp_note(record: dict) -> str:
     """One sentence on how a run was re-stamped (the table's footnote)."""
     old = f"code {record['from_code_hash']}" if record.get("from_code_hash") else \
         f"unknown code (commit {record.get('from_commit') or 'not recorded'})"
+    if record.get("own_files"):
+        return (f"re-stamped from {old} to {record['to_code_hash']} at commit {record.get('at_commit')}: none of the "
+                f"{len(record['own_files'])} files its run depends on changed (experiments/cache.py, run_code_files)")
     checks = ", ".join(f"seed {c['seed']} ({c['folder']})" for c in record.get("checks", []))
     shortened = [c for c in record.get("checks", []) if c.get("trainer_max_steps")]
     if shortened:

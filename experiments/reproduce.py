@@ -42,7 +42,12 @@ sorted order (see `code_hash` in experiments/cache.py). Not included: the config
 the cache key), this runner and the rest of experiments/, tests, documentation, and the installed
 libraries. A cached run whose hash differs from
 the current tree's is *stale*; one without a hash (written before hashes were recorded) is
-*code unknown* and counts as stale too. A plain invocation still reuses stale runs but the table's
+*code unknown* and counts as stale too. Each result.json also records `code_deps`, the hash of the run's own
+files (train.py, the modules its resolved config names and what they import: `run_code_files` in
+experiments/cache.py), and a cached run of other code whose own files are all unchanged is current again: it is
+re-stamped on the next read (`restamped` says so; the table footnotes it), and an interrupted one continues. A
+result of the current code written before `code_deps` was recorded gets it on the next read. A plain invocation
+still reuses stale runs but the table's
 "code" column marks them; `--rerun-stale` retrains exactly the stale runs (and any not yet
 trained); `--restamp 0` (seeds) is for a refactor that should change no figure. It trains nothing
 else: it groups the stale runs by model and old code (the recorded hash; for runs without one, the
@@ -155,7 +160,8 @@ def held_back_runs(todo: list[Run], out: Path, stamp: dict, start_over: bool) ->
     --force), and the names of those another invocation is training now (runner.training_elsewhere), always."""
     elsewhere = [run.name for run in todo if runner.training_elsewhere(run.folder(out))]
     held = {} if start_over else {run.name: why for run in todo if run.name not in elsewhere
-                                  for why in [runner.held_back(run.folder(out), stamp)] if why}
+                                  for why in [runner.held_back(run.folder(out),
+                                                               {**stamp, "code_deps": cache.run_code_hash(run)})] if why}
     return held, elsewhere
 
 

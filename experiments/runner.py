@@ -27,7 +27,7 @@ import yaml
 
 from callbacks.run_record import RECORD_FILE, finished_evaluation, read_record
 from experiments import configs
-from experiments.cache import code_hash, commit, keep_sample_plot, torch_threads
+from experiments.cache import code_hash, commit, keep_sample_plot, run_code_hash, torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
@@ -280,9 +280,11 @@ def _threads_text(threads: Optional[dict]) -> str:
 def stamp_differences(attempt: dict, stamp: dict) -> list[str]:
     """What differs between the stamp an attempt started with and `stamp`, each as a phrase ("code 13d1b8ae83d0
     of commit a08a474, this tree's 22e24c119f14"); empty where the attempt computes what a run with `stamp` would.
-    An attempt from before library versions were recorded is judged without them."""
+    Code that differs only outside the run's own files (both record the same `code_deps`, cache.run_code_hash) is
+    no difference. An attempt from before library versions were recorded is judged without them."""
     differences = []
-    if attempt.get("code_hash") != stamp["code_hash"]:
+    own_unchanged = bool(attempt.get("code_deps")) and attempt.get("code_deps") == stamp.get("code_deps")
+    if attempt.get("code_hash") != stamp["code_hash"] and not own_unchanged:
         differences.append(f"code {attempt.get('code_hash', 'not recorded')} of commit "
                            f"{attempt.get('commit', 'unknown')}, this tree's {stamp['code_hash']}")
     if attempt.get("threads") != stamp["threads"]:
@@ -397,7 +399,7 @@ def execute(run: Run, out: Path, env: dict[str, str], folder: Optional[Path] = N
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / "train.log"
     env = {**os.environ, **env}
-    stamp = stamp_for(env)
+    stamp = {**stamp_for(env), "code_deps": run_code_hash(run)}
     attempts = prepare_attempt(folder, stamp)
     command = run.command() + (["--ckpt_path", "last"] if attempts else [])
     start = time.time()

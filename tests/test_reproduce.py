@@ -523,7 +523,7 @@ def stamped(tmp_path, fake_experiments, monkeypatch):
             if "--trainer.max_steps" in run.overrides else 10
         curve = [{"g_step": step, **metrics} for step in range(2, g_steps + 1, 2)]
         result = {**fake_result(run.model, run.seed, **metrics), "key": run.key, "g_steps": g_steps, "curve": curve,
-                  "code_hash": cache.code_hash(), "commit": "abc1234",
+                  "code_hash": cache.code_hash(), "code_deps": cache.run_code_hash(run), "commit": "abc1234",
                   "threads": {"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS"), "torch_num_threads": 1}}
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "result.json").write_text(json.dumps(result))
@@ -531,8 +531,8 @@ def stamped(tmp_path, fake_experiments, monkeypatch):
 
     monkeypatch.setattr(runner, "execute", execute)
 
-    def edit_models():  # a change to the training code
-        with open(tree / "models" / "gan.py", "a") as f:
+    def edit_models(name="base.py"):  # a change to the training code (models/base.py: every model's)
+        with open(tree / "models" / name, "a") as f:
             f.write("\n# edited\n")
 
     def result_file(model, seed, out):
@@ -617,6 +617,51 @@ def test_cached_runs_trained_by_other_code_are_reused_and_marked_stale(tmp_path,
     assert "4 stale: trained by other code" in lines[0] and "--rerun-stale retrains them" in lines[1]
     csv_text = (out / "ring8.csv").read_text().splitlines()
     assert csv_text[0].endswith(",source,code") and csv_text[1].endswith(f",ours,stale (code {old})")
+
+
+def test_a_cached_run_whose_own_files_did_not_change_stays_current(tmp_path, stamped):
+    """An edit to models/gan.py leaves MGAN's runs current (re-stamped, the footnote says why; the record names
+    the run's own files, which do not include gan.py) and makes the GAN's stale; an edit to models/mgan.py then
+    makes MGAN's stale too. A current result without the hash of its own files gets it on the next read."""
+    out = tmp_path / "out"
+    kwargs = dict(table="ring8", seeds=[0], models=["gan", "mgan"], out=out, overrides=[], jobs=1,
+                  progress_every=1000, echo=lambda *a: None)
+    old = reproduce.reproduce(**kwargs)["code_hash"]
+    mgan_file = stamped.result_file("mgan", 0, out)
+    (mgan,) = runner.plan("ring8", ["mgan"], [0], [])
+    assert json.loads(mgan_file.read_text())["code_deps"] == cache.run_code_hash(mgan)
+    stamped.edit_models("gan.py")
+    stamped.calls.clear()
+    second = reproduce.reproduce(**kwargs)
+    assert second["code_hash"] != old and second["trained"] == 0 and second["stale"] == ["gan/seed0"]
+    record = json.loads(mgan_file.read_text())["restamped"]
+    assert record["from_code_hash"] == old and record["to_code_hash"] == second["code_hash"]
+    assert "models/mgan.py" in record["own_files"] and "models/gan.py" not in record["own_files"]
+    text = (out / "ring8.md").read_text()
+    assert "| current, re-stamped [1] | this repository, seeds 0 |" in _row(text, "MGAN")
+    assert (f"[1] re-stamped from code {old} to {second['code_hash']} at commit " in text
+            and ": none of the " in text and " files its run depends on changed" in text)
+    assert f"| stale (code {old}) | this repository, seeds 0 |" in _row(text, "GAN")
+    stamped.edit_models("mgan.py")
+    assert sorted(reproduce.reproduce(**kwargs)["stale"]) == ["gan/seed0", "mgan/seed0"]
+    # a current result that predates the own-files hash gets it, worked out from the tree as it is
+    third = reproduce.reproduce(**kwargs, rerun_stale=True)
+    result = json.loads(mgan_file.read_text())
+    del result["code_deps"]
+    mgan_file.write_text(json.dumps(result))
+    reproduce.reproduce(**kwargs)
+    assert third["trained"] == 2 and json.loads(mgan_file.read_text())["code_deps"] == cache.run_code_hash(mgan)
+
+
+def test_an_interrupted_attempt_continues_when_only_other_runs_files_changed():
+    """The code hash differs but the attempt and this tree record the same hash of the run's own files: no
+    difference; the own files differ too, or the attempt predates their hash: the code differs."""
+    one = {"OMP_NUM_THREADS": "1", "torch_num_threads": 1}
+    stamp = {"code_hash": "bbbbbbbbbbbb", "code_deps": "111111111111", "threads": one}
+    attempt = {"code_hash": "aaaaaaaaaaaa", "commit": "abc1234", "code_deps": "111111111111", "threads": one}
+    assert runner.stamp_differences(attempt, stamp) == []
+    for other in ({**attempt, "code_deps": "222222222222"}, {k: v for k, v in attempt.items() if k != "code_deps"}):
+        assert runner.stamp_differences(other, stamp) == ["code aaaaaaaaaaaa of commit abc1234, this tree's bbbbbbbbbbbb"]
 
 
 def test_rerun_stale_retrains_exactly_the_stale_runs(tmp_path, stamped):
