@@ -47,8 +47,13 @@ def code_hash(root: Optional[Path] = None) -> str:
     (README, tests, configs, this runner) do not. It hashes the working tree as it is, uncommitted
     edits included, which is what a run started now would import."""
     root = Path(root or CODE_ROOT)
+    return _files_hash(root, code_files(root))
+
+
+def _files_hash(root: Path, files: list[Path]) -> str:
+    """12 hex digits of SHA-256 over (path relative to `root`, size, bytes) of each of `files`, in their order."""
     h = hashlib.sha256()
-    for path in code_files(root):
+    for path in files:
         data = path.read_bytes()
         h.update(f"{path.relative_to(root).as_posix()}\0{len(data)}\0".encode())
         h.update(data)
@@ -63,7 +68,7 @@ def code_hash(root: Optional[Path] = None) -> str:
 # import through it counts as one of the module that defines the name. A module no path leads to is still imported
 # by train.py (through the packages' __init__) but executes only its definitions (a test checks that no hashed
 # module does more at import). A result records the hash of its run's files as `code_deps` (run_code_hash); a
-# cached run of other code whose files are all unchanged is current again (see current_again).
+# cached run of other code whose files are all unchanged is current again (see own_code).
 _PROJECT_NAME = re.compile(r"^(?:%s)(?:\.[A-Za-z_][A-Za-z0-9_]*)+$" % "|".join(CODE_DIRS))
 
 
@@ -169,12 +174,7 @@ def run_code_hash(run: "Run", root: Optional[Path] = None) -> str:
     """12 hex digits of SHA-256 over (relative path, size, bytes) of each of run_code_files, as code_hash does for
     every hashed file."""
     root = Path(root or CODE_ROOT)
-    h = hashlib.sha256()
-    for path in run_code_files(run, root):
-        data = path.read_bytes()
-        h.update(f"{path.relative_to(root).as_posix()}\0{len(data)}\0".encode())
-        h.update(data)
-    return h.hexdigest()[:12]
+    return _files_hash(root, run_code_files(run, root))
 
 
 CHANGES_SHOWN = 8  # changed files named in a table's footnote; more are counted
@@ -515,7 +515,8 @@ def restamp_runs(restamp: RestampPlan, seeds: list[int], results: dict[str, dict
                       "checks": record_checks}
             if result.get("restamped"):
                 record["previous"] = result["restamped"]
-            result |= {"code_hash": current, "restamped": record}
+            # the check vouches for the current code, so the run's own files are recorded as they are now
+            result |= {"code_hash": current, "code_deps": run_code_hash(run), "restamped": record}
             (run.folder(out) / "result.json").write_text(json.dumps(result, indent=1))
             restamped.append(run.name)
     echo(f"re-stamped {len(restamped)} runs with code {current}: {', '.join(restamped) or 'none'}"

@@ -188,7 +188,10 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
     current = cache.code_hash()
     results, todo = cache.read_cache(runs, out, force, rerun_stale, current)
     stale = cache.stale_runs(runs, results, current)
-    stamp = runner.stamp_for({"OMP_NUM_THREADS": str(threads)})  # the slots' thread count (see slot_environments)
+    # what a run started now is stamped with (the slots' thread count, see slot_environments): needed only to judge
+    # interrupted runs, and it probes torch's thread count in a fresh process
+    stamp = (runner.stamp_for({"OMP_NUM_THREADS": str(threads)})
+             if any(runner.interrupted(run.folder(out)) for run in todo) else {})
     held, elsewhere = held_back_runs(todo, out, stamp, start_over=force or rerun_stale)
     missing: list[str] = [run.name for run in todo if run.name in held or run.name in elsewhere]
     todo = [run for run in todo if run.name not in missing]

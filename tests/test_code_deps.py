@@ -4,6 +4,7 @@ config and the import statements, checked against the files whose functions a re
 from __future__ import annotations
 
 import ast
+import inspect
 import sys
 import threading
 from pathlib import Path
@@ -98,8 +99,9 @@ def test_a_fit_calls_functions_of_its_run_s_files_only(table, model, tmp_path, m
     called: set[str] = set()
 
     def profile(frame, event, arg):
-        if event == "call" and frame.f_code.co_filename in hashed and frame.f_code.co_flags & 0x1:  # CO_OPTIMIZED:
-            called.add(frame.f_code.co_filename)  # a function, not a module or class body run by an import
+        # CO_OPTIMIZED: a function, not a module or class body run by an import
+        if event == "call" and frame.f_code.co_filename in hashed and frame.f_code.co_flags & inspect.CO_OPTIMIZED:
+            called.add(frame.f_code.co_filename)
 
     small = ["--trainer.accelerator", "cpu", "--data.init_args.batches_per_epoch", "3",
              "--data.init_args.batch_size", "32", "--trainer.max_steps", "-1"]

@@ -718,6 +718,9 @@ def test_restamp_refuses_on_a_differing_figure_and_restamps_on_identical_ones(tm
     assert "left stale, no run of seeds 0 trained by the same code to check them with: mgan/seed2" in lines[-2]
     gan1 = json.loads(files[("gan", 1)].read_text())
     assert gan1["code_hash"] == new and gan1["commit"] == "abc1234"  # the commit it was trained at stays
+    # its own files' hash is the current one (models/base.py, one of them, was edited since it was recorded)
+    (gan_run,) = runner.plan("ring8", ["gan"], [1], [])
+    assert gan1["code_deps"] == cache.run_code_hash(gan_run) != json.loads(before[("gan", 1)])["code_deps"]
     record = gan1["restamped"]
     assert record["from_code_hash"] == old and record["to_code_hash"] == new
     check = f"runs/gan/{files[('gan', 0)].parent.name}-check-{new}"  # relative to the table's folder
