@@ -310,31 +310,29 @@ class CollapseMonitor(L.Callback):
         if action in ("entropy", "mode_seeking"):
             setattr(pl_module, f"{action}_weight", float(value))
             return f"{action} regulariser on at weight {value:g}"
-        if action == "lr":
+        if action in ("lr", "d_lr", "g_lr"):
+            player = {"d_lr": "discriminator", "g_lr": "generator"}.get(action)
             if not replay:  # a checkpoint keeps the optimisers' learning rates and the schedulers' base rates
-                for optimizer in trainer.optimizers:
-                    for group in optimizer.param_groups:
-                        group["lr"] *= float(value)
-                for config in trainer.lr_scheduler_configs:  # else a LambdaLR-like schedule undoes it next step
-                    scheduler = config.scheduler
-                    if hasattr(scheduler, "base_lrs"):
-                        scheduler.base_lrs = [lr * float(value) for lr in scheduler.base_lrs]
-            return f"learning rates x {value:g}"
-        if action in ("d_lr", "g_lr"):
-            player = "discriminator" if action == "d_lr" else "generator"
-            if not replay:  # as for "lr": the checkpoint keeps the changed rates
-                optimizer = getattr(pl_module, f"{player}_optimizer")()
-                for group in optimizer.param_groups:
-                    group["lr"] *= float(value)
-                for config in trainer.lr_scheduler_configs:
-                    scheduler = config.scheduler
-                    if getattr(scheduler, "optimizer", None) is optimizer and hasattr(scheduler, "base_lrs"):
-                        scheduler.base_lrs = [lr * float(value) for lr in scheduler.base_lrs]
-            return f"the {player}'s learning rate x {value:g}"
+                optimizers = trainer.optimizers if player is None else [getattr(pl_module, f"{player}_optimizer")()]
+                self._scale_learning_rates(trainer, optimizers, float(value))
+            return f"learning rates x {value:g}" if player is None else f"the {player}'s learning rate x {value:g}"
         if action == "n_critic":
             pl_module.n_critic = int(value)
             return f"n_critic set to {int(value)}"
         return "no action"
+
+    @staticmethod
+    def _scale_learning_rates(trainer: L.Trainer, optimizers: list, factor: float) -> None:
+        """Multiplies the learning rate of every parameter group of `optimizers` by `factor`, and the base rates of
+        the schedulers that drive them (else a LambdaLR-like schedule would undo it at its next step)."""
+        for optimizer in optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] *= factor
+        for config in trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if any(getattr(scheduler, "optimizer", None) is optimizer for optimizer in optimizers) \
+                    and hasattr(scheduler, "base_lrs"):
+                scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
 
     @staticmethod
     def _snapshot(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:

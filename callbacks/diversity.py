@@ -24,6 +24,26 @@ from .metrics import (bin_proportions, duplicate_rate, duplicate_threshold, kmea
 DIVERSITY_FEATURES = ("data", "mnist_classifier", "inception", "discriminator")
 
 
+def fit_reference(real: Tensor, n: int, num_bins: int, duplicate_quantile: float, seed: int) -> tuple:
+    """What the signals need of the reference `real` alone: NDB's k-means centres and the reference's proportions
+    in them (on all of `real`), the near-duplicate threshold and the k-NN radii (on real[:n])."""
+    centres, proportions = kmeans_bins(real, num_bins, seed=seed)
+    return centres, proportions, duplicate_threshold(real[:n], duplicate_quantile), real_knn_radii(real[:n])
+
+
+def diversity_signals(real: Tensor, fake: Tensor, reference: tuple, significance: float,
+                      duplicate_quantile: float) -> dict[str, Tensor]:
+    """NDB / JSD over all of `real` and `fake`, and the duplicate rate, support size, recall and coverage on the
+    first n = min(len(real), len(fake)) of each, with `reference` = fit_reference(real, n, ...)."""
+    n = min(real.shape[0], fake.shape[0])
+    centres, proportions, threshold, radii = reference
+    values = ndb_jsd(proportions, real.shape[0], bin_proportions(fake, centres), fake.shape[0], significance)
+    duplicates = duplicate_rate(real[:n], fake[:n], duplicate_quantile, threshold=threshold)
+    pr = precision_recall_density_coverage(real[:n], fake[:n], real_radii=radii)
+    return values | {"duplicate_rate": duplicates["duplicate_rate"], "support_size": duplicates["support_size"],
+                     "recall": pr["recall"], "coverage": pr["coverage"]}
+
+
 class DiscriminatorFeatures(nn.Module):
     """The model's discriminator trunk (`discriminator.features`) as the features, in eval mode. The model is held
     without being registered, so the metric does not own (or move, or save) the discriminator."""
@@ -108,21 +128,15 @@ class DiversityMetrics(EvaluationCallback):
         if self.features == "discriminator":  # features that train with the model: the reference moves too
             key += (int(getattr(trainer, "global_step", 0)),)
         if self._reference is None or self._reference[0] != key:
-            centres, proportions = kmeans_bins(real, self.num_bins, seed=self.seed)
-            self._reference = (key, centres, proportions, duplicate_threshold(real[:n], self.duplicate_quantile),
-                               real_knn_radii(real[:n]))
+            self._reference = (key, *fit_reference(real, n, self.num_bins, self.duplicate_quantile, self.seed))
         return self._reference[1:]
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         real, fake = collect_features(self.metric, trainer, pl_module, self.num_samples, self.batch_size)
         real, fake = real.cpu(), fake.cpu()
         n = min(real.shape[0], fake.shape[0])
-        centres, reference, threshold, radii = self.reference_statistics(trainer, real, n)
-        values = ndb_jsd(reference, real.shape[0], bin_proportions(fake, centres), fake.shape[0], self.significance)
-        duplicates = duplicate_rate(real[:n], fake[:n], self.duplicate_quantile, threshold=threshold)
-        pr = precision_recall_density_coverage(real[:n], fake[:n], real_radii=radii)
-        values |= {"duplicate_rate": duplicates["duplicate_rate"], "support_size": duplicates["support_size"],
-                   "recall": pr["recall"], "coverage": pr["coverage"]}
+        values = diversity_signals(real, fake, self.reference_statistics(trainer, real, n), self.significance,
+                                   self.duplicate_quantile)
         self.protocol = (f"{self.features} features; NDB over {self.num_bins} k-means bins of {real.shape[0]} reference "
                          f"samples (the validation split) at level {self.significance}, {fake.shape[0]} generated; "
                          f"duplicates, recall and coverage on {n} of each")

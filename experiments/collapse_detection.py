@@ -212,23 +212,15 @@ def read_runs(folder: Path) -> dict[str, list[tuple[int, list[dict]]]]:
 def diversity_values(real, fake, num_bins: int = 50, significance: float = 0.05, duplicate_quantile: float = 0.01,
                      seed: int = 0, reference: Optional[tuple] = None) -> tuple[dict[str, float], tuple]:
     """The signals `callbacks.DiversityMetrics` logs for generated `fake` against the reference `real` (data
-    features: the rows themselves), computed as the callback does; and the reference's statistics (NDB's bins,
+    features: the rows themselves), by the callback's own functions; and the reference's statistics (NDB's bins,
     the duplicate threshold, the k-NN radii), to pass back as `reference` for the next evaluation of the same
     reference."""
-    from callbacks.metrics import (bin_proportions, duplicate_rate, duplicate_threshold, kmeans_bins, ndb_jsd,
-                                   precision_recall_density_coverage, real_knn_radii)
+    from callbacks.diversity import diversity_signals, fit_reference
 
     real, fake = real.flatten(1).float(), fake.flatten(1).float()
-    n = min(real.shape[0], fake.shape[0])
     if reference is None:
-        centres, proportions = kmeans_bins(real, num_bins, seed=seed)
-        reference = (centres, proportions, duplicate_threshold(real[:n], duplicate_quantile), real_knn_radii(real[:n]))
-    centres, proportions, threshold, radii = reference
-    values = ndb_jsd(proportions, real.shape[0], bin_proportions(fake, centres), fake.shape[0], significance)
-    duplicates = duplicate_rate(real[:n], fake[:n], duplicate_quantile, threshold=threshold)
-    pr = precision_recall_density_coverage(real[:n], fake[:n], real_radii=radii)
-    values |= {"duplicate_rate": duplicates["duplicate_rate"], "support_size": duplicates["support_size"],
-               "recall": pr["recall"], "coverage": pr["coverage"]}
+        reference = fit_reference(real, min(real.shape[0], fake.shape[0]), num_bins, duplicate_quantile, seed)
+    values = diversity_signals(real, fake, reference, significance, duplicate_quantile)
     return {name: float(value) for name, value in values.items()}, reference
 
 
