@@ -199,6 +199,15 @@ def evaluation_interval(cli, datamodule) -> int | None:
     return (trainer.check_val_every_n_epoch or 1) * per_epoch
 
 
+def cpu_cli(config: Path):
+    """The LightningCLI `train.py fit` builds for `config` and its protocol, on CPU without a logger, not run; its
+    datamodule set up for fitting. What the step-cost scripts (experiments/*_cost.py) time steps of."""
+    cli = train.main(args=[*compose_args(Path(config)), "--trainer.logger", "false", "--trainer.accelerator", "cpu"],
+                     run=False)
+    cli.datamodule.setup("fit")
+    return cli
+
+
 def benchmark(spec: str, chunks: int, chunk: int, warmup: int, accelerator: str, extra: list[str] = (),
               eval_every: int | None = None, precision: str = "32-true") -> dict:
     config, overrides = parse_spec(spec)

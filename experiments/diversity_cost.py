@@ -17,18 +17,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import train  # noqa: E402
 from callbacks import DiversityMetrics  # noqa: E402
 from callbacks.metrics import kmeans_bins  # noqa: E402
-from experiments.configs import config_args, with_protocol  # noqa: E402
+from experiments.benchmark import cpu_cli  # noqa: E402
 
 
 def main(argv: list[str]) -> str:
     config, ms_per_batch = Path(argv[0]), float(argv[1])
-    cli = train.main(args=[*config_args(with_protocol(config)), "--trainer.logger", "false",
-                           "--trainer.accelerator", "cpu"], run=False)
+    cli = cpu_cli(config)
     model, data = cli.model, cli.datamodule
-    data.setup("fit")
     callback = DiversityMetrics(num_bins=50, num_samples=2500)
     callback.setup(cli.trainer, model, "fit")
     callback.log_values = lambda *args, **kwargs: None  # measured outside a fit: nothing to log to

@@ -23,20 +23,16 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import train  # noqa: E402
-from experiments.configs import config_args, with_protocol  # noqa: E402
+from experiments.benchmark import cpu_cli  # noqa: E402
 
 VARIANTS = ("default", "foreach", "fused", "compiled step")
 
 
 def main(argv: list[str], chunks: int = 6, chunk: int = 50, warmup: int = 5) -> dict[str, float]:
     config = Path(argv[0])
-    cli = train.main(args=[*config_args(with_protocol(config)), "--trainer.logger", "false",
-                           "--trainer.accelerator", "cpu"], run=False)
+    cli = cpu_cli(config)
     model, data = cli.model, cli.datamodule
-    data.setup("fit")
-    real = next(iter(data.train_dataloader()))
-    real = real[0] if isinstance(real, (list, tuple)) else real
+    real = model.unpack_batch(next(iter(data.train_dataloader())))
     z = model.sample_latent(real.shape[0])
     g_settings = {"lr": model.hparams.g_lr, "betas": tuple(model.hparams.betas)}
     d_settings = {"lr": model.hparams.d_lr, "betas": tuple(model.hparams.betas)}

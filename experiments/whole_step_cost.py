@@ -36,9 +36,8 @@ from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import train  # noqa: E402
 from experiments.benchmark import matmul_gflops  # noqa: E402
-from experiments.configs import config_args, with_protocol  # noqa: E402
+from experiments.benchmark import cpu_cli  # noqa: E402
 from models.pacgan import pack  # noqa: E402
 from models.pacgan_networks import BlocksBatchNorm1d  # noqa: E402
 
@@ -59,12 +58,9 @@ def adam_(params: dict, grads: dict, exp_avg: dict, exp_avg_sq: dict, bias1: tor
 
 def main(argv: list[str], chunks: int = 6, chunk: int = 50, warmup: int = 5) -> dict[str, float]:
     config = Path(argv[0])
-    cli = train.main(args=[*config_args(with_protocol(config)), "--trainer.logger", "false",
-                           "--trainer.accelerator", "cpu"], run=False)
+    cli = cpu_cli(config)
     model, data = cli.model, cli.datamodule
-    data.setup("fit")
-    real = next(iter(data.train_dataloader()))
-    real = real[0] if isinstance(real, (list, tuple)) else real
+    real = model.unpack_batch(next(iter(data.train_dataloader())))
     z = model.sample_latent(real.shape[0])  # before packing: one latent a sample
     hp = model.hparams
     betas, g_lr, d_lr = tuple(hp.betas), hp.g_lr, hp.d_lr
