@@ -288,12 +288,15 @@ def keep_sample_plot(result: dict, folder: Path) -> bool:
     return recorded
 
 
-def known_walls(results: dict[str, dict]) -> dict[str, list[float]]:
-    """Wall seconds of the cached runs per model: the first guess at what a run of that model costs."""
+def known_walls(results: dict[str, dict], prefix: Optional[dict[str, float]] = None) -> dict[str, list[float]]:
+    """Wall seconds of the cached runs per model: the first guess at what a run of that model costs. With
+    `prefix` (model: the share of a whole run's steps a check trains, --restamp-steps), each wall is scaled to
+    it: a 20,000-step check of a 800,000-step run is a fortieth of the run, not the run."""
     known: dict[str, list[float]] = {}
     for cached in results.values():
         if cached.get("wall_s"):
-            known.setdefault(cached["model"], []).append(cached["wall_s"])
+            share = 1.0 if prefix is None else prefix.get(cached["model"], 1.0)
+            known.setdefault(cached["model"], []).append(cached["wall_s"] * share)
     return known
 
 

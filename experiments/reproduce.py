@@ -211,15 +211,18 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
                              f"{', '.join(too_long)}; leave it out to rerun them whole")
     check_runs = [dataclasses.replace(run, overrides=[*run.overrides, "--trainer.max_steps", str(restamp_steps)])
                   if restamp_steps else run for run in plan.checks]
+    prefix = ({run.model: min(1.0, restamp_steps / run.max_steps()) for run in plan.checks if run.max_steps()}
+              if restamp_steps else None)
+    known = cache.known_walls(results, prefix)
     jobs_list = [(run, run.folder(out)) for run in todo] + [(check, cache.check_folder(run, out, current, restamp_steps))
                                                             for run, check in zip(plan.checks, check_runs)]
     if launcher == "slurm":
-        execution = slurm.SubmititExecution(jobs_list, out, slurm_options, threads, cache.known_walls(results), echo)
+        execution = slurm.SubmititExecution(jobs_list, out, slurm_options, threads, known, echo)
         slots = (f"as one {slurm_options.cluster} job array" + (f", at most {slurm_options.parallelism} at a time"
                                                                  if slurm_options.parallelism else ""))
     else:
         slot_envs = runner.slot_environments(jobs, threads, gpus_per_run)
-        execution = runner.Execution(jobs_list, out, slot_envs, cache.known_walls(results), echo)
+        execution = runner.Execution(jobs_list, out, slot_envs, known, echo)
         slots = f"{len(slot_envs)} at a time"
     for line in summary(table, runs, models, seeds, results, stale, todo, plan.checks, slots, out, current,
                         rerun_stale, restamp, report_only, missing, queued, held, elsewhere):

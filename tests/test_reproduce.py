@@ -334,6 +334,11 @@ def test_time_left_is_estimated_per_model_and_shrinks_as_runs_progress():
     # without progress, a run is costed by cached walls of its model (minus its elapsed time), then by the mean
     assert left([("unrolled", 100.0, None)], [], [], slots=2, known={"unrolled": [1500.0]}) == pytest.approx(1400.0)
     assert left([], ["infogan"], [("gan", 100.0), ("wgan_gp", 500.0)], slots=1) == pytest.approx(300.0)
+    # cached walls are the runs' whole durations; a check that trains a fortieth of a run costs a fortieth of them
+    cached = {"gan/seed0": {"model": "gan", "wall_s": 4000.0}, "gan/seed1": {"model": "gan", "wall_s": 2000.0},
+              "mgan/seed0": {"model": "mgan", "wall_s": 900.0}, "imported/seed0": {"model": "mdgan"}}
+    assert cache.known_walls(cached) == {"gan": [4000.0, 2000.0], "mgan": [900.0]}
+    assert cache.known_walls(cached, {"gan": 0.025}) == {"gan": [100.0, 50.0], "mgan": [900.0]}
 
 
 def test_time_left_of_a_continued_run_comes_from_its_pace_here_not_its_step_count():
@@ -741,7 +746,7 @@ def test_restamp_refuses_on_a_differing_figure_and_restamps_on_identical_ones(tm
     assert cache.metric_differences({"metrics": {"kl": 0.1}}, {"metrics": {"kl": 0.1, "x": 1}}) == ["x: cached None, rerun 1"]
 
 
-def test_restamp_with_shortened_checks_compares_the_curve_prefix(tmp_path, stamped):
+def test_restamp_with_shortened_checks_compares_the_curve_prefix(tmp_path, stamped, monkeypatch):
     out = tmp_path / "out"
     kwargs = dict(table="ring8", seeds=[0, 1], models=["gan"], out=out, overrides=[], jobs=1, progress_every=1000,
                   echo=lambda *a: None)
@@ -760,7 +765,13 @@ def test_restamp_with_shortened_checks_compares_the_curve_prefix(tmp_path, stamp
         reproduce.reproduce(**kwargs, restamp=[0], restamp_steps=4)
     assert stamped.calls == [("gan/seed0", f"{stamped.result_file('gan', 0, out).parent.name}-check-{new}-steps4")]
     stamped.figures.clear()
+    known, execution = [], runner.Execution  # the time-left estimate costs the check as its share of a run
+    monkeypatch.setattr(runner, "Execution", lambda jobs, out_, envs, walls, echo:
+                        known.append(walls) or execution(jobs, out_, envs, walls, echo))
     summary = reproduce.reproduce(**kwargs, restamp=[0], restamp_steps=4)
+    full_steps = runner.Run("ring8", "gan", 0, runner.EXPERIMENTS / "ring8" / "gan.yaml").max_steps()
+    walls = [json.loads(stamped.result_file("gan", seed, out).read_text())["wall_s"] for seed in (0, 1)]
+    assert known == [{"gan": pytest.approx([wall * 4 / full_steps for wall in walls])}]
     assert sorted(summary["restamped"]) == ["gan/seed0", "gan/seed1"]
     record = json.loads(stamped.result_file("gan", 1, out).read_text())["restamped"]
     assert record["from_code_hash"] == old and record["to_code_hash"] == new
