@@ -142,7 +142,7 @@ def summary(table: str, runs: list[Run], models: list[str], seeds: list[int], re
     by_name = {run.name: run for run in runs}
     for name, why in (held or {}).items():
         folder = by_name[name].folder(out)
-        started = (runner._attempt(folder) or {}).get("commit", "unknown")
+        started = (runner.read_attempt(folder) or {}).get("commit", "unknown")
         lines.append(f"{name}: held back, {runner.interrupted_summary(folder)}; this invocation would not continue "
                      f"it ({why}). Continue it with what it started with (e.g. `git worktree add ../at-{started} "
                      f"{started}` and this command there with --out {out}), or start it over with this tree's code: "

@@ -184,7 +184,7 @@ def interrupted(folder: Path) -> bool:
             and any(folder.glob("runs/*/version_*/checkpoints/last.ckpt")))
 
 
-def _attempt(folder: Path) -> Optional[dict]:
+def read_attempt(folder: Path) -> Optional[dict]:
     """The attempt.json of a run's folder, or None where there is none or it cannot be read."""
     try:
         return json.loads((folder / ATTEMPT_FILE).read_text())
@@ -200,7 +200,7 @@ def live(folder: Path, within_s: float = LIVE_WITHIN_S) -> bool:
     host its attempt names, whether the runner process it names is alive; otherwise whether its newest run record
     says status "running" and was written within `within_s` seconds (records are rewritten every few seconds and at
     every evaluation). An interrupted run (see interrupted) that is live is not to be copied or continued."""
-    attempt = _attempt(folder) or {}
+    attempt = read_attempt(folder) or {}
     if attempt.get("host") == socket.gethostname() and isinstance(attempt.get("pid"), int):
         try:
             os.kill(attempt["pid"], 0)
@@ -220,7 +220,7 @@ def interrupted_summary(folder: Path) -> Optional[str]:
     training, at ..."; None for any other run."""
     if not interrupted(folder):
         return None
-    attempt = _attempt(folder) or {}
+    attempt = read_attempt(folder) or {}
     records = _records(folder)
     history = ((read_record(records[-1].parent) if records else None) or {}).get("history") or []
     step = f"at generator step {history[-1]['g_step']:,} (its last evaluation)" if history else "before its first evaluation"
@@ -308,7 +308,7 @@ def resumable(folder: Path, stamp: dict) -> Optional[dict]:
     resumes exactly, at an epoch end)."""
     if not interrupted(folder):
         return None
-    attempt = _attempt(folder)
+    attempt = read_attempt(folder)
     if attempt is None:
         return None
     return None if stamp_differences(attempt, stamp) else attempt
@@ -321,7 +321,7 @@ def held_back(folder: Path, stamp: dict) -> Optional[str]:
     and for one still training (see live)."""
     if not interrupted(folder) or live(folder):
         return None
-    attempt = _attempt(folder)
+    attempt = read_attempt(folder)
     if attempt is None:
         return None
     return "; ".join(stamp_differences(attempt, stamp)) or None
@@ -332,7 +332,7 @@ def training_elsewhere(folder: Path) -> bool:
     result yet. Such a run is left to it: a second process training in the same folder would corrupt both."""
     if (folder / "result.json").exists() or not (folder / ATTEMPT_FILE).is_file():
         return False
-    attempt = _attempt(folder) or {}
+    attempt = read_attempt(folder) or {}
     if attempt.get("host") == socket.gethostname() and attempt.get("pid") == os.getpid():
         return False  # this process's own attempt, interrupted earlier in it (its training process stopped)
     return live(folder)
