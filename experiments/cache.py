@@ -537,11 +537,17 @@ def shown_path(path: Path) -> str:
         return str(path)
 
 
+OUTPUT_DIR = "results"  # where reproduce.py writes by default: its own result.json files and tables
+
+
 def commit() -> str:
+    """HEAD's short hash, "(with uncommitted changes)" where a tracked file differs from it. Changes under results/
+    do not count: they are what the runs write (a run that finishes rewrites its table and re-stamps others'
+    result.json), not what trains them, and counting them would mark every run started beside another's finish."""
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                               text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                f":(exclude){OUTPUT_DIR}"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
         return (sha + (" (with uncommitted changes)" if dirty else "")) or "unknown"
     except OSError:
         return "unknown"

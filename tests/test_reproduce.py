@@ -596,6 +596,35 @@ def test_a_stale_row_names_the_hashed_files_changed_since_its_commit(tmp_path, m
                                                     "models/a.py (+1 -0)", "models/b.py (+1 -0, untracked)"]
 
 
+def test_the_commit_a_run_records_ignores_what_the_runs_write_under_results(tmp_path, monkeypatch):
+    """A run started while another's result.json or table is rewritten records a clean commit (results/ is the
+    runs' output); an edit anywhere else, code or config, still marks it, and untracked files never do."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    for name in ("models/a.py", "experiments/ring8/gan.yaml", "results/ring8/ring8.md",
+                 "results/ring8/runs/gan/seed0-k/result.json"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "first")
+    sha = git("rev-parse", "--short", "HEAD")
+    monkeypatch.setattr(cache, "ROOT", tmp_path)
+    (tmp_path / "results/ring8/ring8.md").write_text("rewritten\n")
+    (tmp_path / "results/ring8/runs/gan/seed0-k/result.json").write_text("re-stamped\n")
+    (tmp_path / "notes.txt").write_text("untracked\n")
+    assert cache.commit() == sha
+    (tmp_path / "experiments/ring8/gan.yaml").write_text("edited\n")
+    assert cache.commit() == f"{sha} (with uncommitted changes)"
+    git("checkout", "--", "experiments")
+    (tmp_path / "models/a.py").write_text("edited\n")
+    assert cache.commit() == f"{sha} (with uncommitted changes)"
+
+
 def test_cached_runs_trained_by_other_code_are_reused_and_marked_stale(tmp_path, stamped):
     out = tmp_path / "out"
     kwargs = dict(table="ring8", seeds=[0, 1], models=["gan", "mgan"], out=out, overrides=[], jobs=1,
