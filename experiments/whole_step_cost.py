@@ -1,5 +1,5 @@
 """Would a compiler that fuses a whole simultaneous training step (both forwards, one backward, both Adam updates)
-bring the PacGAN 2D protocol to 70 % of the machine's matmul rate? Times three ways of doing the same step,
+bring the PacGAN 2D protocol to 70 % of the machine's matmul rate? Times four ways of doing the same step,
 chunk by chunk in one process:
 
     OMP_NUM_THREADS=1 python experiments/whole_step_cost.py experiments/ring8_pacgan/gan.yaml
@@ -17,7 +17,9 @@ It prints the median ms per step of each, the step's GFLOP/s (FLOPs counted by t
 "modules + Adam" step) against the machine's float32 matmul rate at this thread count, and the largest difference
 of each variant's generator weights from the "modules + Adam" ones after the same steps from the same start.
 Those weights drift apart by rounding alone (Adam's first updates are nearly lr * sign(gradient)), so the check
-that the compiled step computes the same thing is on the gradients at the start: eager and compiled float32 against
+that compiling computes the same thing is on the gradient function (the whole step without its Adam update,
+compiled on its own; the timed compiled steps, Adam included, are compared only through that weight drift) at the
+start: eager and compiled float32 against
 eager float64, beside eager float32 at latents changed by one part in a million, which shows how far rounding
 alone moves them (D's maxout sends each unit's gradient to its largest piece, and a near tie can flip).
 """
