@@ -426,15 +426,22 @@ def curve_differences(cached: dict, fresh: dict) -> tuple[list[str], int]:
 
 
 def metric_differences(cached: dict, fresh: dict) -> list[str]:
-    """Where two results' recorded figures differ (exact equality; NaN equals NaN): every metric either records,
-    and the generator steps when both record them."""
+    """Where two results' recorded figures differ (exact equality; NaN equals NaN): every metric the cached run
+    records (one the rerun lacks is a difference), and the generator steps when both record them. A metric only the
+    rerun records (a measurement added since the cached run, e.g. `spread`) is not compared: the cached row never
+    showed it, and a re-stamp leaves it unshown (see new_metrics)."""
     a, b = cached.get("metrics") or {}, fresh.get("metrics") or {}
-    pairs = [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))]
+    pairs = [(k, a.get(k), b.get(k)) for k in sorted(a)]
     if cached.get("g_steps") is not None and fresh.get("g_steps") is not None:
         pairs.append(("g_steps", cached["g_steps"], fresh["g_steps"]))
 
     return [f"{k}: cached {x!r}, rerun {y!r}" for k, x, y in pairs if not _same(x, y)]
 
+
+
+def new_metrics(cached: dict, fresh: dict) -> list[str]:
+    """The metrics a rerun records that its cached run does not: not compared by metric_differences."""
+    return sorted(set(fresh.get("metrics") or {}) - set(cached.get("metrics") or {}))
 
 
 @dataclass
@@ -503,10 +510,13 @@ def restamp_runs(restamp: RestampPlan, seeds: list[int], results: dict[str, dict
         record_checks = [{"seed": run.seed, "folder": check_folder(run, out, current, steps).relative_to(out).as_posix(),
                           "metrics": check_results[run.name].get("metrics"),
                           "g_steps": check_results[run.name].get("g_steps")}
+                         | ({"not_compared": unshown} if not steps and (unshown := new_metrics(
+                             results[run.name], check_results[run.name])) else {})
                          | ({"evaluations_compared": curve_differences(results[run.name], check_results[run.name])[1],
                              "trainer_max_steps": steps} if steps else {})
                          for run in restamp.checks if run in group]
-        rule = ("every recorded metric and g_steps of each check run equal to the cached run's" if not steps else
+        rule = (("every metric the cached run records, and g_steps, equal in its check run (metrics measured only "
+                 "since, listed under not_compared, stay unshown for these runs)") if not steps else
                 f"each check run, trained to trainer step {steps:,} (a prefix of the cached run), equal to the cached "
                 "run at every evaluation both made (every value of the curve); what the cached run did after the "
                 "check's last evaluation is not compared")
@@ -538,16 +548,19 @@ def shown_path(path: Path) -> str:
 
 
 OUTPUT_DIR = "results"  # where reproduce.py writes by default: its own result.json files and tables
+# what trains and evaluates a run: the hashed code, the configs and scripts of experiments/, the package's pins
+RUN_INPUTS = (*CODE_DIRS, *CODE_FILES, "experiments", "pyproject.toml")
 
 
 def commit() -> str:
-    """HEAD's short hash, "(with uncommitted changes)" where a tracked file differs from it. Changes under results/
-    do not count: they are what the runs write (a run that finishes rewrites its table and re-stamps others'
-    result.json), not what trains them, and counting them would mark every run started beside another's finish."""
+    """HEAD's short hash, "(with uncommitted changes)" where a tracked file a run is made from (RUN_INPUTS) differs
+    from it. Other edits do not count: results/ is what the runs write (a run that finishes rewrites its table and
+    re-stamps others' result.json), docs and tests do not train, and counting them would mark every run started
+    beside another's finish, and hide a stale row's changes-since footnote."""
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                f":(exclude){OUTPUT_DIR}"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *RUN_INPUTS],
+                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
         return (sha + (" (with uncommitted changes)" if dirty else "")) or "unknown"
     except OSError:
         return "unknown"

@@ -597,8 +597,8 @@ def test_a_stale_row_names_the_hashed_files_changed_since_its_commit(tmp_path, m
 
 
 def test_the_commit_a_run_records_ignores_what_the_runs_write_under_results(tmp_path, monkeypatch):
-    """A run started while another's result.json or table is rewritten records a clean commit (results/ is the
-    runs' output); an edit anywhere else, code or config, still marks it, and untracked files never do."""
+    """A run started while another's result.json or table is rewritten, or a doc or test edited, records a clean
+    commit (results/ is the runs' output); an edit to code or a config still marks it, untracked files never do."""
     import subprocess
 
     def git(*args):
@@ -606,7 +606,7 @@ def test_the_commit_a_run_records_ignores_what_the_runs_write_under_results(tmp_
                               capture_output=True, text=True).stdout.strip()
 
     for name in ("models/a.py", "experiments/ring8/gan.yaml", "results/ring8/ring8.md",
-                 "results/ring8/runs/gan/seed0-k/result.json"):
+                 "results/ring8/runs/gan/seed0-k/result.json", "RESULTS.md", "tests/test_a.py"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("x\n")
     git("init", "-q")
@@ -617,6 +617,8 @@ def test_the_commit_a_run_records_ignores_what_the_runs_write_under_results(tmp_
     (tmp_path / "results/ring8/ring8.md").write_text("rewritten\n")
     (tmp_path / "results/ring8/runs/gan/seed0-k/result.json").write_text("re-stamped\n")
     (tmp_path / "notes.txt").write_text("untracked\n")
+    (tmp_path / "RESULTS.md").write_text("a new paragraph\n")
+    (tmp_path / "tests/test_a.py").write_text("y\n")
     assert cache.commit() == sha
     (tmp_path / "experiments/ring8/gan.yaml").write_text("edited\n")
     assert cache.commit() == f"{sha} (with uncommitted changes)"
@@ -772,7 +774,12 @@ def test_restamp_refuses_on_a_differing_figure_and_restamps_on_identical_ones(tm
     assert reproduce.reproduce(**kwargs, rerun_stale=True)["trained"] == 1  # re-stamped runs count as current
     assert stamped.calls == [("mgan/seed2", files[("mgan", 2)].parent.name)]
     assert cache.metric_differences({"metrics": {"kl": float("nan")}}, {"metrics": {"kl": float("nan")}}) == []
-    assert cache.metric_differences({"metrics": {"kl": 0.1}}, {"metrics": {"kl": 0.1, "x": 1}}) == ["x: cached None, rerun 1"]
+    # a metric measured only since the cached run (spread, for runs of older code) is no disagreement and is listed
+    # as not compared; one the cached run shows but the rerun lacks, or a different value, is
+    assert cache.metric_differences({"metrics": {"kl": 0.1}}, {"metrics": {"kl": 0.1, "x": 1}}) == []
+    assert cache.new_metrics({"metrics": {"kl": 0.1}}, {"metrics": {"kl": 0.1, "x": 1}}) == ["x"]
+    assert cache.metric_differences({"metrics": {"kl": 0.1, "x": 1}}, {"metrics": {"kl": 0.1}}) == ["x: cached 1, rerun None"]
+    assert cache.metric_differences({"metrics": {"kl": 0.1}}, {"metrics": {"kl": 0.2, "x": 1}}) == ["kl: cached 0.1, rerun 0.2"]
 
 
 def test_restamp_with_shortened_checks_compares_the_curve_prefix(tmp_path, stamped, monkeypatch):
