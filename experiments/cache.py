@@ -547,7 +547,6 @@ def shown_path(path: Path) -> str:
         return str(path)
 
 
-OUTPUT_DIR = "results"  # where reproduce.py writes by default: its own result.json files and tables
 # what trains and evaluates a run: the hashed code, the configs and scripts of experiments/, the package's pins
 RUN_INPUTS = (*CODE_DIRS, *CODE_FILES, "experiments", "pyproject.toml")
 

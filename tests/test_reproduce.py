@@ -596,7 +596,7 @@ def test_a_stale_row_names_the_hashed_files_changed_since_its_commit(tmp_path, m
                                                     "models/a.py (+1 -0)", "models/b.py (+1 -0, untracked)"]
 
 
-def test_the_commit_a_run_records_ignores_what_the_runs_write_under_results(tmp_path, monkeypatch):
+def test_the_commit_a_run_records_is_dirty_only_for_edits_to_what_makes_runs(tmp_path, monkeypatch):
     """A run started while another's result.json or table is rewritten, or a doc or test edited, records a clean
     commit (results/ is the runs' output); an edit to code or a config still marks it, untracked files never do."""
     import subprocess
