@@ -157,8 +157,11 @@ def restamp_note(record: dict) -> str:
                 f"that code to trainer step {shortened[0]['trainer_max_steps']:,} only, {checks} recorded at each "
                 f"evaluation both made ({compared}) the cached figures exactly; the rest of the cached run is not "
                 f"compared")
+    unshown = sorted({m for c in record.get("checks", []) for m in c.get("not_compared", [])})
     return (f"re-stamped from {old} to {record['to_code_hash']} at commit {record.get('at_commit')}: rerun with that code, "
-            f"{checks} recorded metrics identical to the cached ones")
+            f"{checks} recorded metrics identical to the cached ones"
+            + (f" (not compared, since the cached runs predate them and the row does not show them: "
+               f"{', '.join(unshown)})" if unshown else ""))
 
 
 def changes_note(entry: dict, state: str, code: list[dict]) -> Optional[str]:

@@ -213,7 +213,8 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
                   if restamp_steps else run for run in plan.checks]
     prefix = ({run.model: min(1.0, restamp_steps / run.max_steps()) for run in plan.checks if run.max_steps()}
               if restamp_steps else None)
-    known = cache.known_walls(results, prefix)
+    # the first guess at a run's cost: this table's finished runs of its model, those of seeds not asked for included
+    known = cache.known_walls({**other_finished_runs(table, out, runs, overrides, current)[1], **results}, prefix)
     jobs_list = [(run, run.folder(out)) for run in todo] + [(check, cache.check_folder(run, out, current, restamp_steps))
                                                             for run, check in zip(plan.checks, check_runs)]
     if launcher == "slurm":

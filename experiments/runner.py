@@ -136,8 +136,9 @@ def seconds_left(running: list[tuple[str, float, Optional[float]]], pending: lis
                  finished: list[tuple[str, float]], slots: int, known: Optional[dict[str, list[float]]] = None) -> float:
     """Estimated wall seconds until every run is done; NaN when there is nothing to estimate from.
 
-    `running`: (model, seconds elapsed, fraction of its steps done or None); `pending`: models of the
-    runs not started; `finished`: (model, wall seconds) of the runs done in this invocation; `known`:
+    `running`: (model, seconds elapsed, fraction of its steps done or None), optionally with a fourth entry where
+    the fraction is None: the fraction a continued run had done when first seen, before any pace (see
+    Execution._pace), so that it is costed as the rest of its model's run; `pending`: models of the runs not started; `finished`: (model, wall seconds) of the runs done in this invocation; `known`:
     wall seconds of earlier runs per model (cached results), used only where nothing newer exists.
     Models differ by 10x in cost, so a run's duration is estimated from its own model: this
     invocation's finished runs, else the extrapolation of its running runs, else `known`, else the
@@ -153,7 +154,8 @@ def seconds_left(running: list[tuple[str, float, Optional[float]]], pending: lis
     per_model: dict[str, list[float]] = {}
     for model, wall in finished:
         per_model.setdefault(model, []).append(wall)
-    for model, elapsed, frac in running:
+    running = [(entry[0], entry[1], entry[2], entry[3] if len(entry) > 3 else 0.0) for entry in running]
+    for model, elapsed, frac, _ in running:
         if model not in {m for m, _ in finished} and far_enough(frac):
             per_model.setdefault(model, []).append(elapsed / frac)
     for model, walls in (known or {}).items():
@@ -168,9 +170,11 @@ def seconds_left(running: list[tuple[str, float, Optional[float]]], pending: lis
         return sum(walls) / len(walls) if walls else overall
 
     left = []
-    for model, elapsed, frac in running:
+    for model, elapsed, frac, done in running:
         if far_enough(frac):
             left.append(elapsed / frac - elapsed)  # its own pace is the best guess for it
+        elif done:  # continued far along, no pace yet: the rest of a run of its model
+            left.append(duration(model) * (1.0 - done))
         else:
             left.append(max(duration(model) - elapsed, 0.0))
     left += [duration(model) for model in pending]
@@ -555,15 +559,16 @@ class Execution:
                   + ("; ".join(parts) or "none"))
 
     def _pace(self, run: Run, started: float, step: Optional[int], total: Optional[int],
-              now: float) -> tuple[str, float, Optional[float]]:
-        """(model, elapsed, fraction done) for seconds_left, with the elapsed time of a run that went from step 0
+              now: float) -> tuple:
+        """(model, elapsed, fraction done) for seconds_left (where there is no pace yet, the fraction is None and,
+        for a run past step 0, the fraction its step count gives follows), with the elapsed time of a run that went from step 0
         at the pace measured since its first step seen here: a continued run starts far along, and its own
         elapsed time would credit this invocation with the steps of the earlier ones."""
         if step is None or not total:
             return run.model, now - started, None
         first_step, first_time = self.first_seen.setdefault(run.name, (step, now))
-        if step <= first_step or now <= first_time:
-            return run.model, now - started, None  # no pace yet: costed by the model's other runs
+        if step <= first_step or now <= first_time:  # no pace yet: costed by the model's other runs, from where it is
+            return (run.model, now - started, None) + ((step / total,) if step else ())
         frac = step / total
         return run.model, frac * (now - first_time) / ((step - first_step) / total), frac
 

@@ -348,8 +348,10 @@ def test_time_left_of_a_continued_run_comes_from_its_pace_here_not_its_step_coun
     run = runner.Run(table="ring8", model="gan", seed=0, config=Path("gan.yaml"))
     t0 = 1000.0
     first = execution._pace(run, started=t0, step=600, total=1000, now=t0 + 20.0)
-    assert first == ("gan", 20.0, None)  # one sighting gives no pace: costed by the model's known runs
-    assert runner.seconds_left([first], [], [], slots=1, known=execution.known) == pytest.approx(480.0)
+    # one sighting gives no pace: costed as the 40 % left of the model's known run (500 s), not the whole of it
+    assert first == ("gan", 20.0, None, 0.6)
+    assert runner.seconds_left([first], [], [], slots=1, known=execution.known) == pytest.approx(200.0)
+    assert execution._pace(run, started=t0, step=0, total=1000, now=t0 + 5.0) == ("gan", 5.0, None)  # a fresh start
     model, elapsed, frac = execution._pace(run, started=t0, step=800, total=1000, now=t0 + 40.0)
     assert frac == pytest.approx(0.8) and elapsed == pytest.approx(80.0)  # 800 steps at 10 steps/s
     assert runner.seconds_left([(model, elapsed, frac)], [], [], slots=1) == pytest.approx(20.0)
@@ -376,6 +378,12 @@ def test_progress_lines_count_finished_runs_and_estimate_time_left(tmp_path, fak
     after_first = [line for line, n in zip(progress, counts) if n == 1]
     assert all("about unknown left" not in line for line in after_first), after_first  # one finished run costs the next
     assert all("/2 done" in line for line in progress)
+    # another seed alone: before it has a pace, the finished seeds of its model (not asked for) cost it
+    lines.clear()
+    reproduce.reproduce(table="ring8", seeds=[2], models=["gan"], out=tmp_path / "out", overrides=[], jobs=1,
+                        progress_every=0.1, echo=lines.append)
+    progress = [line for line in lines if " done, about " in line]
+    assert progress and all("about unknown left" not in line for line in progress), lines
 
 
 def test_unknown_table_or_model_is_a_clear_error(tmp_path):
@@ -770,9 +778,24 @@ def test_restamp_refuses_on_a_differing_figure_and_restamps_on_identical_ones(tm
     assert f"[1] re-stamped from code {old} to {new} at commit " in text and f"seed 0 ({check})" in text
     assert (out / "ring8.csv").read_text().splitlines()[1].endswith(f',ours,"current, re-stamped from code {old}"')
     assert "recorded metrics identical to the cached ones." in text
+    assert "not_compared" not in record["checks"][0] and "not compared" not in text
     stamped.calls.clear()
     assert reproduce.reproduce(**kwargs, rerun_stale=True)["trained"] == 1  # re-stamped runs count as current
     assert stamped.calls == [("mgan/seed2", files[("mgan", 2)].parent.name)]
+    # a check that measures a metric the cached runs predate (spread) re-stamps them; the metric is recorded as not
+    # compared and named in the footnote, and the re-stamped runs do not gain it
+    stamped.edit_models()
+    newer = cache.code_hash()
+    stamped.figures[("gan", 0)] = {"modes": 8.0, "hq": 90.0, "kl": 0.01, "spread": 0.93}
+    assert sorted(reproduce.reproduce(**kwargs, restamp=[0])["restamped"]) == [f"{m}/seed{s}" for m in ("gan", "mgan")
+                                                                            for s in (0, 1, 2)]
+    gan1 = json.loads(files[("gan", 1)].read_text())
+    assert gan1["code_hash"] == newer and "spread" not in gan1["metrics"]
+    assert gan1["restamped"]["checks"][0]["not_compared"] == ["spread"]
+    assert gan1["restamped"]["previous"]["to_code_hash"] == new
+    assert ("recorded metrics identical to the cached ones (not compared, since the cached runs predate them and the "
+            "row does not show them: spread)") in (out / "ring8.md").read_text()
+    stamped.figures.clear()
     assert cache.metric_differences({"metrics": {"kl": float("nan")}}, {"metrics": {"kl": float("nan")}}) == []
     # a metric measured only since the cached run (spread, for runs of older code) is no disagreement and is listed
     # as not compared; one the cached run shows but the rerun lacks, or a different value, is
