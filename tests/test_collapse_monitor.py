@@ -213,6 +213,26 @@ def test_the_lr_action_holds_under_a_schedule_that_recomputes_from_base_rates(tm
         [0.5 * model.hparams.g_lr, 0.5 * model.hparams.d_lr])
 
 
+def test_one_players_lr_action_holds_under_a_schedule_and_leaves_the_other_player(tmp_path):
+    """d_lr / g_lr under LambdaLR: the named player's rate and its scheduler's base rate are scaled, so the next
+    scheduler steps keep it; the other player's rate and base rate stay as they were."""
+    for action, scaled in (("d_lr", "d_lr"), ("g_lr", "g_lr")):
+        monitor = CollapseMonitor(signal="val/signal", threshold=0.5, mode="below", watch_losses=False, action=action,
+                                  action_value=0.25)
+        torch.manual_seed(0)
+        model = tiny_model("GAN", lr_scheduler=partial(torch.optim.lr_scheduler.LambdaLR, lr_lambda=lambda epoch: 1.0))
+        trainer = quiet_trainer(max_steps=40, callbacks=[ScriptedSignal([0.9, 0.1, 0.9]), monitor],
+                                default_root_dir=tmp_path / action)
+        trainer.fit(model, tiny_ring())
+        assert [e["g_step"] for e in monitor.events] == [10]
+        expected = {name: model.hparams[name] * (0.25 if name == scaled else 1.0) for name in ("g_lr", "d_lr")}
+        g_opt, d_opt = model.generator_optimizer(), model.discriminator_optimizer()
+        assert [g["lr"] for g in g_opt.param_groups] == pytest.approx([expected["g_lr"]])
+        assert [g["lr"] for g in d_opt.param_groups] == pytest.approx([expected["d_lr"]])
+        bases = {id(c.scheduler.optimizer): c.scheduler.base_lrs for c in trainer.lr_scheduler_configs}
+        assert bases[id(g_opt)] == pytest.approx([expected["g_lr"]]) and bases[id(d_opt)] == pytest.approx([expected["d_lr"]])
+
+
 def test_restore_then_scale_the_learning_rates(tmp_path):
     """restore puts the optimisers' saved states back, learning rates included, so the lr action comes after it."""
     monitor = CollapseMonitor(mode="above", signal="val/signal", threshold=0.5, watch_losses=False, action="lr",
