@@ -9,7 +9,8 @@ and not, or a run still training, is better described by its whole curve. For ea
 prints, over the evaluations whose generator step lies in [--from-step, --to-step]: how many there are, the mean
 modes captured, the share of evaluations that captured every mode of the data, the mean and median KL and the mean
 HQ %, and the last evaluation's figures. The data's mode count comes from the run's config (a Ring's num_modes, a
-Grid's side squared).
+Grid's side squared), or for a committed result without its log folder, from its table's configs where they still
+give the run's key.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ import yaml
 
 if __package__ in (None, ""):  # run as a script: the project root holds the experiments package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from experiments import configs  # noqa: E402
 from experiments.configs import data_mode_count  # noqa: E402
+from experiments.runner import Run  # noqa: E402
 
 
 def run_curve(folder: Path) -> tuple[list[dict], str]:
@@ -46,11 +49,24 @@ def run_curve(folder: Path) -> tuple[list[dict], str]:
 
 
 def data_modes(folder: Path) -> Optional[int]:
-    """The mode count of the run's data from its config.yaml (num_modes, or side squared); None if neither."""
-    configs = sorted(folder.glob("runs/*/version_*/config.yaml"))
-    if not configs:
+    """The mode count of the run's data (num_modes, or side squared) from its config.yaml, else, for a finished run
+    whose log folder is not kept (a committed result in another clone), from its table's configs of its model
+    when they resolve to the run's key (the config it trained with); None otherwise."""
+    written = sorted(folder.glob("runs/*/version_*/config.yaml"))
+    if written:
+        return data_mode_count((yaml.safe_load(written[-1].read_text()).get("data") or {}).get("init_args") or {})
+    try:
+        result = json.loads((folder / "result.json").read_text())
+    except (OSError, ValueError):
         return None
-    return data_mode_count((yaml.safe_load(configs[-1].read_text()).get("data") or {}).get("init_args") or {})
+    if not (result.get("table") and result.get("model") and result.get("key")):
+        return None
+    run = Run(result["table"], result["model"], int(result.get("seed", 0)),
+              configs.EXPERIMENTS / result["table"] / f"{result['model']}.yaml")
+    if not all(f.is_file() for f in run.configs) or run.key != result["key"]:  # changed since, or had overrides
+        return None
+    resolved = configs.resolve(run.configs, run.train_args())
+    return data_mode_count((resolved.get("data") or {}).get("init_args") or {})
 
 
 def summarise(curve: list[dict], modes: Optional[int], first: int = 0, last: Optional[int] = None) -> dict:

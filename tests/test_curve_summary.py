@@ -48,3 +48,21 @@ def test_finished_and_training_runs(tmp_path):
         cs.main([str(done), "--from-step", "20", "--to-step", "10"])
     with pytest.raises(SystemExit, match="neither a finished result.json"):
         cs.main([str(tmp_path / "runs" / "gan")])
+
+
+def test_mode_count_of_a_committed_result_without_its_log_folder(tmp_path):
+    """A result.json alone (the runs/ log folder is not committed): the count comes from its table's configs when
+    they resolve to the run's key, the config it trained with; with another key nothing says which data it had."""
+    from experiments import runner
+
+    (run,) = runner.plan("grid25_pacgan", ["gan"], [0], [])
+    folder = tmp_path / "seed0"
+    folder.mkdir()
+    (folder / "result.json").write_text(json.dumps({"status": "ok", "curve": CURVE, "table": "grid25_pacgan",
+                                                    "model": "gan", "key": run.key}))
+    assert cs.data_modes(folder) == 25  # a 5 x 5 grid
+    assert "| 7.25 | 0 % (of 25) |" in cs.main([str(folder)])  # modes 8, 6, 7, 8: none has all 25
+    (folder / "result.json").write_text(json.dumps({"status": "ok", "curve": CURVE, "table": "grid25_pacgan",
+                                                    "model": "gan", "key": "000000000000"}))
+    assert cs.data_modes(folder) is None
+    assert "| 7.25 | – |" in cs.main([str(folder)])
