@@ -29,7 +29,6 @@ if __package__ in (None, ""):  # run as a script: the project root holds the exp
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments import configs  # noqa: E402
 from experiments.configs import data_mode_count  # noqa: E402
-from experiments.runner import Run  # noqa: E402
 
 
 def run_curve(folder: Path) -> tuple[list[dict], str]:
@@ -61,6 +60,8 @@ def data_modes(folder: Path) -> Optional[int]:
         return None
     if not (result.get("table") and result.get("model") and result.get("key")):
         return None
+    from experiments.runner import Run  # imports Lightning: only where a run's config must be resolved
+
     run = Run(result["table"], result["model"], int(result.get("seed", 0)),
               configs.EXPERIMENTS / result["table"] / f"{result['model']}.yaml")
     if not all(f.is_file() for f in run.configs) or run.key != result["key"]:  # changed since, or had overrides

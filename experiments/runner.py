@@ -138,8 +138,9 @@ def seconds_left(running: list[tuple[str, float, Optional[float]]], pending: lis
 
     `running`: (model, seconds elapsed, fraction of its steps done or None), optionally with a fourth entry where
     the fraction is None: the fraction a continued run had done when first seen, before any pace (see
-    Execution._pace), so that it is costed as the rest of its model's run; `pending`: models of the runs not started; `finished`: (model, wall seconds) of the runs done in this invocation; `known`:
-    wall seconds of earlier runs per model (cached results), used only where nothing newer exists.
+    Execution._pace), so that it is costed as the rest of its model's run; `pending`: models of the runs not
+    started; `finished`: (model, wall seconds) of the runs done in this invocation; `known`: wall seconds of
+    earlier runs per model (cached results), used only where nothing newer exists.
     Models differ by 10x in cost, so a run's duration is estimated from its own model: this
     invocation's finished runs, else the extrapolation of its running runs, else `known`, else the
     mean over all models; a running run past 2 % of its steps is extrapolated from its own pace.
@@ -561,9 +562,9 @@ class Execution:
     def _pace(self, run: Run, started: float, step: Optional[int], total: Optional[int],
               now: float) -> tuple:
         """(model, elapsed, fraction done) for seconds_left (where there is no pace yet, the fraction is None and,
-        for a run past step 0, the fraction its step count gives follows), with the elapsed time of a run that went from step 0
-        at the pace measured since its first step seen here: a continued run starts far along, and its own
-        elapsed time would credit this invocation with the steps of the earlier ones."""
+        for a run past step 0, the fraction its step count gives follows), with the elapsed time of a run that went
+        from step 0 at the pace measured since its first step seen here: a continued run starts far along, and its
+        own elapsed time would credit this invocation with the steps of the earlier ones."""
         if step is None or not total:
             return run.model, now - started, None
         first_step, first_time = self.first_seen.setdefault(run.name, (step, now))

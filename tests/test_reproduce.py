@@ -801,8 +801,10 @@ def test_restamp_refuses_on_a_differing_figure_and_restamps_on_identical_ones(tm
     # as not compared; one the cached run shows but the rerun lacks, or a different value, is
     assert cache.metric_differences({"metrics": {"kl": 0.1}}, {"metrics": {"kl": 0.1, "x": 1}}) == []
     assert cache.new_metrics({"metrics": {"kl": 0.1}}, {"metrics": {"kl": 0.1, "x": 1}}) == ["x"]
-    assert cache.metric_differences({"metrics": {"kl": 0.1, "x": 1}}, {"metrics": {"kl": 0.1}}) == ["x: cached 1, rerun None"]
-    assert cache.metric_differences({"metrics": {"kl": 0.1}}, {"metrics": {"kl": 0.2, "x": 1}}) == ["kl: cached 0.1, rerun 0.2"]
+    assert cache.metric_differences({"metrics": {"kl": 0.1, "x": 1}}, {"metrics": {"kl": 0.1}}) \
+        == ["x: cached 1, rerun None"]
+    assert cache.metric_differences({"metrics": {"kl": 0.1}}, {"metrics": {"kl": 0.2, "x": 1}}) \
+        == ["kl: cached 0.1, rerun 0.2"]
 
 
 def test_restamp_with_shortened_checks_compares_the_curve_prefix(tmp_path, stamped, monkeypatch):
