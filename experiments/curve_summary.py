@@ -28,7 +28,6 @@ import yaml
 if __package__ in (None, ""):  # run as a script: the project root holds the experiments package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments import configs  # noqa: E402
-from experiments.configs import data_mode_count  # noqa: E402
 
 
 def run_curve(folder: Path) -> tuple[list[dict], str]:
@@ -53,7 +52,8 @@ def data_modes(folder: Path) -> Optional[int]:
     when they resolve to the run's key (the config it trained with); None otherwise."""
     written = sorted(folder.glob("runs/*/version_*/config.yaml"))
     if written:
-        return data_mode_count((yaml.safe_load(written[-1].read_text()).get("data") or {}).get("init_args") or {})
+        config = yaml.safe_load(written[-1].read_text())
+        return configs.data_mode_count((config.get("data") or {}).get("init_args") or {})
     try:
         result = json.loads((folder / "result.json").read_text())
     except (OSError, ValueError):
@@ -67,7 +67,7 @@ def data_modes(folder: Path) -> Optional[int]:
     if not all(f.is_file() for f in run.configs) or run.key != result["key"]:  # changed since, or had overrides
         return None
     resolved = configs.resolve(run.configs, run.train_args())
-    return data_mode_count((resolved.get("data") or {}).get("init_args") or {})
+    return configs.data_mode_count((resolved.get("data") or {}).get("init_args") or {})
 
 
 def summarise(curve: list[dict], modes: Optional[int], first: int = 0, last: Optional[int] = None) -> dict:
