@@ -503,7 +503,8 @@ def restamp_runs(restamp: RestampPlan, seeds: list[int], results: dict[str, dict
             f"--restamp: nothing re-stamped. The current code (hash {current}) does not reproduce the cached "
             "figures exactly:\n  " + "\n  ".join(failures) + "\nThe check runs' results are in "
             + ", ".join(shown_path(check_folder(run, out, current, steps)) for run in restamp.checks)
-            + "; --rerun-stale retrains the stale runs.")
+            + "; --rerun-stale retrains the stale runs" + ("." if steps else ", taking these whole check runs in place "
+                                                               "of their seeds' (experiments/reproduce.py, adopt_checks)."))
     at_commit, when = commit(), time.strftime("%Y-%m-%d %H:%M:%S")
     restamped: list[str] = []
     for (model, kind, value), group in restamp.groups.items():

@@ -56,7 +56,10 @@ seeds in each group (into `<run folder>-check-<hash>`, leaving the cached run as
 if every rerun records exactly the cached metrics and generator steps, stamps the current hash on
 every run of each group that had a check, recording how in its result.json (`restamped`: old hash
 and commit, the check runs and their figures). Groups without a run of those seeds stay stale and
-are listed. If any figure differs, nothing is re-stamped and the command names the metric. For long runs,
+are listed. If any figure differs, nothing is re-stamped and the command names the metric; a whole-length check
+run is then a run of the current code like any other, and a later `--rerun-stale` takes it in place of the stale
+run instead of training that seed again, where its stamp (code, threads, libraries) is what a run started now
+would have (`adopted` in its result.json keeps the figures it replaced). For long runs,
 `--restamp 0 --restamp-steps N` trains each check to trainer step N only (into `...-check-<hash>-steps<N>`)
 and compares its evaluations with the cached run's curve at the same generator steps, every value exactly: a
 weaker check (what the cached run did after step N is not compared, e.g. a schedule's late milestone or a
@@ -82,7 +85,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -187,11 +193,13 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
     out.mkdir(parents=True, exist_ok=True)
     current = cache.code_hash()
     results, todo = cache.read_cache(runs, out, force, rerun_stale, current)
-    stale = cache.stale_runs(runs, results, current)
     # what a run started now is stamped with (the slots' thread count, see slot_environments): needed only to judge
     # interrupted runs, and it probes torch's thread count in a fresh process
     stamp = (runner.stamp_for({"OMP_NUM_THREADS": str(threads)})
              if any(runner.interrupted(run.folder(out)) for run in todo) else {})
+    adopted = adopt_checks(todo, results, out, current, threads, echo) if rerun_stale else []
+    todo = [run for run in todo if run.name not in adopted]
+    stale = cache.stale_runs(runs, results, current)
     held, elsewhere = held_back_runs(todo, out, stamp, start_over=force or rerun_stale)
     missing: list[str] = [run.name for run in todo if run.name in held or run.name in elsewhere]
     todo = [run for run in todo if run.name not in missing]
@@ -260,7 +268,50 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
                                        current, use_wandb)
     echo("wrote " + ", ".join(map(str, written)))
     return {"rows": rows, "results": ordered, "trained": len(todo), "code_hash": current, "stale": [r.name for r in stale],
-            "checked": [run.name for run in plan.checks], "restamped": restamped}
+            "checked": [run.name for run in plan.checks], "restamped": restamped, "adopted": adopted}
+
+
+def adopt_checks(todo: list[Run], results: dict[str, dict], out: Path, current: str, threads: int, echo) -> list[str]:
+    """For --rerun-stale: the stale runs in `todo` whose whole-length --restamp check run (cache.check_folder,
+    no `-steps`) finished with the current code and the stamp a run started now would have (threads, libraries;
+    runner.stamp_differences): that check folder becomes the run's folder, its result the run's, recording in
+    `adopted` the check folder and the stale result's code, commit, threads and figures it replaces; returns their
+    names. Such a check trained the same config (the folder's key) and seed as a rerun would, so retraining it
+    would compute the same figures again."""
+    candidates = []
+    for run in todo:
+        folder = cache.check_folder(run, out, current)
+        if run.name in results and (folder / "result.json").is_file():
+            check = json.loads((folder / "result.json").read_text())
+            if check.get("status") == "ok" and check.get("key") == run.key and check.get("seed") == run.seed:
+                candidates.append((run, folder, check))
+    if not candidates:
+        return []
+    stamp = runner.stamp_for({"OMP_NUM_THREADS": str(threads)})
+    adopted = []
+    for run, folder, check in candidates:
+        differences = runner.stamp_differences(check, {**stamp, "code_deps": cache.run_code_hash(run)})
+        if differences:
+            echo(f"{run.name}: its check run {cache.shown_path(folder)} is not taken in its place ("
+                 f"{'; '.join(differences)}); it trains again")
+            continue
+        stale = results[run.name]
+        target = run.folder(out)
+        check["adopted"] = {"from_folder": folder.name, "at_commit": cache.commit(),
+                            "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                            "replaced": {k: stale.get(k) for k in ("code_hash", "commit", "threads", "wall_s",
+                                                                   "g_steps", "metrics")}}
+        if check.get("log"):
+            check["log"] = str(target / Path(check["log"]).name)
+        shutil.rmtree(target)
+        folder.rename(target)
+        (target / "result.json").write_text(json.dumps(check, indent=1))
+        results[run.name] = check
+        adopted.append(run.name)
+    if adopted:
+        echo(f"--rerun-stale: {len(adopted)} stale runs replaced by their whole-length re-stamp check runs of this "
+             f"code, not trained again: {', '.join(adopted)} (their result.json 'adopted' keeps the figures replaced)")
+    return adopted
 
 
 def other_finished_runs(table: str, out: Path, runs: list[Run], overrides: list[str],

@@ -807,6 +807,40 @@ def test_restamp_refuses_on_a_differing_figure_and_restamps_on_identical_ones(tm
         == ["kl: cached 0.1, rerun 0.2"]
 
 
+def test_rerun_stale_takes_a_failed_restamps_whole_check_run_instead_of_training_it_again(tmp_path, stamped):
+    """A --restamp whose check disagrees leaves a whole run of the current code beside the stale one; --rerun-stale
+    takes it (same key and seed, same stamp) and trains only the seeds without one; a check of another thread count
+    is not taken."""
+    out = tmp_path / "out"
+    kwargs = dict(table="ring8", seeds=[0, 1, 2], models=["gan"], out=out, overrides=[], jobs=1, progress_every=1000)
+    old = reproduce.reproduce(**kwargs, echo=lambda *a: None)["code_hash"]
+    stamped.edit_models()
+    new = cache.code_hash()
+    stamped.figures[("gan", 0)] = {"modes": 7.0, "hq": 80.0, "kl": 0.2}  # the change alters training
+    stamped.figures[("gan", 1)] = {"modes": 6.0, "hq": 70.0, "kl": 0.3}
+    with pytest.raises(SystemExit, match="nothing re-stamped"):
+        reproduce.reproduce(**kwargs, restamp=[0, 1], echo=lambda *a: None)
+    seed0, seed1 = (stamped.result_file("gan", s, out).parent for s in (0, 1))
+    checks = [folder.with_name(f"{folder.name}-check-{new}") for folder in (seed0, seed1)]
+    assert all((c / "result.json").is_file() for c in checks)
+    one = json.loads((checks[1] / "result.json").read_text())
+    (checks[1] / "result.json").write_text(json.dumps(one | {"threads": {"OMP_NUM_THREADS": "2", "torch_num_threads": 2}}))
+    stamped.calls.clear()
+    lines = []
+    rerun = reproduce.reproduce(**kwargs, rerun_stale=True, echo=lines.append)
+    assert stamped.calls == [("gan/seed1", seed1.name), ("gan/seed2", stamped.result_file("gan", 2, out).parent.name)]
+    assert rerun["adopted"] == ["gan/seed0"] and rerun["trained"] == 2 and not checks[0].exists()
+    taken = json.loads((seed0 / "result.json").read_text())
+    assert taken["code_hash"] == new and taken["metrics"] == {"modes": 7.0, "hq": 80.0, "kl": 0.2}
+    assert taken["adopted"]["from_folder"] == checks[0].name
+    assert taken["adopted"]["replaced"]["code_hash"] == old
+    assert taken["adopted"]["replaced"]["metrics"] == {"modes": 8.0, "hq": 90.0, "kl": 0.01}
+    assert any("gan/seed1: its check run" in line and "threads OMP_NUM_THREADS=2, torch 2" in line for line in lines)
+    assert any("replaced by their whole-length re-stamp check runs" in line and "gan/seed0" in line for line in lines)
+    assert "| 3 | 7.0 ± 1.0 |" in _row((out / "ring8.md").read_text(), "GAN")  # seeds 0-2: 7, 6, 8 modes
+    assert all(r["code_hash"] == new for r in rerun["results"])
+
+
 def test_restamp_with_shortened_checks_compares_the_curve_prefix(tmp_path, stamped, monkeypatch):
     out = tmp_path / "out"
     kwargs = dict(table="ring8", seeds=[0, 1], models=["gan"], out=out, overrides=[], jobs=1, progress_every=1000,
