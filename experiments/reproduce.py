@@ -197,7 +197,7 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
     # interrupted runs, and it probes torch's thread count in a fresh process
     stamp = (runner.stamp_for({"OMP_NUM_THREADS": str(threads)})
              if any(runner.interrupted(run.folder(out)) for run in todo) else {})
-    adopted = adopt_checks(todo, results, out, current, threads, echo) if rerun_stale else []
+    adopted = adopt_checks(todo, results, out, current, stamp or threads, echo) if rerun_stale else []
     todo = [run for run in todo if run.name not in adopted]
     stale = cache.stale_runs(runs, results, current)
     held, elsewhere = held_back_runs(todo, out, stamp, start_over=force or rerun_stale)
@@ -271,13 +271,15 @@ def reproduce(table: str, seeds: list[int], models: list[str], out: Path, overri
             "checked": [run.name for run in plan.checks], "restamped": restamped, "adopted": adopted}
 
 
-def adopt_checks(todo: list[Run], results: dict[str, dict], out: Path, current: str, threads: int, echo) -> list[str]:
+def adopt_checks(todo: list[Run], results: dict[str, dict], out: Path, current: str, stamp: dict | int,
+                 echo) -> list[str]:
     """For --rerun-stale: the stale runs in `todo` whose whole-length --restamp check run (cache.check_folder,
     no `-steps`) finished with the current code and the stamp a run started now would have (threads, libraries;
     runner.stamp_differences): that check folder becomes the run's folder, its result the run's, recording in
     `adopted` the check folder and the stale result's code, commit, threads and figures it replaces; returns their
     names. Such a check trained the same config (the folder's key) and seed as a rerun would, so retraining it
-    would compute the same figures again."""
+    would compute the same figures again. `stamp` is runner.stamp_for's for the runs' threads, or the thread count
+    (an int) to probe it with when a candidate turns up."""
     candidates = []
     for run in todo:
         folder = cache.check_folder(run, out, current)
@@ -287,7 +289,8 @@ def adopt_checks(todo: list[Run], results: dict[str, dict], out: Path, current: 
                 candidates.append((run, folder, check))
     if not candidates:
         return []
-    stamp = runner.stamp_for({"OMP_NUM_THREADS": str(threads)})
+    if isinstance(stamp, int):
+        stamp = runner.stamp_for({"OMP_NUM_THREADS": str(stamp)})
     adopted = []
     for run, folder, check in candidates:
         differences = runner.stamp_differences(check, {**stamp, "code_deps": cache.run_code_hash(run)})
