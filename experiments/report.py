@@ -403,6 +403,25 @@ def _thread_counts(results: list[dict]) -> dict[str, int]:
     return counts
 
 
+def _input_counts(results: list[dict]) -> dict[str, int]:
+    """How many of the finished runs used each recorded input file (runner.input_files), as "path sha256 <hash>
+    (test accuracy 97.81 %)" labels; the runs that recorded none count under "not recorded" once any run did."""
+    counts: dict[str, int] = {}
+    finished = [r for r in results if r["status"] == "ok"]
+    if not any(r.get("inputs") for r in finished):
+        return counts
+    for r in finished:
+        for path, identity in (r.get("inputs") or {"": None}).items():
+            if identity is None:
+                label = "not recorded"
+            else:
+                accuracy = identity.get("test_accuracy")
+                label = f"{path} sha256 {identity.get('sha256')}" + (
+                    f" (test accuracy {100 * accuracy:.2f} %)" if isinstance(accuracy, (int, float)) else "")
+            counts[label] = counts.get(label, 0) + 1
+    return counts
+
+
 def table_header(table: str, seeds: list[int], models: list[str], out: Path, overrides: list[str], report_only: bool,
                  results: list[dict], current: str, missing: list[str], table_models: Optional[list[str]] = None,
                  in_progress: Optional[dict[str, str]] = None, others: int = 0) -> str:
@@ -426,6 +445,9 @@ def table_header(table: str, seeds: list[int], models: list[str], out: Path, ove
             + f"table written at commit {commit()}; {_machine()}. "
             + ("Threads per run: " + "; ".join(f"{label} ({n} run{'s' if n > 1 else ''})"
                                                for label, n in thread_counts.items()) + ". " if thread_counts else "")
+            + ("Input files: " + "; ".join(f"{label} ({n} run{'s' if n > 1 else ''})"
+                                           for label, n in _input_counts(results).items()) + ". "
+               if _input_counts(results) else "")
             + f"Code: hash {current}"
             + (f"; {n_stale} of {sum(r['status'] == 'ok' for r in results)} runs stale (see the code column)."
                if n_stale else "; every run trained (or re-stamped) with it." if thread_counts else ".")

@@ -268,6 +268,48 @@ def library_versions() -> dict[str, Optional[str]]:
     return versions
 
 
+def input_files(resolved: dict, folder: Path) -> dict[str, dict]:
+    """The files a run's resolved config names under a `*_path` key (the classifier that counts Stacked MNIST modes
+    and gives the image features) as {path as configured: {"sha256": its first 12 hex digits, plus the `info` a
+    torch checkpoint saved with it (the classifier's test accuracy and data)}}, each looked up as train.py does:
+    under the run's folder, then under the project root. Two runs measured by different files cannot be compared
+    figure by figure, so each result records the ones it used; a path that does not exist is left out (the
+    training fails on it and says so)."""
+    found: dict[str, dict] = {}
+
+    def visit(node) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(key, str) and key.endswith("_path") and isinstance(value, str) and value:
+                    path = folder / value if (folder / value).exists() else ROOT / value  # absolute: itself
+                    if path.is_file() and value not in found:
+                        found[value] = _file_identity(path)
+                else:
+                    visit(value)
+        elif isinstance(node, list):
+            for item in node:
+                visit(item)
+
+    visit(resolved)
+    return found
+
+
+def _file_identity(path: Path) -> dict:
+    import hashlib
+
+    identity: dict = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:12]}
+    if path.suffix in (".pt", ".pth", ".ckpt"):
+        import torch
+
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # not a plain checkpoint: its hash alone identifies it
+            saved = None
+        if isinstance(saved, dict) and isinstance(saved.get("info"), dict):
+            identity.update({k: v for k, v in saved["info"].items() if isinstance(v, (str, int, float, bool))})
+    return identity
+
+
 def stamp_for(env: dict[str, str]) -> dict:
     """What a run started now with environment `env` (added to this process's) is stamped with: the code hash and
     commit of this tree, its thread counts and the versions of LIBRARIES."""
@@ -406,6 +448,7 @@ def execute(run: Run, out: Path, env: dict[str, str], folder: Optional[Path] = N
     env = {**os.environ, **env}
     stamp = {**stamp_for(env), "code_deps": run_code_hash(run)}
     attempts = prepare_attempt(folder, stamp)
+    inputs = input_files(configs.resolve(run.configs, run.train_args()), folder)
     command = run.command() + (["--ckpt_path", "last"] if attempts else [])
     start = time.time()
     (folder / ATTEMPT_FILE).write_text(json.dumps({**stamp, "start": start, "attempts": attempts or [],
@@ -420,7 +463,8 @@ def execute(run: Run, out: Path, env: dict[str, str], folder: Optional[Path] = N
     wall = time.time() - start + sum(a["wall_s"] for a in attempts or [])
     result = {"table": run.table, "model": run.model, "seed": run.seed, "key": run.key, "returncode": rc,
               "wall_s": round(wall, 1), "log": str(log_path), "command": " ".join(command), **stamp,
-              **({"resumed": attempts} if attempts else {}), **(extra or {}), **outcome(folder, rc, log_path)}
+              **({"inputs": inputs} if inputs else {}), **({"resumed": attempts} if attempts else {}),
+              **(extra or {}), **outcome(folder, rc, log_path)}
     if result["status"] == "interrupted":  # no result.json: the attempt stays, to be continued
         return result
     replaced = folder / REPLACED_FILE

