@@ -255,6 +255,50 @@ def torch_threads(env: dict[str, str]) -> Optional[int]:
     return _TORCH_THREADS[key]
 
 
+# The instruction-set extensions MKL (matrix products) and oneDNN (convolutions) choose their kernels by, and the
+# variables that cap what they and ATen use. The same code, config, threads and libraries give other weights on
+# a CPU with other kernels: capping MKL at AVX2 (MKL_ENABLE_INSTRUCTIONS=AVX2) or oneDNN (ONEDNN_MAX_CPU_ISA=AVX2)
+# moves a Stacked MNIST GAN's weights within 300 steps on an AVX-512 CPU.
+ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+             "amx_tile", "amx_bf16", "amx_int8")
+ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+_CPU_CAPABILITY: dict[tuple, Optional[str]] = {}
+
+
+def cpu_identity(env: dict[str, str], cpuinfo: str | None = None) -> dict:
+    """The CPU a run started with environment `env` computes on: its model name and the ISA_FLAGS it has (from
+    /proc/cpuinfo, or `cpuinfo`'s text; absent where there is none), ATen's kernel level in a fresh process with
+    `env` (torch.backends.cpu.get_cpu_capability()) and the ISA_LIMITS set in `env`."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    fields = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    present = set(fields.get("flags", "").split())
+    key = tuple(sorted((k, v) for k, v in env.items() if k in ISA_LIMITS))
+    if key not in _CPU_CAPABILITY:
+        probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+                               env=env, capture_output=True, text=True)
+        _CPU_CAPABILITY[key] = probe.stdout.strip() if probe.returncode == 0 and probe.stdout.strip() else None
+    identity = {"model": fields.get("model name"), "isa": " ".join(f for f in ISA_FLAGS if f in present) or None,
+                "torch_capability": _CPU_CAPABILITY[key]}
+    return {**identity, **({"limits": dict(key)} if key else {})}
+
+
+def cpu_text(cpu: Optional[dict]) -> str:
+    """A run's recorded CPU (cpu_identity) in a few words, e.g. "Intel Xeon, torch kernels AVX512, ISA avx2 ...";
+    "not recorded" for runs from before it was."""
+    if not cpu:
+        return "not recorded"
+    limits = cpu.get("limits") or {}
+    return (f"{cpu.get('model') or 'unknown model'}, torch kernels {cpu.get('torch_capability')}, ISA "
+            f"{cpu.get('isa') or 'unknown'}" + "".join(f", {k}={v}" for k, v in limits.items()))
+
+
 # ---------------------------------------------------------------------------------- kept results
 def sample_plot(result: dict) -> Optional[str]:
     """The run's final sample plot (not e.g. InfoGAN's traversal), relative to its folder, if it logged one."""

@@ -16,7 +16,7 @@ import yaml
 
 from experiments.configs import LABELS, MODELS
 from experiments.cache import (CHANGES_SHOWN, CODE_DIRS, CODE_FILES, ROOT, changes_since, code_state, commit,
-                               run_threads, shown_path)
+                               cpu_text, run_threads, shown_path)
 
 METRIC_LABELS = {"modes": "modes", "hq": "HQ %", "kl": "KL", "fid": "FID", "inception_score": "IS"}
 
@@ -403,6 +403,22 @@ def _thread_counts(results: list[dict]) -> dict[str, int]:
     return counts
 
 
+def _cpu_counts(results: list[dict]) -> dict[str, int]:
+    """How many of the finished runs computed on each recorded CPU (cache.cpu_identity; a continued run counts under
+    each CPU its attempts ran on, "and" joining them); empty while no run recorded one. Figures are bit-exact only
+    on the same CPU kernels, so a re-stamp check or a rerun on another CPU may differ without any code change."""
+    finished = [r for r in results if r["status"] == "ok"]
+    if not any(r.get("cpu") for r in finished):
+        return {}
+    counts: dict[str, int] = {}
+    for r in finished:
+        cpus = [a.get("cpu") for a in r.get("resumed") or []] + [r.get("cpu")]
+        labels = list(dict.fromkeys(cpu_text(c) for c in cpus))
+        label = " and ".join(labels)
+        counts[label] = counts.get(label, 0) + 1
+    return counts
+
+
 def _input_counts(results: list[dict]) -> dict[str, int]:
     """How many of the finished runs used each recorded input file (runner.input_files), as "path sha256 <hash>
     (test accuracy 97.81 %)" labels; the runs that recorded none count under "not recorded" once any run did."""
@@ -445,6 +461,9 @@ def table_header(table: str, seeds: list[int], models: list[str], out: Path, ove
             + f"table written at commit {commit()}; {_machine()}. "
             + ("Threads per run: " + "; ".join(f"{label} ({n} run{'s' if n > 1 else ''})"
                                                for label, n in thread_counts.items()) + ". " if thread_counts else "")
+            + ("CPU per run: " + "; ".join(f"{label} ({n} run{'s' if n > 1 else ''})"
+                                         for label, n in _cpu_counts(results).items()) + ". "
+               if _cpu_counts(results) else "")
             + ("Input files: " + "; ".join(f"{label} ({n} run{'s' if n > 1 else ''})"
                                            for label, n in _input_counts(results).items()) + ". "
                if _input_counts(results) else "")

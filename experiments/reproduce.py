@@ -69,7 +69,9 @@ Threads: results on CPU depend on the thread count. Each run gets OMP_NUM_THREAD
 (default 1); result.json records it and torch.get_num_threads() of a Python process started with
 the run's environment; the table's header says which thread counts its runs used. Files the config names by
 path (the MNIST classifier) are recorded too, under `inputs` (their SHA-256 and the checkpoint's own info), and
-the header counts the runs measured by each.
+the header counts the runs measured by each. So is the CPU (`cpu`: its instruction-set extensions and torch's
+kernel level; MKL and oneDNN choose kernels by them, so figures are bit-exact only on the same ones), counted in the
+header too.
 
 Cluster: `--launcher slurm` submits the runs to train as one SLURM job array through submitit, each task a run
 on its own GPU (or CPUs) running exactly what a local slot runs, and writes the table once the array has finished

@@ -27,7 +27,7 @@ import yaml
 
 from callbacks.run_record import RECORD_FILE, finished_evaluation, read_record
 from experiments import configs
-from experiments.cache import code_hash, commit, keep_sample_plot, run_code_hash, torch_threads
+from experiments.cache import code_hash, commit, cpu_identity, keep_sample_plot, run_code_hash, torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
@@ -312,11 +312,13 @@ def _file_identity(path: Path) -> dict:
 
 def stamp_for(env: dict[str, str]) -> dict:
     """What a run started now with environment `env` (added to this process's) is stamped with: the code hash and
-    commit of this tree, its thread counts and the versions of LIBRARIES."""
+    commit of this tree, its thread counts, the versions of LIBRARIES and the CPU (cache.cpu_identity; recorded,
+    not compared by stamp_differences: a preempted run may continue on another node, and holding it back would
+    strand it, so the CPU each attempt ran on stays in the result's `resumed` list instead)."""
     env = {**os.environ, **env}
     return {"code_hash": code_hash(), "commit": commit(),
             "threads": {"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS"), "torch_num_threads": torch_threads(env)},
-            "libraries": library_versions()}
+            "libraries": library_versions(), "cpu": cpu_identity(env)}
 
 
 def _threads_text(threads: Optional[dict]) -> str:
@@ -401,7 +403,8 @@ def prepare_attempt(folder: Path, stamp: dict) -> Optional[list[dict]]:
     seen = (read_record(records[-1].parent) or {}).get("updated") if records else None  # its last sign of life
     return [*earlier.get("attempts", []),
             {"commit": earlier.get("commit"), "start": earlier["start"], "reached_step": _current_step(folder),
-             "wall_s": round(max(0.0, (seen or earlier["start"]) - earlier["start"]), 1)}]
+             "wall_s": round(max(0.0, (seen or earlier["start"]) - earlier["start"]), 1),
+             **({"cpu": earlier["cpu"]} if earlier.get("cpu") else {})}]
 
 
 def finished_result(record: dict) -> Optional[dict]:

@@ -1235,3 +1235,32 @@ def test_each_run_records_the_classifier_its_config_names_and_the_table_says_whi
     assert report._input_counts(results) == {
         f"checkpoints/mnist_classifier.pt sha256 {digest} (test accuracy 97.81 %)": 2, "not recorded": 1}
     assert report._input_counts(results[2:]) == {}  # a table whose runs name no file says nothing of them
+
+
+def test_each_run_records_its_cpu_and_the_table_counts_the_runs_of_each():
+    import os
+
+    cpuinfo = ("processor\t: 0\nmodel name\t: Some CPU 9000\nflags\t\t: fpu sse avx avx2 fma avx512f amx_tile\n"
+               "processor\t: 1\nmodel name\t: Some CPU 9000\nflags\t\t: fpu sse avx avx2 fma avx512f amx_tile\n")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    env.pop("ONEDNN_MAX_CPU_ISA", None), env.pop("DNNL_MAX_CPU_ISA", None), env.pop("MKL_CBWR", None)
+    cpu = cache.cpu_identity(env, cpuinfo=cpuinfo)
+    # ATen at its lowest kernel level says so in a fresh process; only the listed extensions, in the listed order
+    assert cpu == {"model": "Some CPU 9000", "isa": "avx avx2 fma avx512f amx_tile", "torch_capability": "DEFAULT",
+                   "limits": {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
+    assert cache.cpu_identity({}, cpuinfo="")["isa"] is None  # no /proc/cpuinfo (macOS): the ISA is unknown
+    text = "Some CPU 9000, torch kernels DEFAULT, ISA avx avx2 fma avx512f amx_tile, ATEN_CPU_CAPABILITY=default, " \
+           "MKL_ENABLE_INSTRUCTIONS=AVX2"
+    assert cache.cpu_text(cpu) == text and cache.cpu_text(None) == "not recorded"
+    other = {"model": "Other", "isa": "avx avx2 fma", "torch_capability": "AVX2"}
+    # the stamp a run starts with carries it, and stamp_differences does not hold a run back for it
+    assert set(runner.stamp_for({"OMP_NUM_THREADS": "1"})["cpu"]) >= {"model", "isa", "torch_capability"}
+    stamp = {"code_hash": "h", "threads": {}, "libraries": {}, "cpu": other}
+    assert runner.stamp_differences({"code_hash": "h", "threads": {}, "libraries": {}, "cpu": cpu}, stamp) == []
+    # the header counts finished runs per CPU; a run continued on another CPU counts under both, joined
+    results = [{**fake_result("gan", 0), "cpu": cpu}, {**fake_result("gan", 1), "cpu": cpu},
+               {**fake_result("gan", 2), "cpu": other, "resumed": [{"commit": "c", "cpu": cpu}]},
+               fake_result("gan", 3), {**fake_result("gan", 4, status="failed"), "cpu": other}]
+    assert report._cpu_counts(results) == {text: 2, f"{text} and Other, torch kernels AVX2, ISA avx avx2 fma": 1,
+                                           "not recorded": 1}
+    assert report._cpu_counts(results[3:4]) == {}
