@@ -269,6 +269,13 @@ def library_versions() -> dict[str, Optional[str]]:
     return versions
 
 
+# `*_path` keys that the callback holding them does not read, given its other arguments (init_args as resolved):
+# callbacks.DiversityMetrics' `features` and callbacks.ImageQuality's `feature_extractor` use the classifier only
+# when they are "mnist_classifier"
+UNUSED_PATHS = {"classifier_path": lambda args: any(
+    args.get(key, "mnist_classifier") != "mnist_classifier" for key in ("features", "feature_extractor"))}
+
+
 def input_files(resolved: dict, folder: Path) -> dict[str, dict]:
     """The files a run's resolved config names under a `*_path` key (the classifier that counts Stacked MNIST modes
     and gives the image features) as {path as configured: {"sha256": its first 12 hex digits, plus the `info` a
@@ -276,7 +283,8 @@ def input_files(resolved: dict, folder: Path) -> dict[str, dict]:
     looks it up from its working directory, the run's folder (callbacks.classifier.resolve_checkpoint's rule: there,
     then under its PROJECT_ROOT; not by changing this process's working directory, which the runner's parallel slots
     share). Two runs measured by different files cannot be compared figure by figure, so each result records the
-    ones it used; a path that does not exist is left out (the training fails on it and says so)."""
+    ones it used; a path that does not exist is left out (the training fails on it and says so), and so is one its
+    callback does not read (UNUSED_PATHS: a classifier_path beside features that are not "mnist_classifier")."""
     from callbacks import classifier
 
     found: dict[str, dict] = {}
@@ -285,6 +293,8 @@ def input_files(resolved: dict, folder: Path) -> dict[str, dict]:
         if isinstance(node, dict):
             for key, value in node.items():
                 if isinstance(key, str) and key.endswith("_path") and isinstance(value, str) and value:
+                    if key in UNUSED_PATHS and UNUSED_PATHS[key](node):
+                        continue
                     path = folder / value if (folder / value).exists() else classifier.PROJECT_ROOT / value
                     if path.is_file() and value not in found:
                         found[value] = _file_identity(path)

@@ -1223,6 +1223,16 @@ def test_each_run_records_the_classifier_its_config_names_and_the_table_says_whi
     folder = tmp_path / "run"
     folder.mkdir()
     assert runner.input_files(resolved, folder) == {"checkpoints/mnist_classifier.pt": identity}
+    # a 2D table's label-free diversity callback carries the classifier's default path but never loads it
+    two_d = configs.resolve(configs.with_protocol(ROOT / "experiments" / "grid25_veegan" / "gan.yaml"))
+    assert "checkpoints/mnist_classifier.pt" in json.dumps(two_d)
+    assert runner.input_files(two_d, folder) == {}
+    for unused in ({"features": "data"}, {"features": "inception"}, {"feature_extractor": "inception"}):
+        assert runner.input_files({"init_args": {**unused, "classifier_path": "checkpoints/mnist_classifier.pt"}},
+                                  folder) == {}
+    for used in ({"features": "mnist_classifier"}, {"feature_extractor": "mnist_classifier"}, {"num_samples": 10}):
+        assert runner.input_files({"init_args": {**used, "classifier_path": "checkpoints/mnist_classifier.pt"}},
+                                  folder) == {"checkpoints/mnist_classifier.pt": identity}
     # a file under the run's own folder comes first; a path that exists nowhere is left out; other keys are not paths
     (folder / "checkpoints").mkdir()
     (folder / "checkpoints" / "mnist_classifier.pt").write_bytes(b"another file")
